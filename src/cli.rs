@@ -1,0 +1,128 @@
+//! The command line: options and verbs (clap), logging set-up, and the exit-code convention
+//! (the command's own code; 1 for agentenv's errors; 2 for bad usage).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::compute::Network;
+
+const EXAMPLES: &str = "\
+Examples:
+  agentenv .                      a shell in this project's dev environment
+  agentenv . -- cargo test        run one command there; its exit code is agentenv's
+  agentenv ~/src/app#tools        the dev shell `tools` of another project
+  agentenv --network none . -- make check
+  agentenv doctor                 check that this machine can run environments";
+
+/// Portable, isolated Nix dev environments for humans and agents.
+///
+/// `agentenv PATH` opens the dev shell of the flake at PATH (as `nix develop` would) in a
+/// sandbox that sees only the Nix store (copy-on-write), the project, and a private home.
+/// The evaluated environment is cached, so a warm start runs no nix at all.
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentenv",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub verb: Option<Verb>,
+
+    #[command(flatten)]
+    pub enter: EnterArgs,
+
+    /// More detail on stderr (-v: debug, -vv: trace); RUST_LOG works too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// Options of `agentenv [PATH] [-- COMMAND...]`.
+#[derive(Debug, Args)]
+pub struct EnterArgs {
+    /// A directory inside a flake, optionally with `#NAME` to pick `devShells.<system>.NAME`.
+    #[arg(value_name = "PATH[#NAME]", default_value = ".")]
+    pub path: String,
+
+    /// Run this command instead of an interactive shell, and exit with its code.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+
+    /// Evaluate the dev shell again even if nothing it depends on changed.
+    #[arg(long)]
+    pub refresh: bool,
+
+    /// `host` shares the host's network; `none` leaves only a private loopback.
+    #[arg(long, value_enum, default_value = "host", value_name = "MODE")]
+    pub network: Network,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Check that this machine can run environments, and say how to fix what is missing.
+    Doctor {
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "agentenv=debug",
+        _ => "agentenv=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Parses the command line, runs the verb, and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.verb {
+        None => commands::enter::run(&cli.enter),
+        Some(Verb::Doctor { json }) => commands::doctor::run(json),
+        Some(Verb::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "agentenv",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(err) => {
+            eprint!("{}", crate::diag::render(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The directory a path argument is relative to.
+pub fn current_dir() -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    std::env::current_dir().context("cannot read the current directory (was it removed?)")
+}

@@ -1,0 +1,233 @@
+//! The root of a namespace sandbox, as a plan: the store view at `/nix`, the project at its own
+//! path, a private home, fresh `/tmp`, `/run`, `/proc`, a minimal `/dev`, a generated `/etc`,
+//! `/bin/sh` and `/usr/bin/env`. Nothing else of the host.
+
+use std::path::{Path, PathBuf};
+
+use crate::compute::{Network, SandboxSpec};
+use crate::guest::etc::{etc_files, EtcInputs};
+use crate::guest::rootfs::{RootOp, RootfsPlan};
+
+/// Facts read from the host before the sandbox starts.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    pub resolv_conf: Option<Vec<u8>>,
+    pub nix_conf: Option<Vec<u8>>,
+    /// CA certificates to show read-only at the same path.
+    pub ca_bundle: Option<PathBuf>,
+    /// `/etc/localtime`, if the host has one.
+    pub localtime: bool,
+}
+
+/// The CA bundle path shown inside, and the variables that point tools at it.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl HostFacts {
+    pub fn read(network: Network) -> Self {
+        Self {
+            resolv_conf: match network {
+                Network::Host => std::fs::read("/etc/resolv.conf").ok(),
+                Network::None => None,
+            },
+            nix_conf: std::fs::read("/etc/nix/nix.conf").ok(),
+            ca_bundle: Path::new(CA_BUNDLE)
+                .is_file()
+                .then(|| PathBuf::from(CA_BUNDLE)),
+            localtime: Path::new("/etc/localtime").exists(),
+        }
+    }
+}
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+fn bind(source: &Path, path: &Path, file: bool, read_only: bool) -> RootOp {
+    RootOp::Bind {
+        source: source.to_path_buf(),
+        path: path.to_path_buf(),
+        file,
+        read_only,
+    }
+}
+
+fn link(path: &str, points_to: &str) -> RootOp {
+    RootOp::Symlink {
+        path: p(path),
+        points_to: p(points_to),
+    }
+}
+
+/// Plans the root of `spec`. `userns` says whether it is built inside a user namespace.
+pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> RootfsPlan {
+    let mut ops = vec![
+        spec.store.root_op(userns),
+        RootOp::Tmpfs {
+            path: p("/tmp"),
+            mode: 0o1777,
+        },
+        RootOp::Tmpfs {
+            path: p("/run"),
+            mode: 0o755,
+        },
+        RootOp::Tmpfs {
+            path: p("/dev"),
+            mode: 0o755,
+        },
+        RootOp::Devpts {
+            path: p("/dev/pts"),
+        },
+        RootOp::Tmpfs {
+            path: p("/dev/shm"),
+            mode: 0o1777,
+        },
+        RootOp::Proc { path: p("/proc") },
+        link("/dev/ptmx", "pts/ptmx"),
+        link("/dev/fd", "/proc/self/fd"),
+        link("/dev/stdin", "/proc/self/fd/0"),
+        link("/dev/stdout", "/proc/self/fd/1"),
+        link("/dev/stderr", "/proc/self/fd/2"),
+    ];
+    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let path = Path::new("/dev").join(dev);
+        ops.push(bind(&path, &path, true, false));
+    }
+    ops.extend(etc_files(
+        &spec.user,
+        &EtcInputs {
+            hostname: spec.hostname.clone(),
+            resolv_conf: host.resolv_conf.clone(),
+            nix_conf: host.nix_conf.clone(),
+        },
+    ));
+    if let Some(ca) = &host.ca_bundle {
+        ops.push(bind(ca, Path::new(CA_BUNDLE), true, true));
+    }
+    if host.localtime {
+        ops.push(bind(
+            Path::new("/etc/localtime"),
+            Path::new("/etc/localtime"),
+            true,
+            true,
+        ));
+    }
+    ops.push(bind(&spec.home_source, &spec.home, false, false));
+    ops.push(bind(&spec.project, &spec.project, false, false));
+    ops.push(RootOp::Symlink {
+        path: p("/bin/sh"),
+        points_to: spec.shell.clone(),
+    });
+    if let Some(env) = &spec.env_tool {
+        ops.push(RootOp::Symlink {
+            path: p("/usr/bin/env"),
+            points_to: env.clone(),
+        });
+    }
+    RootfsPlan {
+        staging: spec.staging.clone(),
+        ops,
+        read_only_root: true,
+    }
+    .sorted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::etc::UserIdentity;
+    use crate::guest::launch::{plan_launch, LaunchMode};
+    use crate::store::StoreView;
+
+    fn spec(project: &str, home: &str) -> SandboxSpec {
+        SandboxSpec {
+            project: p(project),
+            home: p(home),
+            home_source: p("/state/env/home"),
+            store: StoreView::over_host(Path::new("/state/env/store")),
+            staging: p("/state/env/rootfs"),
+            user: UserIdentity {
+                uid: 1000,
+                gid: 1000,
+                name: "ana".into(),
+                group: "ana".into(),
+                home: p(home),
+            },
+            network: Network::Host,
+            hostname: "agentenv".into(),
+            shell: p("/nix/store/x-bash/bin/bash"),
+            env_tool: Some(p("/nix/store/y-coreutils/bin/env")),
+            launch: plan_launch(
+                "",
+                Path::new("/b"),
+                &LaunchMode::Interactive,
+                Path::new("/"),
+                vec![],
+                "x",
+            ),
+            create_dirs: vec![],
+        }
+    }
+
+    #[test]
+    fn project_inside_home_is_mounted_after_the_home() {
+        let plan = plan_rootfs(
+            &spec("/home/ana/src/app", "/home/ana"),
+            &HostFacts::default(),
+            true,
+        );
+        let pos = |path: &str| {
+            plan.ops
+                .iter()
+                .position(|o| o.path() == Path::new(path))
+                .unwrap()
+        };
+        assert!(pos("/home/ana") < pos("/home/ana/src/app"));
+        assert!(pos("/tmp") < pos("/home/ana"));
+    }
+
+    #[test]
+    fn nothing_of_the_host_is_bound_but_devices_project_home_and_ca_bundle() {
+        let host = HostFacts {
+            ca_bundle: Some(p(CA_BUNDLE)),
+            ..Default::default()
+        };
+        let plan = plan_rootfs(&spec("/tmp/p", "/home/ana"), &host, true);
+        let mut sources: Vec<_> = plan
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                RootOp::Bind { source, .. } => Some(source.display().to_string()),
+                RootOp::Overlay { lower, .. } => Some(lower.display().to_string()),
+                _ => None,
+            })
+            .collect();
+        sources.sort();
+        assert_eq!(
+            sources,
+            vec![
+                "/dev/full",
+                "/dev/null",
+                "/dev/random",
+                "/dev/tty",
+                "/dev/urandom",
+                "/dev/zero",
+                CA_BUNDLE,
+                "/nix",
+                "/state/env/home",
+                "/tmp/p"
+            ]
+        );
+    }
+
+    #[test]
+    fn store_view_uses_user_xattrs_only_in_a_user_namespace() {
+        let plan = plan_rootfs(&spec("/p", "/root"), &HostFacts::default(), false);
+        assert!(plan.ops.iter().any(|o| matches!(
+            o,
+            RootOp::Overlay {
+                userxattr: false,
+                ..
+            }
+        )));
+    }
+}

@@ -1,0 +1,51 @@
+//! Layer 0: where an environment's processes run. A backend takes a `SandboxSpec` (plain data,
+//! the same for every backend) and runs it to completion. Linux namespaces are the only
+//! backend so far; the macOS VM and remote hosts will take the same spec.
+
+use std::path::PathBuf;
+
+use crate::guest::etc::UserIdentity;
+use crate::guest::launch::Launch;
+use crate::store::StoreView;
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+
+/// Whether the environment shares the host's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Network {
+    /// The host's network, as outside.
+    Host,
+    /// Only a private loopback interface.
+    None,
+}
+
+/// Everything a backend needs to run one environment.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Visible read-write at its own absolute path.
+    pub project: PathBuf,
+    /// `$HOME` inside, and the host directory that backs it.
+    pub home: PathBuf,
+    pub home_source: PathBuf,
+    pub store: StoreView,
+    /// An empty host directory to assemble the root on.
+    pub staging: PathBuf,
+    pub user: UserIdentity,
+    pub network: Network,
+    pub hostname: String,
+    /// The environment's bash, linked at `/bin/sh`.
+    pub shell: PathBuf,
+    /// An `env` program, linked at `/usr/bin/env`.
+    pub env_tool: Option<PathBuf>,
+    pub launch: Launch,
+    /// Host directories (home, store layer, staging) to create once the kernel has granted
+    /// the namespaces.
+    pub create_dirs: Vec<PathBuf>,
+}
+
+/// A place to run environments.
+pub trait Compute {
+    /// Runs `spec` and returns the exit code of its command (128+N if killed by signal N).
+    fn run(&self, spec: &SandboxSpec) -> anyhow::Result<i32>;
+}

@@ -1,0 +1,90 @@
+//! Per-environment persistent state: a private home and a store layer for each (project, dev
+//! shell), kept between runs under agentenv's data directory. Knows nothing of mounts.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::nix::flake::FlakeTarget;
+use crate::paths::StateDirs;
+use crate::store::StoreView;
+use crate::util::hash_parts;
+
+/// The directories of one environment.
+#[derive(Debug, Clone)]
+pub struct EnvDirs {
+    /// `<project>-<hash>`: readable and unique per project and shell.
+    pub id: String,
+    pub root: PathBuf,
+}
+
+#[derive(Serialize)]
+struct EnvMeta<'a> {
+    project: &'a std::path::Path,
+    shell: &'a str,
+}
+
+impl EnvDirs {
+    pub fn for_target(state: &StateDirs, target: &FlakeTarget) -> Self {
+        let name: String = target
+            .display_name()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(32)
+            .collect();
+        let hash = hash_parts(
+            [
+                target.root.as_os_str().as_encoded_bytes(),
+                target.shell_name().as_bytes(),
+            ],
+            4,
+        );
+        let id = format!("{name}-{hash}");
+        Self {
+            root: state.envs().join(&id),
+            id,
+        }
+    }
+
+    /// The environment's private `$HOME`.
+    pub fn home(&self) -> PathBuf {
+        self.root.join("home")
+    }
+
+    /// The environment's view of the store.
+    pub fn store_view(&self) -> StoreView {
+        StoreView::over_host(&self.root.join("store"))
+    }
+
+    /// An empty directory on which the environment's root is assembled.
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+
+    /// The directories a sandbox of this environment needs; the backend creates them once the
+    /// kernel has granted its namespaces, so a refused start leaves nothing behind.
+    pub fn dirs_to_create(&self) -> Vec<PathBuf> {
+        let store = self.store_view();
+        vec![self.home(), self.staging(), store.upper, store.work]
+    }
+
+    /// Records which project and shell this environment belongs to.
+    pub fn record(&self, target: &FlakeTarget) -> Result<()> {
+        let meta_path = self.root.join("env.json");
+        if meta_path.exists() {
+            return Ok(());
+        }
+        let meta = EnvMeta {
+            project: &target.root,
+            shell: target.shell_name(),
+        };
+        crate::util::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)
+    }
+}

@@ -1,0 +1,375 @@
+//! The root filesystem of an environment, as a plan of plain data (`RootfsPlan`) and the code
+//! that builds it through a `Syscall`. Which mounts a backend wants is decided by the backend;
+//! this module only knows how to make them, in order, under a fresh tmpfs.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::MsFlags;
+use nix::sys::statvfs::{statvfs, FsFlags};
+
+use super::syscall::Syscall;
+
+/// One step in building a root. Every `path` is absolute inside the new root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootOp {
+    /// A directory in the root tmpfs.
+    Dir { path: PathBuf, mode: u32 },
+    /// A fresh tmpfs.
+    Tmpfs { path: PathBuf, mode: u32 },
+    /// A host file or directory tree made visible at `path`.
+    Bind {
+        source: PathBuf,
+        path: PathBuf,
+        file: bool,
+        read_only: bool,
+    },
+    /// A copy-on-write view: `lower` below, writes into `upper`.
+    Overlay {
+        path: PathBuf,
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        userxattr: bool,
+    },
+    /// `/proc` of the new PID namespace.
+    Proc { path: PathBuf },
+    /// A private devpts instance.
+    Devpts { path: PathBuf },
+    /// A generated file.
+    File {
+        path: PathBuf,
+        contents: Vec<u8>,
+        mode: u32,
+    },
+    /// A symbolic link at `path`.
+    Symlink { path: PathBuf, points_to: PathBuf },
+}
+
+impl RootOp {
+    /// The path inside the root this step creates.
+    pub fn path(&self) -> &Path {
+        match self {
+            RootOp::Dir { path, .. }
+            | RootOp::Tmpfs { path, .. }
+            | RootOp::Bind { path, .. }
+            | RootOp::Overlay { path, .. }
+            | RootOp::Proc { path }
+            | RootOp::Devpts { path }
+            | RootOp::File { path, .. }
+            | RootOp::Symlink { path, .. } => path,
+        }
+    }
+
+    fn is_mount(&self) -> bool {
+        matches!(
+            self,
+            RootOp::Tmpfs { .. }
+                | RootOp::Bind { .. }
+                | RootOp::Overlay { .. }
+                | RootOp::Proc { .. }
+                | RootOp::Devpts { .. }
+        )
+    }
+}
+
+/// A whole root: a tmpfs mounted on `staging`, the steps applied in order, then a pivot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsPlan {
+    /// A directory on the current root where the new root is assembled.
+    pub staging: PathBuf,
+    pub ops: Vec<RootOp>,
+    /// Remount the root tmpfs read-only at the end, as on a real system.
+    pub read_only_root: bool,
+}
+
+impl RootfsPlan {
+    /// Orders the steps so that a mount never hides what an earlier step made: mounts by
+    /// depth (a parent before its children), then files and links, which may live inside them.
+    pub fn sorted(mut self) -> Self {
+        let depth = |p: &Path| p.components().count();
+        self.ops
+            .sort_by_key(|op| (!op.is_mount(), depth(op.path())));
+        self
+    }
+}
+
+/// `path` (absolute, inside the root) as a path under `staging`.
+fn under(staging: &Path, path: &Path) -> Result<PathBuf> {
+    let mut out = staging.to_path_buf();
+    for c in path.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => out.push(n),
+            _ => bail!("{} is not a plain absolute path", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+fn check_overlay_path(p: &Path) -> Result<()> {
+    let s = p.as_os_str().as_encoded_bytes();
+    if s.iter().any(|b| matches!(b, b',' | b':' | b'\\')) {
+        bail!(
+            "{} contains ',', ':' or '\\', which overlay mount options cannot carry; move agentenv's state with AGENTENV_HOME",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+/// Builds `plan` and pivots into it. Must run in a private mount namespace.
+pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
+    // Nothing mounted from here on may propagate back to the host.
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &plan.staging,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    for op in &plan.ops {
+        apply(op, &plan.staging, sys)
+            .with_context(|| format!("cannot set up {}", op.path().display()))?;
+    }
+    sys.pivot_root(&plan.staging)?;
+    if plan.read_only_root {
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
+    let target = under(staging, op.path())?;
+    let parent = target.parent().unwrap_or(staging);
+    match op {
+        RootOp::Dir { mode, .. } => sys.mkdir_all(&target, *mode),
+        RootOp::Tmpfs { mode, .. } => {
+            sys.mkdir_all(&target, 0o755)?;
+            sys.mount(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(&format!("mode={mode:o}")),
+            )
+        }
+        RootOp::Bind {
+            source,
+            file,
+            read_only,
+            ..
+        } => {
+            if *file {
+                sys.mkdir_all(parent, 0o755)?;
+                sys.write_file(&target, b"", 0o644)?;
+            } else {
+                sys.mkdir_all(&target, 0o755)?;
+            }
+            sys.mount(
+                Some(source),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            if *read_only {
+                // A remount must keep the flags the kernel locked on the source mount.
+                let locked = locked_flags(source);
+                sys.mount(
+                    None,
+                    &target,
+                    None,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | locked,
+                    None,
+                )?;
+            }
+            Ok(())
+        }
+        RootOp::Overlay {
+            lower,
+            upper,
+            work,
+            userxattr,
+            ..
+        } => {
+            for p in [lower, upper, work] {
+                check_overlay_path(p)?;
+            }
+            sys.mkdir_all(&target, 0o755)?;
+            let mut data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                upper.display(),
+                work.display()
+            );
+            if *userxattr {
+                data.push_str(",userxattr");
+            }
+            sys.mount(
+                Some(Path::new("overlay")),
+                &target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
+        }
+        RootOp::Proc { .. } => {
+            sys.mkdir_all(&target, 0o555)?;
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            sys.mount(Some(Path::new("proc")), &target, Some("proc"), flags, None)
+                .or_else(|e| {
+                    // A container's masked /proc makes a fresh proc mount "too revealing";
+                    // the host's /proc then stands in, with the host's process list.
+                    tracing::warn!("{e:#}; showing the host's /proc instead");
+                    sys.mount(
+                        Some(Path::new("/proc")),
+                        &target,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None,
+                    )
+                })
+        }
+        RootOp::Devpts { .. } => {
+            sys.mkdir_all(&target, 0o755)?;
+            sys.mount(
+                Some(Path::new("devpts")),
+                &target,
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=620"),
+            )
+        }
+        RootOp::File { contents, mode, .. } => {
+            sys.mkdir_all(parent, 0o755)?;
+            sys.write_file(&target, contents, *mode)
+        }
+        RootOp::Symlink { points_to, .. } => {
+            sys.mkdir_all(parent, 0o755)?;
+            sys.symlink(points_to, &target)
+        }
+    }
+}
+
+fn locked_flags(source: &Path) -> MsFlags {
+    let Ok(st) = statvfs(source) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::syscall::RecordingSyscall;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn mounts_go_parent_first_and_files_last() {
+        let plan = RootfsPlan {
+            staging: p("/s"),
+            ops: vec![
+                RootOp::File {
+                    path: p("/etc/hosts"),
+                    contents: b"x".to_vec(),
+                    mode: 0o644,
+                },
+                RootOp::Bind {
+                    source: p("/h/proj"),
+                    path: p("/tmp/a/proj"),
+                    file: false,
+                    read_only: false,
+                },
+                RootOp::Tmpfs {
+                    path: p("/tmp"),
+                    mode: 0o1777,
+                },
+            ],
+            read_only_root: true,
+        }
+        .sorted();
+        let order: Vec<_> = plan.ops.iter().map(|o| o.path().to_path_buf()).collect();
+        assert_eq!(order, vec![p("/tmp"), p("/tmp/a/proj"), p("/etc/hosts")]);
+    }
+
+    #[test]
+    fn build_root_mounts_under_staging_then_pivots() {
+        let plan = RootfsPlan {
+            staging: p("/s"),
+            ops: vec![
+                RootOp::Overlay {
+                    path: p("/nix"),
+                    lower: p("/nix"),
+                    upper: p("/u"),
+                    work: p("/w"),
+                    userxattr: true,
+                },
+                RootOp::Symlink {
+                    path: p("/bin/sh"),
+                    points_to: p("/nix/store/b/bin/bash"),
+                },
+            ],
+            read_only_root: false,
+        };
+        let sys = RecordingSyscall::default();
+        build_root(&plan, &sys).unwrap();
+        let calls = sys.calls.into_inner();
+        assert!(
+            calls[0].starts_with("mount - / - MsFlags(MS_REC | MS_PRIVATE)"),
+            "{calls:?}"
+        );
+        assert!(calls.iter().any(|c| c == "mount overlay /s/nix overlay MsFlags(0x0) lowerdir=/nix,upperdir=/u,workdir=/w,userxattr"), "{calls:?}");
+        assert!(calls.contains(&"symlink /s/bin/sh -> /nix/store/b/bin/bash".to_string()));
+        assert_eq!(calls.last().unwrap(), "pivot_root /s");
+    }
+
+    #[test]
+    fn overlay_refuses_paths_it_cannot_express() {
+        assert!(check_overlay_path(Path::new("/a,b")).is_err());
+        assert!(check_overlay_path(Path::new("/home/a/.local/share")).is_ok());
+    }
+
+    #[test]
+    fn relative_or_dotted_paths_are_refused() {
+        assert!(under(Path::new("/s"), Path::new("/a/../b")).is_err());
+        assert_eq!(
+            under(Path::new("/s"), Path::new("/a/b")).unwrap(),
+            p("/s/a/b")
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The seam between agentenv and the kernel for building a sandbox root: every mount, pivot and
+//! file it makes goes through `Syscall`. `LinuxSyscall` does it; `RecordingSyscall` writes down
+//! what would be done, so plans can be checked without privileges.
+
+use std::cell::RefCell;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::mount::{MntFlags, MsFlags};
+
+/// The operations a sandbox root is built with. Each error names the path it was about.
+pub trait Syscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()>;
+    fn umount_detach(&self, target: &Path) -> Result<()>;
+    /// Makes `new_root` the root of this mount namespace and detaches the old one.
+    fn pivot_root(&self, new_root: &Path) -> Result<()>;
+    fn sethostname(&self, name: &str) -> Result<()>;
+    fn mkdir_all(&self, path: &Path, mode: u32) -> Result<()>;
+    fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()>;
+    fn symlink(&self, points_to: &Path, link: &Path) -> Result<()>;
+    fn chdir(&self, path: &Path) -> Result<()>;
+}
+
+/// The real kernel.
+pub struct LinuxSyscall;
+
+impl Syscall for LinuxSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data).with_context(|| {
+            format!(
+                "cannot mount {} on {} ({})",
+                source
+                    .map(|s| s.display().to_string())
+                    .unwrap_or_else(|| fstype.unwrap_or("-").to_string()),
+                target.display(),
+                fstype.unwrap_or("bind")
+            )
+        })
+    }
+
+    fn umount_detach(&self, target: &Path) -> Result<()> {
+        nix::mount::umount2(target, MntFlags::MNT_DETACH)
+            .with_context(|| format!("cannot unmount {}", target.display()))
+    }
+
+    fn pivot_root(&self, new_root: &Path) -> Result<()> {
+        // pivot_root(".", ".") stacks the old root under the new one at "/", so no directory
+        // for it is needed; unmounting "." then drops it.
+        nix::unistd::chdir(new_root)
+            .with_context(|| format!("cannot enter {}", new_root.display()))?;
+        nix::unistd::pivot_root(".", ".")
+            .with_context(|| format!("cannot make {} the root", new_root.display()))?;
+        nix::mount::umount2(".", MntFlags::MNT_DETACH).context("cannot detach the old root")?;
+        nix::unistd::chdir("/").context("cannot enter the new root")
+    }
+
+    fn sethostname(&self, name: &str) -> Result<()> {
+        nix::unistd::sethostname(name).with_context(|| format!("cannot set the hostname to {name}"))
+    }
+
+    fn mkdir_all(&self, path: &Path, mode: u32) -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .with_context(|| format!("cannot create {}", path.display()))
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .and_then(|mut f| f.write_all(contents))
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn symlink(&self, points_to: &Path, link: &Path) -> Result<()> {
+        std::os::unix::fs::symlink(points_to, link)
+            .with_context(|| format!("cannot link {} to {}", link.display(), points_to.display()))
+    }
+
+    fn chdir(&self, path: &Path) -> Result<()> {
+        nix::unistd::chdir(path).with_context(|| format!("cannot enter {}", path.display()))
+    }
+}
+
+/// Records calls as lines of text instead of making them; every call succeeds.
+#[derive(Default)]
+pub struct RecordingSyscall {
+    pub calls: RefCell<Vec<String>>,
+}
+
+impl RecordingSyscall {
+    fn push(&self, s: String) -> Result<()> {
+        self.calls.borrow_mut().push(s);
+        Ok(())
+    }
+}
+
+impl Syscall for RecordingSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        self.push(format!(
+            "mount {} {} {} {:?} {}",
+            source
+                .map(|s| s.display().to_string())
+                .unwrap_or_else(|| "-".into()),
+            target.display(),
+            fstype.unwrap_or("-"),
+            flags,
+            data.unwrap_or("-")
+        ))
+    }
+    fn umount_detach(&self, target: &Path) -> Result<()> {
+        self.push(format!("umount {}", target.display()))
+    }
+    fn pivot_root(&self, new_root: &Path) -> Result<()> {
+        self.push(format!("pivot_root {}", new_root.display()))
+    }
+    fn sethostname(&self, name: &str) -> Result<()> {
+        self.push(format!("sethostname {name}"))
+    }
+    fn mkdir_all(&self, path: &Path, mode: u32) -> Result<()> {
+        self.push(format!("mkdir {} {mode:o}", path.display()))
+    }
+    fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+        self.push(format!(
+            "write {} {mode:o} {}B",
+            path.display(),
+            contents.len()
+        ))
+    }
+    fn symlink(&self, points_to: &Path, link: &Path) -> Result<()> {
+        self.push(format!(
+            "symlink {} -> {}",
+            link.display(),
+            points_to.display()
+        ))
+    }
+    fn chdir(&self, path: &Path) -> Result<()> {
+        self.push(format!("chdir {}", path.display()))
+    }
+}

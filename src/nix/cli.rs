@@ -1,0 +1,173 @@
+//! The user's own `nix` command: finding it, identifying its version cheaply, and running it
+//! with progress on stderr. Knows nothing of flakes or dev shells.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::diag::Diagnostic;
+use crate::util::find_executable;
+
+/// A `nix` binary found on PATH.
+#[derive(Debug, Clone)]
+pub struct NixCli {
+    pub program: PathBuf,
+}
+
+/// What a finished nix command printed.
+#[derive(Debug)]
+pub struct NixOutput {
+    pub success: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl NixCli {
+    /// Finds `nix` on PATH, or says how to install it.
+    pub fn find() -> Result<Self> {
+        match find_executable("nix") {
+            Some(program) => Ok(Self { program }),
+            None => Err(Diagnostic::new("nix is not installed: no `nix` command on PATH")
+                .hint("install it: `sh <(curl -L https://nixos.org/nix/install) --daemon`, or on Debian `sudo apt-get install nix-bin`")
+                .hint("then enable flakes: add `experimental-features = nix-command flakes` to ~/.config/nix/nix.conf")
+                .into()),
+        }
+    }
+
+    /// A cheap fingerprint of this nix (its resolved path, size and mtime): changes when nix is
+    /// upgraded, without running it.
+    pub fn identity(&self) -> String {
+        let real = std::fs::canonicalize(&self.program).unwrap_or_else(|_| self.program.clone());
+        match std::fs::metadata(&real) {
+            Ok(m) => format!("{}:{}:{}", real.display(), m.len(), m.mtime()),
+            Err(_) => real.display().to_string(),
+        }
+    }
+
+    /// `nix --version`, e.g. "nix (Nix) 2.8.0".
+    pub fn version(&self) -> Result<String> {
+        let out = Command::new(&self.program)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.program.display()))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A `nix` command with the flake features enabled whatever the user's config says.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["--extra-experimental-features", "nix-command flakes"]);
+        cmd
+    }
+
+    /// Runs a nix command to completion, capturing stdout and stderr; while it runs, a spinner
+    /// on a terminal stderr shows `label` and nix's latest line.
+    pub fn run(&self, mut cmd: Command, label: &str) -> Result<NixOutput> {
+        tracing::debug!(?cmd, "running nix");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.program.display()))?;
+        let mut stdout = child.stdout.take().context("nix stdout")?;
+        let mut stderr = child.stderr.take().context("nix stderr")?;
+
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(label.to_string());
+
+        let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+        let (mut out_open, mut err_open) = (true, true);
+        let mut chunk = [0u8; 16384];
+        while out_open || err_open {
+            let mut fds = Vec::with_capacity(2);
+            if out_open {
+                fds.push(PollFd::new(stdout.as_fd(), PollFlags::POLLIN));
+            }
+            if err_open {
+                fds.push(PollFd::new(stderr.as_fd(), PollFlags::POLLIN));
+            }
+            let ready = match poll(&mut fds, PollTimeout::from(100u8)) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => return Err(e).context("cannot wait for nix's output"),
+            };
+            let revents: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            bar.tick();
+            if ready == 0 {
+                continue;
+            }
+            let mut idx = 0;
+            if out_open {
+                if revents[idx] {
+                    let n = stdout
+                        .read(&mut chunk)
+                        .context("cannot read nix's output")?;
+                    if n == 0 {
+                        out_open = false;
+                    }
+                    out_buf.extend_from_slice(&chunk[..n]);
+                }
+                idx += 1;
+            }
+            if err_open && revents[idx] {
+                let n = stderr
+                    .read(&mut chunk)
+                    .context("cannot read nix's output")?;
+                if n == 0 {
+                    err_open = false;
+                }
+                err_buf.extend_from_slice(&chunk[..n]);
+                if let Some(line) = last_line(&err_buf) {
+                    bar.set_message(line);
+                }
+            }
+        }
+        let status = child.wait().context("cannot wait for nix")?;
+        bar.finish_and_clear();
+        Ok(NixOutput {
+            success: status.success(),
+            stdout: out_buf,
+            stderr: String::from_utf8_lossy(&err_buf).into_owned(),
+        })
+    }
+}
+
+fn last_line(buf: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(buf);
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.chars().take(120).collect())
+}
+
+/// nix's stderr without its noise (dirty-tree warnings), as detail lines for a Diagnostic.
+pub fn stderr_details(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !(l.starts_with("warning: Git tree") && l.ends_with("is dirty")))
+        .map(|l| format!("| {l}"))
+        .collect()
+}
+
+/// True if `path` is inside the nix store.
+pub fn in_store(path: &Path) -> bool {
+    path.starts_with("/nix/store/")
+}

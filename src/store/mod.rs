@@ -1,0 +1,57 @@
+//! Layer 1: each environment's copy-on-write view of the host's Nix store. On Linux it is an
+//! overlay mount: the host's `/nix` below, the environment's own layer above, so anything
+//! built or written inside stays in the environment. Creating it is one mount, whatever the
+//! size of the store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::guest::rootfs::RootOp;
+
+/// Where the host keeps the store that every view starts from.
+pub const HOST_NIX: &str = "/nix";
+
+/// A store view: which store is below, and where this environment's writes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreView {
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+impl StoreView {
+    /// The view of the host store with its layer kept in `layer_dir`.
+    pub fn over_host(layer_dir: &Path) -> Self {
+        Self::new(Path::new(HOST_NIX), layer_dir)
+    }
+
+    /// A view of `lower` with its layer kept in `layer_dir`.
+    pub fn new(lower: &Path, layer_dir: &Path) -> Self {
+        Self {
+            lower: lower.to_path_buf(),
+            upper: layer_dir.join("upper"),
+            work: layer_dir.join("work"),
+        }
+    }
+
+    /// Creates the layer's directories (kept between runs).
+    pub fn prepare(&self) -> Result<()> {
+        for d in [&self.upper, &self.work] {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The mount that shows this view at `/nix`. `userxattr` is needed inside a user namespace,
+    /// where overlayfs cannot use trusted xattrs.
+    pub fn root_op(&self, userxattr: bool) -> RootOp {
+        RootOp::Overlay {
+            path: PathBuf::from(HOST_NIX),
+            lower: self.lower.clone(),
+            upper: self.upper.clone(),
+            work: self.work.clone(),
+            userxattr,
+        }
+    }
+}
