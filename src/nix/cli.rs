@@ -153,7 +153,7 @@ fn last_line(buf: &[u8]) -> Option<String> {
     text.lines()
         .rev()
         .map(str::trim)
-        .find(|l| !l.is_empty())
+        .find(|l| !l.is_empty() && !is_noise(l))
         .map(|l| l.chars().take(120).collect())
 }
 
@@ -162,9 +162,14 @@ pub fn stderr_details(stderr: &str) -> Vec<String> {
     stderr
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .filter(|l| !(l.starts_with("warning: Git tree") && l.ends_with("is dirty")))
+        .filter(|l| !is_noise(l))
         .map(|l| format!("| {l}"))
         .collect()
+}
+
+/// A line of nix's that tells the user nothing about their problem.
+fn is_noise(line: &str) -> bool {
+    line.starts_with("warning: Git tree") && line.ends_with("is dirty")
 }
 
 /// True if `path` is inside the nix store.

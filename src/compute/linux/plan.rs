@@ -17,6 +17,9 @@ pub struct HostFacts {
     pub ca_bundle: Option<PathBuf>,
     /// `/etc/localtime`, if the host has one.
     pub localtime: bool,
+    /// The caller's terminal device, shown at `/dev/console` so that `ttyname` (and `tty`,
+    /// `GPG_TTY=$(tty)`, tmux) finds the terminal the shell runs on.
+    pub terminal: Option<PathBuf>,
 }
 
 /// The CA bundle path shown inside, and the variables that point tools at it.
@@ -34,8 +37,25 @@ impl HostFacts {
                 .is_file()
                 .then(|| PathBuf::from(CA_BUNDLE)),
             localtime: Path::new("/etc/localtime").exists(),
+            terminal: caller_terminal(),
         }
     }
+}
+
+/// The device of the first of stdin, stdout and stderr that is a terminal.
+fn caller_terminal() -> Option<PathBuf> {
+    use std::io::IsTerminal;
+    use std::os::unix::fs::FileTypeExt;
+    let ttys = [
+        std::io::stdin().is_terminal(),
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    ];
+    (0..3).filter(|&fd| ttys[fd]).find_map(|fd| {
+        let dev = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+        let is_char = std::fs::metadata(&dev).is_ok_and(|m| m.file_type().is_char_device());
+        (dev.starts_with("/dev/") && is_char).then_some(dev)
+    })
 }
 
 fn p(s: &str) -> PathBuf {
@@ -91,6 +111,9 @@ pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> Rootfs
     for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
         let path = Path::new("/dev").join(dev);
         ops.push(bind(&path, &path, true, false));
+    }
+    if let Some(tty) = &host.terminal {
+        ops.push(bind(tty, Path::new("/dev/console"), true, false));
     }
     ops.extend(etc_files(
         &spec.user,

@@ -1,0 +1,11 @@
+//! Integration tests: the real agentenv binary against real nix, real namespaces and real
+//! overlay mounts. Each test makes its own copy of examples/hello and its own state.
+
+mod cache;
+mod doctor;
+mod enter;
+mod environment;
+mod errors;
+mod isolation;
+mod rootless;
+pub mod support;

@@ -1,0 +1,350 @@
+//! Test fixtures: a copy of the example flake ready for an offline nix, agentenv and nix
+//! commands pointed at it, running with a deadline, a pseudo-terminal, and loud skips.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn agentenv_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agentenv"))
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Records a skipped test where people will see it: stderr and target/test-skips.log, which
+/// scripts/test.sh prints at the end.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    let log = repo_root().join("target/test-skips.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = writeln!(f, "{test}: {reason}");
+    }
+}
+
+/// Skips the calling test (loudly) unless the fixture can be made.
+#[macro_export]
+macro_rules! fixture {
+    () => {
+        match $crate::support::Fixture::hello() {
+            Ok(f) => f,
+            Err(reason) => {
+                $crate::support::skip(module_path!(), &reason);
+                return;
+            }
+        }
+    };
+}
+
+fn prerequisites() -> Result<(), String> {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECK
+        .get_or_init(|| {
+            for (path, pkg) in [
+                ("/bin/bash-static", "bash-static"),
+                ("/bin/busybox", "busybox-static"),
+            ] {
+                if !Path::new(path).exists() {
+                    return Err(format!(
+                        "{path} is missing (Debian package {pkg}; scripts/test.sh installs it)"
+                    ));
+                }
+            }
+            for tool in ["nix", "git"] {
+                let ok = Command::new(tool)
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(format!(
+                        "`{tool}` is not installed (scripts/test.sh installs it)"
+                    ));
+                }
+            }
+            let mut probe = Command::new("unshare");
+            if !is_root() {
+                probe.args(["-U", "-r"]);
+            }
+            let ok = probe
+                .args(["-m", "-p", "-f", "true"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err(
+                    "this machine refuses mount/PID namespaces (see `agentenv doctor`)".into(),
+                );
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// A private copy of examples/hello (a git repository, as flakes need) with its own agentenv
+/// state directory and an offline nix configuration.
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+    pub flake: PathBuf,
+    pub state: PathBuf,
+    pub nix_config: String,
+}
+
+impl Fixture {
+    pub fn hello() -> Result<Self, String> {
+        prerequisites()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("agentenv-test-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let root = std::fs::canonicalize(tmp.path()).map_err(|e| e.to_string())?;
+        let flake = root.join("hello");
+        let script = format!(
+            ". '{}/scripts/lib.sh' && prepare_example '{}/examples/hello' '{}' && offline_nix_config '{}'",
+            repo_root().display(),
+            repo_root().display(),
+            flake.display(),
+            root.display()
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot prepare the example: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let nix_config = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(Self {
+            state: root.join("state"),
+            flake,
+            nix_config,
+            tmp,
+        })
+    }
+
+    /// agentenv, run from the flake's directory with this fixture's state.
+    pub fn agentenv(&self) -> Command {
+        let mut c = Command::new(agentenv_bin());
+        c.env("AGENTENV_HOME", &self.state)
+            .env("NIX_CONFIG", &self.nix_config)
+            .current_dir(&self.flake);
+        c
+    }
+
+    /// `agentenv . -- ARGS...`
+    pub fn run_in(&self, args: &[&str]) -> Output {
+        let mut c = self.agentenv();
+        c.arg(".").arg("--").args(args);
+        run(c)
+    }
+
+    /// nix with the same offline configuration.
+    pub fn nix(&self) -> Command {
+        let mut c = Command::new("nix");
+        c.env("NIX_CONFIG", &self.nix_config)
+            .current_dir(&self.flake);
+        c
+    }
+
+    /// Writes a file in the flake and `git add`s it.
+    pub fn write(&self, rel: &str, contents: &str) {
+        let p = self.flake.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(&self.flake)
+            .args(["add", "-A"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Replaces `from` with `to` in the flake's flake.nix.
+    pub fn edit_flake(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.flake.join("flake.nix")).unwrap();
+        assert!(text.contains(from), "flake.nix has no {from:?}");
+        self.write("flake.nix", &text.replacen(from, to, 1));
+    }
+
+    /// The entries of the dev-environment cache.
+    pub fn cache_entries(&self) -> Vec<PathBuf> {
+        list(&self.state.join("cache/devenv/entries"))
+    }
+
+    /// The environments' state directories.
+    pub fn envs(&self) -> Vec<PathBuf> {
+        list(&self.state.join("data/envs"))
+    }
+}
+
+pub fn list(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` with stdin closed and a deadline.
+pub fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null());
+    wait_output(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+/// Waits for a child with piped stdout/stderr, killing it at the deadline.
+pub fn wait_output(mut child: Child) -> Output {
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut b);
+        }
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut b);
+        }
+        b
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("command did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// A command running on a pseudo-terminal, as on a user's terminal: its own session with the
+/// terminal as controlling tty.
+pub struct Pty {
+    pub child: Child,
+    master: std::fs::File,
+    pub output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    pub fn spawn(mut cmd: Command) -> Pty {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let slave = std::fs::File::from(pty.slave);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn on pty");
+        let master = std::fs::File::from(pty.master);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        drop(cmd);
+        Pty {
+            child,
+            master,
+            output,
+        }
+    }
+
+    pub fn master(&self) -> &std::fs::File {
+        &self.master
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.master.write_all(text.as_bytes()).unwrap();
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output contains `needle`.
+    pub fn expect(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let t = self.text();
+            if t.contains(needle) {
+                return t;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {needle:?} in output:\n{t}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "pty command did not exit:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
