@@ -156,7 +156,8 @@ pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
     Ok(())
 }
 
-fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
+/// Applies one step, making `op.path()` under `staging`.
+pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
     let target = under(staging, op.path())?;
     let parent = target.parent().unwrap_or(staging);
     match op {

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Figures for `agentenv PATH -- CMD` on the bundled example, measured in one run:
+#  1. warm `agentenv EX -- true` against `nix develop EX --command true` (ratio; goal <= 0.25)
+#  2. the sandbox's own cost: warm `agentenv EX -- true` minus `true` run directly (goal <= 10 ms)
+#  3. store view creation over host stores of 100 and 10,000 paths (flat; goal <= 2 ms each)
+#  4. peak memory of agentenv's own processes during a run (goal <= 5 MiB over the command's)
+# Needs hyperfine (installed if missing). Run as root or where user namespaces are allowed.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+. scripts/lib.sh
+install_packages hyperfine nix-bin bash-static busybox-static git
+
+cargo build --release --quiet
+bin="$repo/target/release/agentenv"
+work="$repo/target/bench"
+rm -rf "$work"
+prepare_example "$repo/examples/hello" "$work/hello"
+NIX_CONFIG=$(offline_nix_config "$work")
+export NIX_CONFIG AGENTENV_HOME="$work/state"
+ex="$work/hello"
+"$bin" "$ex" -- true                      # cold: evaluate and cache
+nix develop "$ex" --command true 2>/dev/null  # and nix's own eval cache
+
+median() { awk -F, -v n="$2" 'NR>1 && $1==n {print $4}' "$1"; }
+
+echo "== 1, 2: warm start"
+hyperfine -N --warmup 5 --runs 100 --export-csv "$work/enter.csv" \
+  -n agentenv "$bin $ex -- true" \
+  -n "nix develop" "nix develop $ex --command true" \
+  -n true "true" >/dev/null 2>&1
+a=$(median "$work/enter.csv" agentenv)
+n=$(median "$work/enter.csv" "nix develop")
+t=$(median "$work/enter.csv" true)
+awk -v a="$a" -v n="$n" -v t="$t" 'BEGIN {
+  printf "agentenv EX -- true          %8.2f ms (median)\n", a*1000
+  printf "nix develop EX --command true %7.2f ms\n", n*1000
+  printf "true                         %8.2f ms\n", t*1000
+  printf "1. ratio agentenv / nix develop: %.3f  (goal <= 0.25)\n", a/n
+  printf "2. sandbox cost, agentenv - true: %.2f ms  (goal <= 10 ms)\n", (a-t)*1000
+}'
+
+echo "== 3: store view creation"
+cargo bench --quiet --bench store_view 2>/dev/null | sed 's/^/   /'
+
+echo "== 4: peak memory"
+"$bin" "$ex" -- sleep 1 &
+top=$!
+sleep 0.5
+init=$(cat /proc/$top/task/$top/children | awk '{print $1}')
+cmd=$(cat /proc/$init/task/$init/children | awk '{print $1}')
+kb() { awk -v k="$2:" '$1==k {print $2}' "$1"; }
+hwm_top=$(kb /proc/$top/status VmHWM); hwm_init=$(kb /proc/$init/status VmHWM)
+pss_top=$(kb /proc/$top/smaps_rollup Pss); pss_init=$(kb /proc/$init/smaps_rollup Pss)
+anon_top=$(kb /proc/$top/smaps_rollup Pss_Anon); anon_init=$(kb /proc/$init/smaps_rollup Pss_Anon)
+hwm_cmd=$(kb /proc/$cmd/status VmHWM)
+wait $top
+# RSS counts the pages of libc and of the binary that these processes share with each other
+# and with everything else; PSS divides shared pages among their users, so it is the memory
+# agentenv really adds. Anonymous memory is what no one else could share.
+awk -v a="$hwm_top" -v b="$hwm_init" -v pa="$pss_top" -v pb="$pss_init" -v c="$hwm_cmd" \
+    -v aa="$anon_top" -v ab="$anon_init" 'BEGIN {
+  printf "agentenv (host side): peak RSS %6.2f MiB, PSS %5.2f MiB\n", a/1024, pa/1024
+  printf "agentenv init (PID 1): peak RSS %5.2f MiB, PSS %5.2f MiB\n", b/1024, pb/1024
+  printf "the command (sleep):   peak RSS %5.2f MiB\n", c/1024
+  printf "4. agentenv'"'"'s own processes: %.2f MiB PSS, %.2f MiB anonymous (goal <= 5 MiB); peak RSS summed %.2f MiB\n", (pa+pb)/1024, (aa+ab)/1024, (a+b)/1024
+}'
