@@ -10,10 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands;
 use crate::compute::Network;
 
+const USAGE_FIRST: &str = "\
+$ agentenv .                  a shell in this project's dev environment
+$ agentenv . -- cargo test    one command there; its exit code is agentenv's";
+
 const EXAMPLES: &str = "\
-Examples:
-  agentenv .                      a shell in this project's dev environment
-  agentenv . -- cargo test        run one command there; its exit code is agentenv's
+More examples:
   agentenv ~/src/app#tools        the dev shell `tools` of another project
   agentenv --network none . -- make check
   agentenv doctor                 check that this machine can run environments";
@@ -27,8 +29,11 @@ Examples:
 #[command(
     name = "agentenv",
     version,
+    before_help = USAGE_FIRST,
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true,
+    subcommand_value_name = "VERB",
+    subcommand_help_heading = "Verbs",
     subcommand_negates_reqs = true
 )]
 pub struct Cli {

@@ -48,3 +48,27 @@ pub fn hash_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>, n: usize) -> St
     }
     h.finalize().to_hex()[..n * 2].to_string()
 }
+
+/// Removes a directory tree even where overlayfs left directories with mode 000 (its work
+/// directory), which a plain `remove_dir_all` by their unprivileged owner cannot enter.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    fn open_up(dir: &Path) {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    open_up(&e.path());
+                }
+            }
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            open_up(path);
+            std::fs::remove_dir_all(path)
+        }
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -274,6 +274,7 @@ fn probe_sandbox() -> Result<()> {
             let mut msg = String::new();
             std::fs::File::from(rd).read_to_string(&mut msg)?;
             nix::sys::wait::waitpid(child, None)?;
+            let _ = crate::util::remove_tree(&base);
             if msg.is_empty() {
                 Ok(())
             } else {
