@@ -18,6 +18,7 @@ const EXAMPLES: &str = "\
 More examples:
   agentenv ~/src/app#tools        the dev shell `tools` of another project
   agentenv --network none . -- make check
+  agentenv up . && agentenv exec . -- make   keep an environment running, use it
   agentenv doctor                 check that this machine can run environments";
 
 /// Portable, isolated Nix dev environments for humans and agents.
@@ -68,8 +69,84 @@ pub struct EnterArgs {
     pub network: Network,
 }
 
+/// Options of `agentenv up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// A directory inside a flake, optionally with `#NAME`.
+    #[arg(value_name = "PATH[#NAME]", default_value = ".")]
+    pub path: String,
+
+    /// A name to find the environment by (unique among running ones).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Evaluate the dev shell again even if nothing it depends on changed.
+    #[arg(long)]
+    pub refresh: bool,
+
+    /// `host` shares the host's network; `none` leaves only a private loopback.
+    #[arg(long, value_enum, default_value = "host", value_name = "MODE")]
+    pub network: Network,
+}
+
+/// Options of `agentenv exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The environment: an id (or unique prefix), a name, or a project path.
+    #[arg(value_name = "ENV")]
+    pub env: String,
+
+    /// Pass stdin to the command (always on with a terminal).
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Give the command a terminal even if stdin is not one.
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Working directory inside (default: the current one if visible inside, else the project).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// Set a variable for the command; repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env_vars: Vec<String>,
+
+    /// The command; without one, a shell.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Options of `agentenv down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The environment: an id (or unique prefix), a name, or a project path.
+    #[arg(value_name = "ENV")]
+    pub env: String,
+
+    /// Also delete its home and store layer.
+    #[arg(long)]
+    pub rm: bool,
+
+    /// Seconds the processes get between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Verb {
+    /// Start a project's environment in the background; prints its id.
+    Up(UpArgs),
+    /// Run a command (or a shell) in a running environment.
+    Exec(ExecArgs),
+    /// List the running environments.
+    Ps {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running environment: every process ends, its mounts go.
+    Down(DownArgs),
     /// Check that this machine can run environments, and say how to fix what is missing.
     Doctor {
         /// Print the checks as JSON.
@@ -105,6 +182,10 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.verb {
         None => commands::enter::run(&cli.enter),
+        Some(Verb::Up(args)) => commands::up::run(&args),
+        Some(Verb::Exec(args)) => commands::exec::run(&args),
+        Some(Verb::Ps { json }) => commands::ps::run(json),
+        Some(Verb::Down(args)) => commands::down::run(&args),
         Some(Verb::Doctor { json }) => commands::doctor::run(json),
         Some(Verb::Completions { shell }) => {
             use clap::CommandFactory;

@@ -12,5 +12,8 @@ pub mod guest;
 pub mod nix;
 pub mod paths;
 pub mod process;
+pub mod proto;
+pub mod runtime;
 pub mod store;
 pub mod util;
+pub mod workspace;

@@ -16,6 +16,8 @@ pub struct StateDirs {
     pub data: PathBuf,
     /// User configuration (`config.toml`).
     pub config: PathBuf,
+    /// Sockets and state of running environments; gone after a reboot.
+    pub runtime: PathBuf,
 }
 
 impl StateDirs {
@@ -27,10 +29,16 @@ impl StateDirs {
         let xdg = etcetera::choose_base_strategy().context(
             "cannot find the home directory for agentenv's state; set HOME or AGENTENV_HOME",
         )?;
+        let data = xdg.data_dir().join("agentenv");
+        let runtime = xdg
+            .runtime_dir()
+            .map(|d| d.join("agentenv"))
+            .unwrap_or_else(|| data.join("run"));
         Ok(Self {
             cache: xdg.cache_dir().join("agentenv"),
-            data: xdg.data_dir().join("agentenv"),
+            data,
             config: xdg.config_dir().join("agentenv"),
+            runtime,
         })
     }
 
@@ -40,6 +48,7 @@ impl StateDirs {
             cache: home.join("cache"),
             data: home.join("data"),
             config: home.join("config"),
+            runtime: home.join("run"),
         }
     }
 

@@ -1,4 +1,8 @@
 //! One file per verb; each is thin and calls into the layers.
 
 pub mod doctor;
+pub mod down;
 pub mod enter;
+pub mod exec;
+pub mod ps;
+pub mod up;

@@ -12,7 +12,10 @@ use crate::store::StoreView;
 pub mod linux;
 
 /// Whether the environment shares the host's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Network {
     /// The host's network, as outside.
     Host,
@@ -38,14 +41,24 @@ pub struct SandboxSpec {
     pub shell: PathBuf,
     /// An `env` program, linked at `/usr/bin/env`.
     pub env_tool: Option<PathBuf>,
-    pub launch: Launch,
     /// Host directories (home, store layer, staging) to create once the kernel has granted
     /// the namespaces.
     pub create_dirs: Vec<PathBuf>,
 }
 
+/// What a persistent environment's agent serves on, and where it logs.
+pub struct AgentSetup {
+    pub listener: std::os::unix::net::UnixListener,
+    pub log: std::fs::File,
+}
+
 /// A place to run environments.
 pub trait Compute {
-    /// Runs `spec` and returns the exit code of its command (128+N if killed by signal N).
-    fn run(&self, spec: &SandboxSpec) -> anyhow::Result<i32>;
+    /// Runs `launch` in a fresh environment built from `spec`, and returns its exit code
+    /// (128+N if it was killed by signal N). The environment ends with it.
+    fn run(&self, spec: &SandboxSpec, launch: &Launch) -> anyhow::Result<i32>;
+
+    /// Starts an environment built from `spec` in the background, its guest agent serving
+    /// `agent`, and returns the agent's pid once it is ready.
+    fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> anyhow::Result<i32>;
 }

@@ -95,6 +95,20 @@ pub fn plan_launch(
 }
 
 impl Launch {
+    /// The same launch with its script at `path` instead of the default place (each exec of a
+    /// persistent environment gets its own).
+    pub fn with_script_path(mut self, path: &Path) -> Self {
+        for arg in self
+            .argv
+            .iter_mut()
+            .filter(|a| a.as_os_str() == SCRIPT_PATH)
+        {
+            *arg = path.as_os_str().to_owned();
+        }
+        self.script_path = path.to_path_buf();
+        self
+    }
+
     /// The environment as `KEY=VALUE` byte strings for execve.
     pub fn env_pairs(&self) -> Vec<Vec<u8>> {
         self.env

@@ -1,113 +1,176 @@
 //! The Linux backend: an environment is a set of fresh namespaces (user when not root, PID,
 //! mount, UTS, IPC, and net when cut off) around a root built from a plan. The host side
-//! forks PID 1, learns through a pipe whether the setup worked, and then only waits and
-//! forwards signals.
+//! forks PID 1 and learns through a pipe whether its setup worked; for a one-shot command it
+//! then waits and forwards signals, for a persistent environment it leaves it running.
 
 pub mod plan;
 pub mod userns;
 
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
-use nix::unistd::{fork, pipe2, ForkResult};
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use crate::compute::{Compute, Network, SandboxSpec};
+use crate::compute::{AgentSetup, Compute, Network, SandboxSpec};
 use crate::diag::Diagnostic;
+use crate::guest::agent::run_agent;
 use crate::guest::init::{report_error, run_init};
+use crate::guest::launch::Launch;
 use crate::guest::rootfs::{build_root, RootfsPlan};
 use crate::guest::syscall::{LinuxSyscall, Syscall};
 use crate::process::{block_supervised_signals, supervise, Reap};
 use plan::{plan_rootfs, HostFacts};
 use userns::{unshare_refused, write_id_maps, IdMode};
 
+/// What the agent writes to the start-up pipe once it serves.
+const READY: &[u8] = b"ready";
+
 /// Namespaces on the local kernel.
 pub struct LinuxNamespaces;
 
 impl Compute for LinuxNamespaces {
-    fn run(&self, spec: &SandboxSpec) -> Result<i32> {
-        let mode = IdMode::detect();
-        let plan = plan_rootfs(spec, &HostFacts::read(spec.network), mode.userns());
-        tracing::debug!(?mode, ops = plan.ops.len(), "starting sandbox");
-
-        block_supervised_signals()?;
-        // The user namespace (for privilege) and the PID namespace (for the children) are
-        // entered here; PID 1 unshares the rest itself, so this process keeps the host's mounts.
-        let mut flags = CloneFlags::CLONE_NEWPID;
-        if mode.userns() {
-            flags |= CloneFlags::CLONE_NEWUSER;
-        }
-        unshare(flags).map_err(|e| unshare_refused(e, mode))?;
-        if let IdMode::UserNamespace { uid, gid } = mode {
-            write_id_maps(uid, gid)?;
-        }
-        for dir in &spec.create_dirs {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-
-        let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        // SAFETY: agentenv is single-threaded here (no runtime, no helper threads), so the
-        // child can run ordinary code until it execs or exits.
-        match unsafe { fork() }.context("cannot fork")? {
-            ForkResult::Child => {
-                drop(read_end);
-                let code = sandbox_init(&plan, spec, write_end);
-                // SAFETY: _exit leaves without running the parent's destructors or atexit hooks.
-                unsafe { libc::_exit(code) }
-            }
-            ForkResult::Parent { child } => {
-                drop(write_end);
-                if let Some(diag) = read_setup_error(read_end)? {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    return Err(diag.into());
+    fn run(&self, spec: &SandboxSpec, launch: &Launch) -> Result<i32> {
+        let (child, report) = fork_pid1(spec, |plan, pipe| {
+            let sys = LinuxSyscall;
+            let setup = (|| -> Result<()> {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                    .context("cannot set the parent-death signal")?;
+                finish_sandbox(plan, spec)
+            })();
+            match setup {
+                Ok(()) => run_init(launch, pipe, &sys),
+                Err(e) => {
+                    report_error(&pipe, &e);
+                    1
                 }
-                supervise(child, Reap::Child)
             }
+        })?;
+        if let Some(diag) = parse_report(&report, false) {
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Err(diag.into());
+        }
+        supervise(child, Reap::Child)
+    }
+
+    fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> Result<i32> {
+        let AgentSetup { listener, log } = agent;
+        let (child, report) = fork_pid1(spec, |plan, pipe| {
+            let setup = (|| -> Result<()> {
+                // Its own session: no terminal of the caller's can stop or hang it up.
+                nix::unistd::setsid().context("cannot start a session")?;
+                let null = std::fs::File::options()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")?;
+                for (from, to) in [
+                    (null.as_raw_fd(), 0),
+                    (null.as_raw_fd(), 1),
+                    (log.as_raw_fd(), 2),
+                ] {
+                    // SAFETY: dup2 onto the standard descriptors of this single-threaded child.
+                    if unsafe { libc::dup2(from, to) } < 0 {
+                        return Err(std::io::Error::last_os_error())
+                            .context("cannot redirect stdio");
+                    }
+                }
+                finish_sandbox(plan, spec)
+            })();
+            if let Err(e) = setup {
+                report_error(&pipe, &e);
+                return 1;
+            }
+            run_agent(listener, move || {
+                let _ = nix::unistd::write(&pipe, READY);
+                drop(pipe);
+            })
+        })?;
+        if let Some(diag) = parse_report(&report, true) {
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Err(diag.into());
+        }
+        Ok(child.as_raw())
+    }
+}
+
+/// Enters the user and PID namespaces, creates the environment's directories, forks PID 1
+/// running `body`, and returns it with what it reported on the start-up pipe.
+fn fork_pid1(
+    spec: &SandboxSpec,
+    body: impl FnOnce(&RootfsPlan, OwnedFd) -> i32,
+) -> Result<(Pid, Vec<u8>)> {
+    let mode = IdMode::detect();
+    let plan = plan_rootfs(spec, &HostFacts::read(spec.network), mode.userns());
+    tracing::debug!(?mode, ops = plan.ops.len(), "starting sandbox");
+
+    block_supervised_signals()?;
+    // The user namespace (for privilege) and the PID namespace (for the children) are entered
+    // here; PID 1 unshares the rest itself, so this process keeps the host's mounts.
+    let mut flags = CloneFlags::CLONE_NEWPID;
+    if mode.userns() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    unshare(flags).map_err(|e| unshare_refused(e, mode))?;
+    if let IdMode::UserNamespace { uid, gid } = mode {
+        write_id_maps(uid, gid)?;
+    }
+    for dir in &spec.create_dirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+
+    let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    // SAFETY: agentenv is single-threaded here (no runtime, no helper threads), so the
+    // child can run ordinary code until it execs or exits.
+    match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Child => {
+            drop(read_end);
+            let code = body(&plan, write_end);
+            // SAFETY: _exit leaves without running the parent's destructors or atexit hooks.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut report = Vec::new();
+            std::fs::File::from(read_end)
+                .read_to_end(&mut report)
+                .context("cannot read the sandbox's start-up report")?;
+            Ok((child, report))
         }
     }
 }
 
-/// PID 1: finishes the namespaces, builds the root, then runs the command as init.
-fn sandbox_init(plan: &RootfsPlan, spec: &SandboxSpec, error_pipe: OwnedFd) -> i32 {
+/// In PID 1: the remaining namespaces, the root, the hostname.
+fn finish_sandbox(plan: &RootfsPlan, spec: &SandboxSpec) -> Result<()> {
     let sys = LinuxSyscall;
-    let setup = (|| -> Result<()> {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-            .context("cannot set the parent-death signal")?;
-        let mut flags =
-            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-        if spec.network == Network::None {
-            flags |= CloneFlags::CLONE_NEWNET;
-        }
-        unshare(flags).map_err(|e| unshare_refused(e, IdMode::detect()))?;
-        if spec.network == Network::None {
-            bring_up_loopback()?;
-        }
-        build_root(plan, &sys)?;
-        sys.sethostname(&spec.hostname)
-    })();
-    if let Err(e) = setup {
-        report_error(&error_pipe, &e);
-        return 1;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
     }
-    run_init(&spec.launch, error_pipe, &sys)
+    unshare(flags).map_err(|e| unshare_refused(e, IdMode::detect()))?;
+    if spec.network == Network::None {
+        bring_up_loopback()?;
+    }
+    build_root(plan, &sys)?;
+    sys.sethostname(&spec.hostname)
 }
 
-/// Reads what PID 1 reported before its command started: nothing means it started.
-fn read_setup_error(read_end: OwnedFd) -> Result<Option<Diagnostic>> {
-    let mut data = Vec::new();
-    std::fs::File::from(read_end)
-        .read_to_end(&mut data)
-        .context("cannot read the sandbox's start-up report")?;
-    if data.is_empty() {
-        return Ok(None);
+/// What PID 1 reported: nothing means a command started; an agent says READY.
+fn parse_report(report: &[u8], agent: bool) -> Option<Diagnostic> {
+    match report {
+        [] if !agent => None,
+        r if agent && r == READY => None,
+        [] => Some(
+            Diagnostic::new("the environment's agent exited while starting")
+                .hint("see the agent's log in the environment's runtime directory"),
+        ),
+        r => Some(
+            serde_json::from_slice(r)
+                .unwrap_or_else(|_| Diagnostic::new(String::from_utf8_lossy(r).into_owned())),
+        ),
     }
-    Ok(Some(serde_json::from_slice(&data).unwrap_or_else(|_| {
-        Diagnostic::new(String::from_utf8_lossy(&data).into_owned())
-    })))
 }
 
 /// A new network namespace has only `lo`, and it is down.
@@ -125,7 +188,7 @@ fn bring_up_loopback() -> Result<()> {
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let raw = sock.as_raw_fd();
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write only `req`, which outlives the calls;
     // the union member ifru_flags is the one these requests use.
     unsafe {

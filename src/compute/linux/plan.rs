@@ -158,7 +158,6 @@ pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> Rootfs
 mod tests {
     use super::*;
     use crate::guest::etc::UserIdentity;
-    use crate::guest::launch::{plan_launch, LaunchMode};
     use crate::store::StoreView;
 
     fn spec(project: &str, home: &str) -> SandboxSpec {
@@ -179,14 +178,6 @@ mod tests {
             hostname: "agentenv".into(),
             shell: p("/nix/store/x-bash/bin/bash"),
             env_tool: Some(p("/nix/store/y-coreutils/bin/env")),
-            launch: plan_launch(
-                "",
-                Path::new("/b"),
-                &LaunchMode::Interactive,
-                Path::new("/"),
-                vec![],
-                "x",
-            ),
             create_dirs: vec![],
         }
     }

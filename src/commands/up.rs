@@ -1,0 +1,69 @@
+//! `agentenv up [PATH] [--name NAME]`: starts the project's environment in the background,
+//! its guest agent serving execs, and prints its id as the last line of stdout. Starting one
+//! that runs already just prints its id.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::cli::{current_dir, UpArgs};
+use crate::compute::linux::LinuxNamespaces;
+use crate::compute::{AgentSetup, Compute};
+use crate::diag::Diagnostic;
+use crate::runtime::{process_start_time, RunState};
+use crate::workspace::Workspace;
+
+pub fn run(args: &UpArgs) -> Result<i32> {
+    let cwd = current_dir()?;
+    let ws = Workspace::open(&args.path, &cwd, args.refresh)?;
+    let runtime = ws.runtime();
+    let id = ws.env_dirs.id.clone();
+    if let Some(name) = &args.name {
+        if let Some(other) = runtime
+            .list()
+            .into_iter()
+            .find(|e| e.state.name.as_deref() == Some(name) && e.state.id != id)
+        {
+            return Err(Diagnostic::new(format!(
+                "the name '{name}' is taken by the running environment {}",
+                other.state.id
+            ))
+            .hint("pick another --name, or stop that one with `agentenv down`")
+            .into());
+        }
+    }
+    let _lock = runtime.lock_for_start(&id)?;
+    if let Some(running) = runtime.get(&id) {
+        println!("{}", running.state.id);
+        return Ok(0);
+    }
+    let listener = runtime.bind_socket(&id)?;
+    let log_path = runtime.env_dir(&id).join("agent.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let spec = ws.sandbox_spec(args.network);
+    let pid = match LinuxNamespaces.start(&spec, AgentSetup { listener, log }) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(runtime.env_dir(&id));
+            return Err(e);
+        }
+    };
+    runtime.record(&RunState {
+        id: id.clone(),
+        name: args.name.clone(),
+        project: ws.target.root.clone(),
+        shell: ws.target.shell_name().to_string(),
+        profile: None,
+        network: args.network,
+        pid,
+        pid_start: process_start_time(pid).unwrap_or(0),
+        started_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    })?;
+    ws.env_dirs.record(&ws.target)?;
+    println!("{id}");
+    Ok(0)
+}

@@ -1,0 +1,283 @@
+//! One exec session in the guest agent: starts the process (on a new pty or on pipes), streams
+//! its stdio over the connection, applies resizes and signals, and reports its exit status.
+//! If the client goes away the process runs on; its output is then read and dropped.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+
+use super::launch::{plan_launch, Launch, LaunchMode};
+use super::pipe::AsyncPipe;
+use super::reaper::Reaper;
+use crate::process::reset_signals_for_exec;
+use crate::proto::message::{ExecSpec, ExitStatus, Response, WinSize};
+use crate::proto::{read_frame, write_frame, Frame};
+
+/// Where per-exec start-up scripts go inside.
+const SCRIPT_DIR: &str = "/run/agentenv";
+/// After the process exits, output still arriving (from something it left running) is
+/// forwarded until the streams are quiet this long.
+const QUIET_AFTER_EXIT: Duration = Duration::from_millis(250);
+const CHUNK: usize = 64 * 1024;
+
+static NEXT_EXEC: AtomicU64 = AtomicU64::new(1);
+
+fn launch_for(spec: &ExecSpec) -> Launch {
+    let mode = match (&spec.command, spec.stdin_script) {
+        (Some(cmd), _) => LaunchMode::Command(cmd.clone()),
+        (None, true) => LaunchMode::Stdin,
+        (None, false) => LaunchMode::Interactive,
+    };
+    let n = NEXT_EXEC.fetch_add(1, Ordering::Relaxed);
+    plan_launch(
+        &spec.rc_script,
+        &spec.shell,
+        &mode,
+        &spec.cwd,
+        spec.env.clone(),
+        &spec.prompt_name,
+    )
+    .with_script_path(&PathBuf::from(format!("{SCRIPT_DIR}/exec-{n}.sh")))
+}
+
+fn set_winsize(fd: i32, ws: WinSize) {
+    let w = libc::winsize {
+        ws_row: ws.rows,
+        ws_col: ws.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ only reads `w`, which lives across the call; a bad fd gives EBADF.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &w) };
+}
+
+/// The process and the ends of its stdio that the agent holds.
+struct Spawned {
+    pid: i32,
+    stdin: Option<Arc<AsyncPipe>>,
+    stdout: Arc<AsyncPipe>,
+    stderr: Option<Arc<AsyncPipe>>,
+    /// The pty master, for resizes.
+    pty: Option<i32>,
+}
+
+fn spawn(launch: &Launch, tty: Option<WinSize>) -> Result<Spawned> {
+    if let Some(dir) = launch.script_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&launch.script_path, &launch.script)
+        .with_context(|| format!("cannot write {}", launch.script_path.display()))?;
+    let mut cmd = Command::new(&launch.program);
+    if let Some(arg0) = launch.argv.first() {
+        cmd.arg0(arg0);
+    }
+    cmd.args(launch.argv.iter().skip(1))
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd);
+    match tty {
+        Some(ws) => {
+            let pty = nix::pty::openpty(None, None).context("cannot open a pty")?;
+            set_winsize(std::os::fd::AsRawFd::as_raw_fd(&pty.master), ws);
+            let slave = std::fs::File::from(pty.slave);
+            cmd.stdin(slave.try_clone()?)
+                .stdout(slave.try_clone()?)
+                .stderr(slave);
+            // SAFETY: between fork and exec only async-signal-safe calls: sigprocmask,
+            // signal, setsid and ioctl.
+            unsafe {
+                cmd.pre_exec(|| {
+                    reset_signals_for_exec();
+                    nix::unistd::setsid().map_err(std::io::Error::from)?;
+                    if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("cannot run {}", launch.program.display()))?;
+            let master = Arc::new(AsyncPipe::new(pty.master)?);
+            Ok(Spawned {
+                pid: child.id() as i32,
+                pty: Some(master.raw_fd()),
+                stdin: Some(master.clone()),
+                stdout: master,
+                stderr: None,
+            })
+        }
+        None => {
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // SAFETY: only sigprocmask and signal between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    reset_signals_for_exec();
+                    Ok(())
+                });
+            }
+            let mut child = cmd
+                .spawn()
+                .with_context(|| format!("cannot run {}", launch.program.display()))?;
+            let take = |fd: Option<OwnedFd>| -> Result<Arc<AsyncPipe>> {
+                Ok(Arc::new(AsyncPipe::new(fd.context("missing pipe")?)?))
+            };
+            Ok(Spawned {
+                pid: child.id() as i32,
+                pty: None,
+                stdin: Some(take(child.stdin.take().map(OwnedFd::from))?),
+                stdout: take(child.stdout.take().map(OwnedFd::from))?,
+                stderr: Some(take(child.stderr.take().map(OwnedFd::from))?),
+            })
+        }
+    }
+}
+
+/// Copies one output stream into frames until it ends (or is quiet after the exit).
+async fn pump_output(
+    pipe: Arc<AsyncPipe>,
+    frames: mpsc::Sender<Frame>,
+    stderr: bool,
+    mut exited: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; CHUNK];
+    let mut connected = true;
+    loop {
+        let n = if *exited.borrow() {
+            match tokio::time::timeout(QUIET_AFTER_EXIT, pipe.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                r = pipe.read(&mut buf) => r,
+                _ = exited.changed() => continue,
+            }
+        };
+        let n = match n {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if connected {
+            let data = buf[..n].to_vec();
+            let frame = if stderr {
+                Frame::Stderr(data)
+            } else {
+                Frame::Stdout(data)
+            };
+            connected = frames.send(frame).await.is_ok();
+        }
+    }
+}
+
+/// Runs an exec request on `conn` to the end.
+pub async fn run_exec<S>(spec: ExecSpec, conn: S, reaper: Reaper) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let launch = launch_for(&spec);
+    let spawned = match spawn(&launch, spec.tty) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&launch.script_path);
+            let message = format!("{e:#}");
+            write_frame(&mut wr, &Frame::Response(Response::Error { message })).await?;
+            return Ok(());
+        }
+    };
+    let exit = reaper.watch(spawned.pid);
+    tracing::debug!(pid = spawned.pid, "exec started");
+
+    // Frames to the client go through one writer; when it stops, senders see an error.
+    let (tx, mut rx) = mpsc::channel::<Frame>(8);
+    tx.send(Frame::Response(Response::Started { pid: spawned.pid }))
+        .await
+        .ok();
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if write_frame(&mut wr, &f).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+
+    let (exited_tx, exited_rx) = watch::channel(false);
+    let mut outputs = vec![tokio::spawn(pump_output(
+        spawned.stdout.clone(),
+        tx.clone(),
+        false,
+        exited_rx.clone(),
+    ))];
+    if let Some(err) = spawned.stderr.clone() {
+        outputs.push(tokio::spawn(pump_output(
+            err,
+            tx.clone(),
+            true,
+            exited_rx.clone(),
+        )));
+    }
+
+    // Input from the client: stdin, resizes, signals. Ends when the client closes.
+    let pid = spawned.pid;
+    let pty = spawned.pty;
+    let mut stdin = spawned.stdin.clone();
+    let input = tokio::spawn(async move {
+        while let Ok(Some(frame)) = read_frame(&mut rd).await {
+            match frame {
+                Frame::Stdin(data) => {
+                    if let Some(p) = &stdin {
+                        if p.write_all(&data).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Frame::StdinClose => {
+                    // A pty has no separate input end to close: send end-of-file instead.
+                    match (&stdin, pty) {
+                        (Some(p), Some(_)) => {
+                            let _ = p.write_all(&[4]).await;
+                        }
+                        _ => stdin = None,
+                    }
+                }
+                Frame::Resize { rows, cols } => {
+                    if let Some(fd) = pty {
+                        set_winsize(fd, WinSize { rows, cols });
+                    }
+                }
+                Frame::Signal(sig) => {
+                    if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                    }
+                }
+                other => tracing::debug!(?other, "ignored frame from client"),
+            }
+        }
+    });
+    drop(spawned);
+
+    let code = exit.await.unwrap_or(1);
+    let _ = exited_tx.send(true);
+    for o in outputs {
+        let _ = o.await;
+    }
+    let _ = tx.send(Frame::Exit(ExitStatus { code })).await;
+    drop(tx);
+    input.abort();
+    let _ = writer.await;
+    let _ = std::fs::remove_file(&launch.script_path);
+    tracing::debug!(pid, code, "exec ended");
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The host's end of the protocol: connect to an environment's agent, ask for an exec, a
+//! process list or a shutdown, and for an exec stream the local stdio both ways (in raw mode
+//! on a terminal), passing on signals and window-size changes, until its exit status comes.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::frame::handshake;
+use super::message::{ExecSpec, Request, Response, WinSize};
+use super::{read_frame, write_frame, Frame};
+use crate::diag::Diagnostic;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn connect(socket: &Path, request: Request) -> Result<UnixStream> {
+    let mut stream = UnixStream::connect(socket).await.map_err(|e| {
+        Diagnostic::new(format!(
+            "cannot reach the environment's agent at {}: {e}",
+            socket.display()
+        ))
+        .hint("the environment may have stopped; `agentenv ps` lists the running ones")
+    })?;
+    handshake(&mut stream).await?;
+    write_frame(&mut stream, &Frame::Request(request)).await?;
+    Ok(stream)
+}
+
+async fn response(stream: &mut UnixStream) -> Result<Response> {
+    match read_frame(stream).await? {
+        Some(Frame::Response(Response::Error { message })) => {
+            Err(Diagnostic::new(format!("the environment refused: {message}")).into())
+        }
+        Some(Frame::Response(r)) => Ok(r),
+        Some(other) => anyhow::bail!("unexpected frame from the agent: {other:?}"),
+        None => anyhow::bail!("the environment's agent closed the connection"),
+    }
+}
+
+/// Asks for the process list.
+pub fn ps(socket: &Path) -> Result<Response> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut s = connect(socket, Request::Ps).await?;
+        response(&mut s).await
+    })
+}
+
+/// Asks the agent to stop everything, and waits until it has.
+pub fn shutdown(socket: &Path, grace_ms: u64) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut s = connect(socket, Request::Shutdown { grace_ms }).await?;
+        response(&mut s).await?;
+        // The agent holds the connection open until it exits.
+        let _ = read_frame(&mut s).await;
+        Ok(())
+    })
+}
+
+/// The local terminal's size.
+pub fn local_winsize() -> Option<WinSize> {
+    let mut ws: libc::winsize = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    for fd in [0, 1, 2] {
+        // SAFETY: TIOCGWINSZ writes into `ws`, which lives across the call.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+            return Some(WinSize {
+                rows: ws.ws_row,
+                cols: ws.ws_col,
+            });
+        }
+    }
+    None
+}
+
+/// Puts the local terminal in raw mode while alive.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter() -> Option<Self> {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return None;
+        }
+        let saved = nix::sys::termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSADRAIN, &raw).ok()?;
+        Some(Self { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSADRAIN,
+            &self.saved,
+        );
+    }
+}
+
+/// Runs `spec` in the environment behind `socket` and returns its exit code. With
+/// `forward_stdin`, local stdin goes to the process; otherwise it sees end of file.
+pub fn exec(socket: &Path, spec: ExecSpec, forward_stdin: bool) -> Result<i32> {
+    let rt = runtime()?;
+    let tty = spec.tty.is_some();
+    let code = rt.block_on(async {
+        let mut stream = connect(socket, Request::Exec(spec)).await?;
+        match response(&mut stream).await? {
+            Response::Started { .. } => {}
+            other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
+        }
+        let _raw = if tty { RawMode::enter() } else { None };
+        pump(stream, forward_stdin, tty).await
+    });
+    // Local stdin is read by a blocking thread that may still wait for input: do not wait.
+    rt.shutdown_background();
+    code
+}
+
+async fn pump(stream: UnixStream, forward_stdin: bool, tty: bool) -> Result<i32> {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Frame>(8);
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if write_frame(&mut wr, &f).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    if forward_stdin {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(Frame::Stdin(buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(Frame::StdinClose).await;
+        });
+    } else {
+        tx.send(Frame::StdinClose).await.ok();
+    }
+
+    let signals = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let kinds = [
+                (SignalKind::interrupt(), libc::SIGINT),
+                (SignalKind::terminate(), libc::SIGTERM),
+                (SignalKind::hangup(), libc::SIGHUP),
+                (SignalKind::quit(), libc::SIGQUIT),
+                (SignalKind::user_defined1(), libc::SIGUSR1),
+                (SignalKind::user_defined2(), libc::SIGUSR2),
+                (SignalKind::window_change(), libc::SIGWINCH),
+            ];
+            let (stx, mut srx) = mpsc::channel::<i32>(16);
+            for (kind, num) in kinds {
+                let Ok(mut s) = signal(kind) else { continue };
+                let stx = stx.clone();
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if stx.send(num).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            while let Some(num) = srx.recv().await {
+                let frame = match (num, tty) {
+                    (libc::SIGWINCH, true) => match local_winsize() {
+                        Some(ws) => Frame::Resize {
+                            rows: ws.rows,
+                            cols: ws.cols,
+                        },
+                        None => continue,
+                    },
+                    (n, _) => Frame::Signal(n),
+                };
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    drop(tx);
+
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let code = loop {
+        match read_frame(&mut rd).await? {
+            Some(Frame::Stdout(d)) => {
+                stdout.write_all(&d).await?;
+                stdout.flush().await?;
+            }
+            Some(Frame::Stderr(d)) => {
+                stderr.write_all(&d).await?;
+                stderr.flush().await?;
+            }
+            Some(Frame::Exit(status)) => break status.code,
+            Some(other) => tracing::debug!(?other, "ignored frame from agent"),
+            None => {
+                return Err(Diagnostic::new(
+                    "the environment's agent went away before the command ended",
+                )
+                .hint("the environment was stopped (`agentenv down`) or its agent was killed")
+                .into())
+            }
+        }
+    };
+    signals.abort();
+    writer.abort();
+    Ok(code)
+}

@@ -1,0 +1,229 @@
+//! Running environments. Each has a directory under the runtime directory (mode 0700) holding
+//! its agent's socket (0600), a state file, the agent's log, and a lock held while it starts.
+//! Finds them by id, id prefix, name or project, and cleans up after ones that died.
+
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::diag::Diagnostic;
+use crate::util::write_atomic;
+
+/// What `ps` shows of a running environment, and how to find its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    pub id: String,
+    pub name: Option<String>,
+    pub project: PathBuf,
+    /// The dev shell's name in the flake.
+    pub shell: String,
+    pub profile: Option<PathBuf>,
+    pub network: crate::compute::Network,
+    /// The agent's pid on the host, and its start time (to tell a reused pid).
+    pub pid: i32,
+    pub pid_start: u64,
+    /// Seconds since the epoch.
+    pub started_at: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunningEnv {
+    pub state: RunState,
+    pub dir: PathBuf,
+}
+
+impl RunningEnv {
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+}
+
+/// Held while an environment starts, so two `up`s do not race.
+pub struct StartLock {
+    _lock: Flock<File>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+}
+
+/// The start time of a living (not zombie) `pid`, in clock ticks since boot (field 22 of
+/// /proc/PID/stat). An agent whose parent has gone stays a zombie until init reaps it.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 2..].split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+impl Runtime {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn env_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Creates the environment's runtime directory (0700) and takes its start lock.
+    pub fn lock_for_start(&self, id: &str) -> Result<StartLock> {
+        let dir = self.env_dir(id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .with_context(|| format!("cannot open {}", dir.join("lock").display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .context("cannot lock the environment")?;
+        Ok(StartLock { _lock: lock })
+    }
+
+    /// Binds the agent's socket for `id`, owner-only. The socket's path must fit in a
+    /// sockaddr_un (107 bytes).
+    pub fn bind_socket(&self, id: &str) -> Result<std::os::unix::net::UnixListener> {
+        let path = self.env_dir(id).join("agent.sock");
+        if path.as_os_str().len() > 107 {
+            return Err(Diagnostic::new(format!(
+                "the socket path {} is too long for a unix socket",
+                path.display()
+            ))
+            .hint("point XDG_RUNTIME_DIR or AGENTENV_HOME at a shorter directory")
+            .into());
+        }
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    }
+
+    pub fn record(&self, state: &RunState) -> Result<()> {
+        write_atomic(
+            &self.env_dir(&state.id).join("state.json"),
+            &serde_json::to_vec_pretty(state)?,
+        )
+    }
+
+    /// The environment `id` if its agent is alive; a dead one's directory is removed.
+    pub fn get(&self, id: &str) -> Option<RunningEnv> {
+        let dir = self.env_dir(id);
+        let data = std::fs::read(dir.join("state.json")).ok()?;
+        let state: RunState = serde_json::from_slice(&data).ok()?;
+        if process_start_time(state.pid) == Some(state.pid_start) {
+            return Some(RunningEnv { state, dir });
+        }
+        tracing::debug!(id, "removing the state of a stopped environment");
+        let _ = std::fs::remove_dir_all(&dir);
+        None
+    }
+
+    /// Every live environment.
+    pub fn list(&self) -> Vec<RunningEnv> {
+        let mut envs: Vec<RunningEnv> = std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| self.get(e.file_name().to_str()?))
+                    .collect()
+            })
+            .unwrap_or_default();
+        envs.sort_by(|a, b| a.state.id.cmp(&b.state.id));
+        envs
+    }
+
+    /// Finds a live environment by exact id or name, or by a unique id prefix.
+    pub fn find(&self, query: &str) -> Result<Option<RunningEnv>> {
+        let all = self.list();
+        if let Some(e) = all
+            .iter()
+            .find(|e| e.state.id == query || e.state.name.as_deref() == Some(query))
+        {
+            return Ok(Some(e.clone()));
+        }
+        let matches: Vec<&RunningEnv> = all
+            .iter()
+            .filter(|e| e.state.id.starts_with(query))
+            .collect();
+        match matches.len() {
+            0 => Ok(None),
+            1 => Ok(Some(matches[0].clone())),
+            _ => Err(Diagnostic::new(format!(
+                "'{query}' matches {} running environments",
+                matches.len()
+            ))
+            .detail(format!(
+                "candidates: {}",
+                matches
+                    .iter()
+                    .map(|e| e.state.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .hint("use a longer id or the full name")
+            .into()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(id: &str, pid: i32) -> RunState {
+        RunState {
+            id: id.into(),
+            name: Some(format!("n-{id}")),
+            project: "/p".into(),
+            shell: "default".into(),
+            profile: None,
+            network: crate::compute::Network::Host,
+            pid,
+            pid_start: process_start_time(pid).unwrap_or(0),
+            started_at: 0,
+        }
+    }
+
+    #[test]
+    fn live_environments_are_found_by_id_prefix_and_name_and_dead_ones_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(tmp.path().join("run"));
+        let me = std::process::id() as i32;
+        for id in ["app-1111", "app-2222"] {
+            let _l = rt.lock_for_start(id).unwrap();
+            rt.record(&state(id, me)).unwrap();
+        }
+        let _l = rt.lock_for_start("gone-3333").unwrap();
+        let mut dead = state("gone-3333", me);
+        dead.pid_start += 1;
+        rt.record(&dead).unwrap();
+
+        assert_eq!(rt.list().len(), 2);
+        assert!(
+            !rt.env_dir("gone-3333").exists(),
+            "a stopped environment's state is removed"
+        );
+        assert_eq!(rt.find("app-1").unwrap().unwrap().state.id, "app-1111");
+        assert_eq!(rt.find("n-app-2222").unwrap().unwrap().state.id, "app-2222");
+        assert!(rt.find("app").is_err(), "ambiguous");
+        assert!(rt.find("zzz").unwrap().is_none());
+    }
+}

@@ -1,0 +1,236 @@
+//! A project opened as an environment: its flake, the evaluated dev environment, its state
+//! directories and the user it runs as, and what follows from them for every verb: the
+//! sandbox to build, the variables inside, the exec request for a running environment.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::compute::{Network, SandboxSpec};
+use crate::diag::Diagnostic;
+use crate::envs::EnvDirs;
+use crate::guest::etc::UserIdentity;
+use crate::guest::launch::{plan_launch, Launch, LaunchMode};
+use crate::nix::devenv::{load_or_evaluate, DevEnv};
+use crate::nix::flake::FlakeTarget;
+use crate::paths::StateDirs;
+use crate::proto::message::{ExecSpec, WinSize};
+use crate::runtime::{RunningEnv, Runtime};
+
+/// Host variables that describe the terminal and locale, not the host; they pass through.
+const PASSED_THROUGH: &[&str] = &[
+    "TERM",
+    "COLORTERM",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "NO_COLOR",
+    "NIX_CONFIG",
+];
+
+pub struct Workspace {
+    pub target: FlakeTarget,
+    pub state: StateDirs,
+    pub devenv: DevEnv,
+    pub env_dirs: EnvDirs,
+    /// Shown read-write at its own path.
+    pub project: PathBuf,
+    pub user: UserIdentity,
+}
+
+impl Workspace {
+    /// Resolves `PATH[#NAME]` from `cwd` and evaluates (or loads) its dev environment.
+    pub fn open(arg: &str, cwd: &Path, refresh: bool) -> Result<Self> {
+        let target = FlakeTarget::resolve(arg, cwd)?;
+        Self::open_target(target, refresh)
+    }
+
+    pub fn open_target(target: FlakeTarget, refresh: bool) -> Result<Self> {
+        let state = StateDirs::from_env()?;
+        let (devenv, outcome) = load_or_evaluate(&target, &state, refresh)?;
+        tracing::debug!(?outcome, shell = %devenv.shell.display(), "dev environment ready");
+        let env_dirs = EnvDirs::for_target(&state, &target);
+        let project = project_dir(&target.root);
+        let user = current_user(&project);
+        Ok(Self {
+            target,
+            state,
+            devenv,
+            env_dirs,
+            project,
+            user,
+        })
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        Runtime::new(self.state.runtime.clone())
+    }
+
+    /// The caller's directory if it is visible inside (in the project or the home), else the
+    /// project.
+    pub fn cwd_inside(&self, cwd: &Path) -> PathBuf {
+        if cwd.starts_with(&self.project) || cwd.starts_with(&self.user.home) {
+            cwd.to_path_buf()
+        } else {
+            self.project.clone()
+        }
+    }
+
+    /// The variables a process starts with, before nix's script adds the dev environment's.
+    pub fn base_env(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("HOME".into(), self.user.home.clone().into()),
+            ("USER".into(), self.user.name.clone().into()),
+            ("LOGNAME".into(), self.user.name.clone().into()),
+            ("SHELL".into(), self.devenv.shell.clone().into()),
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("AGENTENV".into(), "1".into()),
+            ("AGENTENV_ENV".into(), self.env_dirs.id.clone().into()),
+            ("AGENTENV_PROJECT".into(), self.project.clone().into()),
+        ];
+        for (k, v) in std::env::vars_os() {
+            let name = k.to_string_lossy();
+            if PASSED_THROUGH.contains(&name.as_ref()) || name.starts_with("LC_") {
+                env.push((k, v));
+            }
+        }
+        let ca = crate::compute::linux::plan::CA_BUNDLE;
+        if Path::new(ca).is_file() {
+            for var in ["SSL_CERT_FILE", "NIX_SSL_CERT_FILE"] {
+                env.push((var.into(), ca.into()));
+            }
+        }
+        env
+    }
+
+    /// How to start `mode` in a fresh sandbox, from `cwd` (inside).
+    pub fn launch(&self, cwd: &Path, mode: &LaunchMode) -> Launch {
+        plan_launch(
+            &self.devenv.rc_script_for(cwd),
+            &self.devenv.shell,
+            mode,
+            cwd,
+            self.base_env(),
+            &self.target.display_name(),
+        )
+    }
+
+    /// How to ask a running environment to start `mode` in `cwd` (inside).
+    pub fn exec_spec(
+        &self,
+        cwd: &Path,
+        mode: &LaunchMode,
+        tty: Option<WinSize>,
+        extra_env: &[(OsString, OsString)],
+    ) -> ExecSpec {
+        let mut env = self.base_env();
+        env.extend(extra_env.iter().cloned());
+        ExecSpec {
+            rc_script: self.devenv.rc_script_for(cwd),
+            shell: self.devenv.shell.clone(),
+            command: match mode {
+                LaunchMode::Command(c) => Some(c.clone()),
+                _ => None,
+            },
+            cwd: cwd.to_path_buf(),
+            env,
+            prompt_name: self.target.display_name(),
+            tty,
+            stdin_script: *mode == LaunchMode::Stdin,
+        }
+    }
+
+    /// The sandbox this environment runs in.
+    pub fn sandbox_spec(&self, network: Network) -> SandboxSpec {
+        SandboxSpec {
+            project: self.project.clone(),
+            home: self.user.home.clone(),
+            home_source: self.env_dirs.home(),
+            store: self.env_dirs.store_view(),
+            staging: self.env_dirs.staging(),
+            user: self.user.clone(),
+            network,
+            hostname: "agentenv".into(),
+            shell: self.devenv.shell.clone(),
+            env_tool: self.devenv.env_tool.clone(),
+            create_dirs: self.env_dirs.dirs_to_create(),
+        }
+    }
+}
+
+/// Finds a running environment by id, id prefix, name, or project path.
+pub fn find_running(query: &str, cwd: &Path) -> Result<RunningEnv> {
+    let state = StateDirs::from_env()?;
+    let runtime = Runtime::new(state.runtime.clone());
+    if let Some(env) = runtime.find(query)? {
+        return Ok(env);
+    }
+    let (path, _) = query.split_once('#').unwrap_or((query, ""));
+    if cwd.join(path).is_dir() {
+        let target = FlakeTarget::resolve(query, cwd)?;
+        let id = EnvDirs::for_target(&state, &target).id;
+        return runtime.get(&id).ok_or_else(|| {
+            Diagnostic::new(format!(
+                "no environment is running for {}",
+                target.root.display()
+            ))
+            .hint(format!("start one with `agentenv up {query}`"))
+            .into()
+        });
+    }
+    let running: Vec<String> = runtime.list().into_iter().map(|e| e.state.id).collect();
+    let mut d = Diagnostic::new(format!("no running environment is called '{query}'"));
+    d = if running.is_empty() {
+        d.detail("no environment is running")
+    } else {
+        d.detail(format!("running: {}", running.join(", ")))
+    };
+    Err(d
+        .hint("give an id or name from `agentenv ps`, or a project path")
+        .into())
+}
+
+/// The directory shown read-write: the git repository around the flake (so the whole project
+/// can be worked on), or the flake's own directory; never a directory holding the user's home.
+fn project_dir(flake_root: &Path) -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    flake_root
+        .ancestors()
+        .find(|d| d.join(".git").exists())
+        .filter(|repo| !home.as_ref().is_some_and(|h| h.starts_with(repo)))
+        .unwrap_or(flake_root)
+        .to_path_buf()
+}
+
+fn current_user(project: &Path) -> UserIdentity {
+    let uid = nix::unistd::geteuid();
+    let gid = nix::unistd::getegid();
+    let pw = nix::unistd::User::from_uid(uid).ok().flatten();
+    let name = pw
+        .as_ref()
+        .map(|u| u.name.clone())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "user".into());
+    let group = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .unwrap_or_else(|| name.clone());
+    let mut home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute() && h != Path::new("/"))
+        .or_else(|| pw.map(|u| u.dir))
+        .unwrap_or_else(|| PathBuf::from("/home").join(&name));
+    // A home holding the project would hide the project behind the private home.
+    if home.starts_with(project) {
+        home = PathBuf::from("/home/agentenv");
+    }
+    UserIdentity {
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+        name,
+        group,
+        home,
+    }
+}
