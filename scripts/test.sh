@@ -8,7 +8,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 . scripts/lib.sh
 
-install_packages nix-bin bash-static busybox-static git ca-certificates util-linux procps
+install_packages nix-bin bash-static busybox-static git ca-certificates util-linux procps python3
 
 if [ "$(id -u)" -eq 0 ]; then
   id agentenv-test >/dev/null 2>&1 ||

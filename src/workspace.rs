@@ -138,6 +138,7 @@ impl Workspace {
             prompt_name: self.target.display_name(),
             tty,
             stdin_script: *mode == LaunchMode::Stdin,
+            passed_stdio: false,
         }
     }
 

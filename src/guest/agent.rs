@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::reaper::Reaper;
 use super::session::run_exec;
+use crate::proto::fdpass::recv_stdio;
 use crate::proto::frame::handshake;
 use crate::proto::message::{ProcInfo, Request, Response};
 use crate::proto::{read_frame, write_frame, Frame};
@@ -99,13 +100,22 @@ async fn handle(mut stream: UnixStream, ctx: Ctx) -> Result<()> {
         return Ok(());
     }
     handshake(&mut stream).await?;
+    // Large output moves in large chunks: let more of it be in flight to the client.
+    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
     let request = match read_frame(&mut stream).await? {
         Some(Frame::Request(r)) => r,
         Some(other) => anyhow::bail!("expected a request, got {other:?}"),
         None => return Ok(()),
     };
     match request {
-        Request::Exec(spec) => run_exec(spec, stream, ctx.reaper).await,
+        Request::Exec(spec) => {
+            let passed = if spec.passed_stdio {
+                Some(recv_stdio(&stream).await?)
+            } else {
+                None
+            };
+            run_exec(spec, stream, passed, ctx.reaper).await
+        }
         Request::Ps => {
             let response = Response::Processes {
                 uptime_secs: ctx.started.elapsed().as_secs(),

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Mutex};
 
 use super::launch::{plan_launch, Launch, LaunchMode};
 use super::pipe::AsyncPipe;
 use super::reaper::Reaper;
 use crate::process::reset_signals_for_exec;
+use crate::proto::frame::{data_header, HEADER};
 use crate::proto::message::{ExecSpec, ExitStatus, Response, WinSize};
 use crate::proto::{read_frame, write_frame, Frame};
 
@@ -26,7 +27,10 @@ const SCRIPT_DIR: &str = "/run/agentenv";
 /// After the process exits, output still arriving (from something it left running) is
 /// forwarded until the streams are quiet this long.
 const QUIET_AFTER_EXIT: Duration = Duration::from_millis(250);
-const CHUNK: usize = 64 * 1024;
+/// Output is read in chunks of this size, straight into a frame.
+const CHUNK: usize = 256 * 1024;
+/// Pipe buffers for the process's output, so that each read carries a lot.
+const PIPE_SIZE: i32 = 1024 * 1024;
 
 static NEXT_EXEC: AtomicU64 = AtomicU64::new(1);
 
@@ -59,17 +63,27 @@ fn set_winsize(fd: i32, ws: WinSize) {
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &w) };
 }
 
+/// What the process's stdio is.
+pub enum StdioPlan {
+    /// A new terminal of this size.
+    Pty(WinSize),
+    /// Pipes streamed as frames.
+    Pipes,
+    /// The client's own descriptors (the local fast path).
+    Passed([OwnedFd; 3]),
+}
+
 /// The process and the ends of its stdio that the agent holds.
 struct Spawned {
     pid: i32,
     stdin: Option<Arc<AsyncPipe>>,
-    stdout: Arc<AsyncPipe>,
+    stdout: Option<Arc<AsyncPipe>>,
     stderr: Option<Arc<AsyncPipe>>,
     /// The pty master, for resizes.
     pty: Option<i32>,
 }
 
-fn spawn(launch: &Launch, tty: Option<WinSize>) -> Result<Spawned> {
+fn spawn(launch: &Launch, stdio: StdioPlan) -> Result<Spawned> {
     if let Some(dir) = launch.script_path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -83,8 +97,28 @@ fn spawn(launch: &Launch, tty: Option<WinSize>) -> Result<Spawned> {
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&launch.cwd);
-    match tty {
-        Some(ws) => {
+    match stdio {
+        StdioPlan::Passed([stdin, stdout, stderr]) => {
+            cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+            // SAFETY: only sigprocmask and signal between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    reset_signals_for_exec();
+                    Ok(())
+                });
+            }
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("cannot run {}", launch.program.display()))?;
+            Ok(Spawned {
+                pid: child.id() as i32,
+                pty: None,
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            })
+        }
+        StdioPlan::Pty(ws) => {
             let pty = nix::pty::openpty(None, None).context("cannot open a pty")?;
             set_winsize(std::os::fd::AsRawFd::as_raw_fd(&pty.master), ws);
             let slave = std::fs::File::from(pty.slave);
@@ -111,11 +145,11 @@ fn spawn(launch: &Launch, tty: Option<WinSize>) -> Result<Spawned> {
                 pid: child.id() as i32,
                 pty: Some(master.raw_fd()),
                 stdin: Some(master.clone()),
-                stdout: master,
+                stdout: Some(master),
                 stderr: None,
             })
         }
-        None => {
+        StdioPlan::Pipes => {
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -136,31 +170,36 @@ fn spawn(launch: &Launch, tty: Option<WinSize>) -> Result<Spawned> {
                 pid: child.id() as i32,
                 pty: None,
                 stdin: Some(take(child.stdin.take().map(OwnedFd::from))?),
-                stdout: take(child.stdout.take().map(OwnedFd::from))?,
+                stdout: Some(take(child.stdout.take().map(OwnedFd::from))?),
                 stderr: Some(take(child.stderr.take().map(OwnedFd::from))?),
             })
         }
     }
 }
 
-/// Copies one output stream into frames until it ends (or is quiet after the exit).
-async fn pump_output(
+/// The connection's writing half, shared by the output streams and the session.
+type Writer<S> = Arc<Mutex<tokio::io::WriteHalf<S>>>;
+
+/// Copies one output stream into frames until it ends (or is quiet after the exit). Each read
+/// lands directly behind a frame header, so a chunk is sent without a copy.
+async fn pump_output<S: AsyncWrite>(
     pipe: Arc<AsyncPipe>,
-    frames: mpsc::Sender<Frame>,
+    writer: Writer<S>,
     stderr: bool,
     mut exited: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; HEADER + CHUNK];
     let mut connected = true;
     loop {
+        let read = pipe.read(&mut buf[HEADER..]);
         let n = if *exited.borrow() {
-            match tokio::time::timeout(QUIET_AFTER_EXIT, pipe.read(&mut buf)).await {
+            match tokio::time::timeout(QUIET_AFTER_EXIT, read).await {
                 Ok(r) => r,
                 Err(_) => return,
             }
         } else {
             tokio::select! {
-                r = pipe.read(&mut buf) => r,
+                r = read => r,
                 _ = exited.changed() => continue,
             }
         };
@@ -169,29 +208,51 @@ async fn pump_output(
             Ok(n) => n,
         };
         if connected {
-            let data = buf[..n].to_vec();
-            let frame = if stderr {
-                Frame::Stderr(data)
-            } else {
-                Frame::Stdout(data)
-            };
-            connected = frames.send(frame).await.is_ok();
+            data_header(&mut buf, stderr, n);
+            connected = writer
+                .lock()
+                .await
+                .write_all(&buf[..HEADER + n])
+                .await
+                .is_ok();
         }
     }
 }
 
-/// Runs an exec request on `conn` to the end.
-pub async fn run_exec<S>(spec: ExecSpec, conn: S, reaper: Reaper) -> Result<()>
+/// Sends one frame through the shared writer.
+async fn send<S: AsyncWrite>(writer: &Writer<S>, frame: &Frame) -> bool {
+    write_frame(&mut *writer.lock().await, frame).await.is_ok()
+}
+
+fn set_pipe_size(pipe: &AsyncPipe) {
+    // SAFETY: F_SETPIPE_SZ on a descriptor we own; failure (a pty, a limit) leaves it as is.
+    unsafe { libc::fcntl(pipe.raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+}
+
+/// Runs an exec request on `conn` to the end; `passed` are the client's own descriptors when
+/// it sent them.
+pub async fn run_exec<S>(
+    spec: ExecSpec,
+    conn: S,
+    passed: Option<[OwnedFd; 3]>,
+    reaper: Reaper,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(conn);
+    let (mut rd, wr) = tokio::io::split(conn);
     let launch = launch_for(&spec);
-    let spawned = match spawn(&launch, spec.tty) {
+    let stdio = match (passed, spec.tty) {
+        (Some(fds), _) => StdioPlan::Passed(fds),
+        (None, Some(ws)) => StdioPlan::Pty(ws),
+        (None, None) => StdioPlan::Pipes,
+    };
+    let spawned = match spawn(&launch, stdio) {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&launch.script_path);
             let message = format!("{e:#}");
+            let mut wr = wr;
             write_frame(&mut wr, &Frame::Response(Response::Error { message })).await?;
             return Ok(());
         }
@@ -199,31 +260,29 @@ where
     let exit = reaper.watch(spawned.pid);
     tracing::debug!(pid = spawned.pid, "exec started");
 
-    // Frames to the client go through one writer; when it stops, senders see an error.
-    let (tx, mut rx) = mpsc::channel::<Frame>(8);
-    tx.send(Frame::Response(Response::Started { pid: spawned.pid }))
-        .await
-        .ok();
-    let writer = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
-            if write_frame(&mut wr, &f).await.is_err() {
-                break;
-            }
-        }
-        wr
-    });
+    let writer: Writer<S> = Arc::new(Mutex::new(wr));
+    send(
+        &writer,
+        &Frame::Response(Response::Started { pid: spawned.pid }),
+    )
+    .await;
 
     let (exited_tx, exited_rx) = watch::channel(false);
-    let mut outputs = vec![tokio::spawn(pump_output(
-        spawned.stdout.clone(),
-        tx.clone(),
-        false,
-        exited_rx.clone(),
-    ))];
+    let mut outputs = Vec::new();
+    if let Some(out) = spawned.stdout.clone() {
+        set_pipe_size(&out);
+        outputs.push(tokio::spawn(pump_output(
+            out,
+            writer.clone(),
+            false,
+            exited_rx.clone(),
+        )));
+    }
     if let Some(err) = spawned.stderr.clone() {
+        set_pipe_size(&err);
         outputs.push(tokio::spawn(pump_output(
             err,
-            tx.clone(),
+            writer.clone(),
             true,
             exited_rx.clone(),
         )));
@@ -273,10 +332,8 @@ where
     for o in outputs {
         let _ = o.await;
     }
-    let _ = tx.send(Frame::Exit(ExitStatus { code })).await;
-    drop(tx);
+    send(&writer, &Frame::Exit(ExitStatus { code })).await;
     input.abort();
-    let _ = writer.await;
     let _ = std::fs::remove_file(&launch.script_path);
     tracing::debug!(pid, code, "exec ended");
     Ok(())

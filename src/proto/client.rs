@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -117,19 +117,37 @@ impl Drop for RawMode {
     }
 }
 
+/// Whether stdio is streamed as frames even where descriptors could be passed (for tests and
+/// measurements of the framed path).
+fn framed_forced() -> bool {
+    std::env::var_os("AGENTENV_EXEC_STREAM").is_some_and(|v| v == "framed")
+}
+
 /// Runs `spec` in the environment behind `socket` and returns its exit code. With
-/// `forward_stdin`, local stdin goes to the process; otherwise it sees end of file.
-pub fn exec(socket: &Path, spec: ExecSpec, forward_stdin: bool) -> Result<i32> {
+/// `forward_stdin`, local stdin goes to the process; otherwise it sees end of file. Without a
+/// terminal, the process gets this process's own stdio (the local fast path).
+pub fn exec(socket: &Path, mut spec: ExecSpec, forward_stdin: bool) -> Result<i32> {
     let rt = runtime()?;
     let tty = spec.tty.is_some();
+    spec.passed_stdio = !tty && !framed_forced();
+    let passed = spec.passed_stdio;
     let code = rt.block_on(async {
         let mut stream = connect(socket, Request::Exec(spec)).await?;
+        if passed {
+            let null = std::fs::File::open("/dev/null")?;
+            let stdin = if forward_stdin {
+                0
+            } else {
+                std::os::fd::AsRawFd::as_raw_fd(&null)
+            };
+            super::fdpass::send_stdio(&stream, [stdin, 1, 2]).await?;
+        }
         match response(&mut stream).await? {
             Response::Started { .. } => {}
             other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
         }
         let _raw = if tty { RawMode::enter() } else { None };
-        pump(stream, forward_stdin, tty).await
+        pump(stream, forward_stdin && !passed, tty).await
     });
     // Local stdin is read by a blocking thread that may still wait for input: do not wait.
     rt.shutdown_background();
@@ -137,7 +155,8 @@ pub fn exec(socket: &Path, spec: ExecSpec, forward_stdin: bool) -> Result<i32> {
 }
 
 async fn pump(stream: UnixStream, forward_stdin: bool, tty: bool) -> Result<i32> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = tokio::io::BufReader::with_capacity(256 * 1024, rd);
     let (tx, mut rx) = mpsc::channel::<Frame>(8);
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
@@ -211,17 +230,33 @@ async fn pump(stream: UnixStream, forward_stdin: bool, tty: bool) -> Result<i32>
     };
     drop(tx);
 
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
+    // Output is written by a thread of its own with blocking writes: a slow reader of our
+    // stdout then holds back the agent (through the bounded channel and the socket) without
+    // stopping this loop from passing signals on.
+    let (out_tx, mut out_rx) = mpsc::channel::<(bool, Vec<u8>)>(16);
+    let output = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr());
+        while let Some((is_err, data)) = out_rx.blocking_recv() {
+            let r = if is_err {
+                stderr.write_all(&data)
+            } else {
+                stdout.write_all(&data).and_then(|_| stdout.flush())
+            };
+            if r.is_err() {
+                break;
+            }
+        }
+    });
     let code = loop {
         match read_frame(&mut rd).await? {
             Some(Frame::Stdout(d)) => {
-                stdout.write_all(&d).await?;
-                stdout.flush().await?;
+                if out_tx.send((false, d)).await.is_err() {
+                    break 141;
+                }
             }
             Some(Frame::Stderr(d)) => {
-                stderr.write_all(&d).await?;
-                stderr.flush().await?;
+                let _ = out_tx.send((true, d)).await;
             }
             Some(Frame::Exit(status)) => break status.code,
             Some(other) => tracing::debug!(?other, "ignored frame from agent"),
@@ -234,6 +269,8 @@ async fn pump(stream: UnixStream, forward_stdin: bool, tty: bool) -> Result<i32>
             }
         }
     };
+    drop(out_tx);
+    let _ = output.join();
     signals.abort();
     writer.abort();
     Ok(code)

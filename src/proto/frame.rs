@@ -144,6 +144,16 @@ impl Frame {
     }
 }
 
+/// The length and kind bytes before a payload.
+pub const HEADER: usize = 5;
+
+/// Writes the header of a stdout (or stderr) frame of `len` bytes into `buf[..HEADER]`, for a
+/// payload already in place behind it.
+pub fn data_header(buf: &mut [u8], stderr: bool, len: usize) {
+    buf[..4].copy_from_slice(&(len as u32 + 1).to_be_bytes());
+    buf[4] = if stderr { STDERR } else { STDOUT };
+}
+
 /// Reads one frame; `Ok(None)` when the stream ends cleanly between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, ProtoError> {
     let mut len = [0u8; 4];
@@ -224,6 +234,7 @@ mod tests {
                 prompt_name: "p".into(),
                 tty: Some(WinSize { rows: 24, cols: 80 }),
                 stdin_script: false,
+                passed_stdio: false,
             })),
             Frame::Response(Response::Started { pid: 7 }),
             Frame::Stdin(b"in".to_vec()),

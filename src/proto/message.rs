@@ -44,6 +44,10 @@ pub struct ExecSpec {
     pub tty: Option<WinSize>,
     /// Without a command and without a terminal, run the script read from stdin.
     pub stdin_script: bool,
+    /// The client sends its stdin, stdout and stderr right after this request (SCM_RIGHTS,
+    /// local unix sockets only); no stdio frames follow.
+    #[serde(default)]
+    pub passed_stdio: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! docs/protocol.md specifies it.
 
 pub mod client;
+pub mod fdpass;
 pub mod frame;
 pub mod message;
 

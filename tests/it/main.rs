@@ -7,5 +7,6 @@ mod enter;
 mod environment;
 mod errors;
 mod isolation;
+mod persistent;
 mod rootless;
 pub mod support;
