@@ -76,6 +76,10 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// A shell (or one command) inside a running container or process, with a toolbox's tools.
+    #[cfg(target_os = "linux")]
+    #[command(before_help = commands::attach::USAGE_FIRST)]
+    Attach(commands::attach::AttachArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -106,6 +110,8 @@ pub fn main() -> ExitCode {
     let result = match cli.verb {
         None => commands::enter::run(&cli.enter),
         Some(Verb::Doctor { json }) => commands::doctor::run(json),
+        #[cfg(target_os = "linux")]
+        Some(Verb::Attach(args)) => commands::attach::run(&args),
         Some(Verb::Completions { shell }) => {
             use clap::CommandFactory;
             clap_complete::generate(

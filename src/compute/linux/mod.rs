@@ -97,7 +97,7 @@ fn sandbox_init(plan: &RootfsPlan, spec: &SandboxSpec, error_pipe: OwnedFd) -> i
 }
 
 /// Reads what PID 1 reported before its command started: nothing means it started.
-fn read_setup_error(read_end: OwnedFd) -> Result<Option<Diagnostic>> {
+pub(crate) fn read_setup_error(read_end: OwnedFd) -> Result<Option<Diagnostic>> {
     let mut data = Vec::new();
     std::fs::File::from(read_end)
         .read_to_end(&mut data)
