@@ -132,6 +132,7 @@ fn read_state(path: &Path, engine: Engine) -> Option<Container> {
     let podman = label("io.container.manager") == Some("libpod");
     let names = match label("bundle") {
         Some(bundle) if podman => podman_names(Path::new(bundle), &state.id),
+        _ if engine == Engine::Docker => docker_names(&state.id),
         _ => Vec::new(),
     };
     Some(Container {
@@ -159,6 +160,23 @@ fn podman_names(bundle: &Path, id: &str) -> Vec<String> {
         .and_then(|data| serde_json::from_slice::<Vec<Entry>>(&data).ok())
         .and_then(|entries| entries.into_iter().find(|e| e.id == id))
         .map(|e| e.names)
+        .unwrap_or_default()
+}
+
+/// A docker container's name, from its `config.v2.json` in docker's default data root.
+fn docker_names(id: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(rename = "Name")]
+        name: String,
+    }
+    let file = Path::new("/var/lib/docker/containers")
+        .join(id)
+        .join("config.v2.json");
+    std::fs::read(file)
+        .ok()
+        .and_then(|data| serde_json::from_slice::<Config>(&data).ok())
+        .map(|c| vec![c.name.trim_start_matches('/').to_string()])
         .unwrap_or_default()
 }
 
