@@ -12,6 +12,11 @@
 //!   everything below `/` is the target's own, as writable as for its processes), plus `/nix`.
 //!   It is made read-only: only creating or renaming top-level entries of `/` is refused.
 //! - The target already sees the toolbox's store (a process on the host): nothing to mount.
+//!
+//! More trees (a profile at its path) are one more `clone_tree` on the host and one more
+//! `attach` here. Where the target has the parent directory, the attach needs a mount point the
+//! target lacks: the new-root technique applied to that parent (a tmpfs mirroring its entries
+//! by binds, plus the new one) gives it without writing into the target.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

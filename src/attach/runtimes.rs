@@ -300,6 +300,41 @@ mod tests {
     }
 
     #[test]
+    fn podman_state_files_give_the_pid_and_names_from_storage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = tmp.path().join("storage/overlay-containers");
+        let bundle = storage.join("c0ffee/userdata");
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(
+            storage.join("containers.json"),
+            r#"[{"id":"other","names":["x"]},{"id":"c0ffee","names":["rootless-web"]}]"#,
+        )
+        .unwrap();
+        let me = std::process::id() as i32;
+        let (start, _) = process_state(me).unwrap();
+        let state = serde_json::json!({
+            "id": "c0ffee",
+            "init_process_pid": me,
+            "init_process_start": start,
+            "config": {"labels": ["io.container.manager=libpod", format!("bundle={}", bundle.display())]}
+        });
+        let file = tmp.path().join("state.json");
+        std::fs::write(&file, state.to_string()).unwrap();
+        let c = read_state(&file, Engine::Runc).unwrap();
+        assert_eq!(c.engine, Engine::Podman);
+        assert_eq!(c.names, vec!["rootless-web"]);
+        assert_eq!(c.pid, Some(me));
+
+        let stale = serde_json::json!({"id": "c0ffee", "init_process_pid": me, "init_process_start": start + 1});
+        std::fs::write(&file, stale.to_string()).unwrap();
+        assert_eq!(
+            read_state(&file, Engine::Runc),
+            None,
+            "a reused PID is not the container"
+        );
+    }
+
+    #[test]
     fn merging_keeps_one_entry_per_id() {
         let mut list = vec![Container {
             id: "abc".into(),

@@ -212,6 +212,56 @@ fn rootless_podman_container() {
     assert_eq!(&lines[2..], ["x", "hello from the agentenv example"]);
     assert_eq!(c.snapshot(), before);
     assert!(c.is_running());
+
+    // A store of its own, merged with the toolbox's inside the container's user namespace.
+    let own = rt.start(
+        Image::OwnNix,
+        &["--network", "none"],
+        &["/bin/sleep", "1000"],
+    );
+    let before = own.snapshot();
+    let script = format!("{TARGET_TOOL}; echo \"$GREETING\"");
+    let o = attach(&f, &own.pid.to_string(), &["sh", "-c", &script]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "target-tool-ok\nhello from the agentenv example\n"
+    );
+    assert_eq!(own.snapshot(), before);
+}
+
+#[test]
+fn process_on_the_host_by_pid() {
+    let f = fixture!();
+    if !crate::support::is_root() {
+        skip(
+            concat!(module_path!(), "::host_process"),
+            "attaching needs root",
+        );
+        return;
+    }
+    let mut sleeper = Command::new("sleep")
+        .arg("60")
+        .current_dir(f.tmp.path())
+        .env("FROM_TARGET", "host-process")
+        .spawn()
+        .unwrap();
+    let script = [
+        "sh",
+        "-c",
+        "pwd; echo $FROM_TARGET; echo \"$GREETING\"; exit 4",
+    ];
+    let o = attach(&f, &sleeper.id().to_string(), &script);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{}\nhost-process\nhello from the agentenv example\n",
+            f.tmp.path().canonicalize().unwrap().display()
+        )
+    );
 }
 
 #[test]
