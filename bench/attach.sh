@@ -31,7 +31,7 @@ tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 name="agentenv-bench-attach-$$"
 id=$("${podman[@]}" run -d --name "$name" --read-only --ulimit nofile=1024:20000 \
   --ulimit nproc=1024:1024 localhost/agentenv-bench-attach /bin/sleep 100000)
-trap '"${podman[@]}" rm -f -t 0 "$id" >/dev/null 2>&1 || true' EXIT
+trap '"${podman[@]}" rm -f -t 0 "$id" >/dev/null 2>&1; "${podman[@]}" rmi localhost/agentenv-bench-attach >/dev/null 2>&1 || true' EXIT
 pid=$("${podman[@]}" inspect -f '{{.State.Pid}}' "$id")
 "$bin" attach --flake "$ex" "$id" -- true   # cold: evaluate the toolbox and cache it
 

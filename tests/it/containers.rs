@@ -209,6 +209,13 @@ impl Runtime {
         if built.contains(&(key.clone(), image)) {
             return name;
         }
+        // The tag's version changes with the content: an image of that tag is the same one.
+        let mut exists = self.cli();
+        exists.args(["image", "inspect", &name]);
+        if works(&mut exists) {
+            built.push((key, image));
+            return name;
+        }
         let dir = tempfile::Builder::new()
             .prefix("agentenv-image-")
             .tempdir()
