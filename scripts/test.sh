@@ -9,6 +9,8 @@ cd "$repo"
 . scripts/lib.sh
 
 install_packages nix-bin bash-static busybox-static git ca-certificates util-linux procps python3
+# attach: real containers, rootful and rootless
+install_packages podman runc uidmap slirp4netns tar
 
 if [ "$(id -u)" -eq 0 ]; then
   id agentenv-test >/dev/null 2>&1 ||

@@ -153,6 +153,10 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// A shell (or one command) inside a running container or process, with a toolbox's tools.
+    #[cfg(target_os = "linux")]
+    #[command(before_help = commands::attach::USAGE_FIRST)]
+    Attach(commands::attach::AttachArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -187,6 +191,8 @@ pub fn main() -> ExitCode {
         Some(Verb::Ps { json }) => commands::ps::run(json),
         Some(Verb::Down(args)) => commands::down::run(&args),
         Some(Verb::Doctor { json }) => commands::doctor::run(json),
+        #[cfg(target_os = "linux")]
+        Some(Verb::Attach(args)) => commands::attach::run(&args),
         Some(Verb::Completions { shell }) => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -2,6 +2,8 @@
 //! `nix` (layer 1 inputs: the dev environment), `store` (copy-on-write store views),
 //! `compute` (layer 0 backends), `guest` (what runs inside), `commands` (one file per verb).
 
+#[cfg(target_os = "linux")]
+pub mod attach;
 pub mod cli;
 pub mod commands;
 pub mod compute;

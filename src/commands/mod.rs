@@ -1,5 +1,7 @@
 //! One file per verb; each is thin and calls into the layers.
 
+#[cfg(target_os = "linux")]
+pub mod attach;
 pub mod doctor;
 pub mod down;
 pub mod enter;

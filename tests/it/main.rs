@@ -1,7 +1,10 @@
 //! Integration tests: the real agentenv binary against real nix, real namespaces and real
 //! overlay mounts. Each test makes its own copy of examples/hello and its own state.
 
+mod attach;
+mod attach_errors;
 mod cache;
+mod containers;
 mod doctor;
 mod enter;
 mod environment;

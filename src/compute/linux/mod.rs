@@ -157,6 +157,16 @@ fn finish_sandbox(plan: &RootfsPlan, spec: &SandboxSpec) -> Result<()> {
     sys.sethostname(&spec.hostname)
 }
 
+/// Reads what a forked child reported on its start-up pipe before exec'ing: nothing means it
+/// started.
+pub(crate) fn read_setup_error(read_end: OwnedFd) -> Result<Option<Diagnostic>> {
+    let mut report = Vec::new();
+    std::fs::File::from(read_end)
+        .read_to_end(&mut report)
+        .context("cannot read the start-up report")?;
+    Ok(parse_report(&report, false))
+}
+
 /// What PID 1 reported: nothing means a command started; an agent says READY.
 fn parse_report(report: &[u8], agent: bool) -> Option<Diagnostic> {
     match report {

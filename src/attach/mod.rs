@@ -1,0 +1,15 @@
+//! `agentenv attach`: a toolbox (a flake's dev shell) layered onto a running container or
+//! process, leaving no trace. Owns finding the target, reading what it looks like, grafting the
+//! toolbox's store into a private copy of its mount namespace, and running the session there.
+//! Evaluating the toolbox is `nix`'s job; waiting and forwarding signals is `process`'s.
+
+pub mod caps;
+pub mod cgroups;
+pub mod facts;
+pub mod graft;
+pub mod mountapi;
+pub mod runtimes;
+pub mod script;
+pub mod session;
+pub mod target;
+pub mod user;

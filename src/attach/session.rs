@@ -1,0 +1,295 @@
+//! Running a session in a target. The host side copies the toolbox's store as a detached
+//! mount tree, opens the target's namespaces, forks the session process into the target's PID
+//! namespace, learns through a pipe whether its setup worked, then only waits and forwards
+//! signals. The session process joins the target's cgroups and namespaces, grafts the toolbox
+//! into its own copy of the target's mount namespace, becomes the user and execs the shell.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::{fork, pipe2, ForkResult, Gid, Uid};
+
+use super::cgroups::join_cgroups;
+use super::facts::Namespace;
+use super::graft::{apply_graft, GraftPlan};
+use super::mountapi::{LinuxMountApi, MountApi, TreeFd};
+use super::script::SCRIPT_FD;
+use super::target::Target;
+use super::user::SessionUser;
+use crate::compute::linux::read_setup_error;
+use crate::diag::Diagnostic;
+use crate::guest::init::report_error;
+use crate::guest::launch::Launch;
+use crate::guest::syscall::{LinuxSyscall, Syscall};
+use crate::process::{block_supervised_signals, reset_signals_for_exec, supervise, Reap};
+
+/// Everything decided before the session starts.
+#[derive(Debug, Clone)]
+pub struct SessionPlan {
+    pub target: Target,
+    /// The target's namespaces that are not ours.
+    pub foreign: Vec<Namespace>,
+    pub graft: GraftPlan,
+    pub user: SessionUser,
+    /// The target's `cgroup.procs` files to join.
+    pub cgroups: Vec<PathBuf>,
+    pub launch: Launch,
+}
+
+/// The order the session process joins namespaces in: those only the host's root may join
+/// (while it still is), then the user namespace (after which it is root there), then the mount
+/// namespace, whose copy is then owned by the target's user namespace, so the copy's mounts are
+/// not locked. The PID namespace is entered by the host side, for the fork.
+pub fn join_order(foreign: &[Namespace]) -> Vec<Namespace> {
+    let mut order: Vec<Namespace> = [
+        Namespace::Cgroup,
+        Namespace::Ipc,
+        Namespace::Uts,
+        Namespace::Net,
+        Namespace::User,
+    ]
+    .into_iter()
+    .filter(|ns| foreign.contains(ns))
+    .collect();
+    order.push(Namespace::Mount);
+    order
+}
+
+fn open_namespace(pid: i32, ns: Namespace) -> Result<(Namespace, File)> {
+    let path = format!("/proc/{pid}/ns/{}", ns.file());
+    let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+    Ok((ns, file))
+}
+
+/// Runs the session described by `plan`; returns the exit code of its shell or command.
+pub fn run_session(plan: &SessionPlan) -> Result<i32> {
+    let api = LinuxMountApi;
+    let toolbox = match plan.graft.toolbox_source() {
+        Some(source) => {
+            let tree = api.clone_tree(&source)?;
+            api.seal_tree(&tree)?;
+            Some(tree)
+        }
+        None => None,
+    };
+    let pid = plan.target.pid;
+    let joins = join_order(&plan.foreign)
+        .into_iter()
+        .map(|ns| open_namespace(pid, ns))
+        .collect::<Result<Vec<_>>>()?;
+    let pid_ns = match plan.foreign.contains(&Namespace::Pid) {
+        true => Some(open_namespace(pid, Namespace::Pid)?.1),
+        false => None,
+    };
+    // The namespaces are held open now; make sure they are the target's, not a PID reuser's.
+    if !plan.target.still_running() {
+        return Err(Diagnostic::new(format!(
+            "{} exited while agentenv was attaching",
+            plan.target.label
+        ))
+        .into());
+    }
+
+    block_supervised_signals()?;
+    if let Some(ns) = pid_ns {
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWPID)
+            .with_context(|| format!("cannot join the PID namespace of {}", plan.target.label))?;
+    }
+    let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    // SAFETY: agentenv is single-threaded here (its CLI calls have finished and it runs no
+    // helper threads), so the child may run ordinary code until it execs or exits.
+    match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Child => {
+            drop(read_end);
+            let code = session_main(plan, toolbox.as_ref(), joins, write_end);
+            // SAFETY: _exit leaves without running the parent's destructors or atexit hooks.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            drop(toolbox);
+            if let Some(diag) = read_setup_error(read_end)? {
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(diag.into());
+            }
+            supervise(child, Reap::Child)
+        }
+    }
+}
+
+/// The session process: sets up, then execs. Returns an exit code only on failure.
+fn session_main(
+    plan: &SessionPlan,
+    toolbox: Option<&TreeFd>,
+    joins: Vec<(Namespace, File)>,
+    error_pipe: OwnedFd,
+) -> i32 {
+    let prepared = (|| -> Result<Exec> {
+        join_cgroups(&plan.cgroups);
+        for (ns, file) in &joins {
+            setns(file.as_fd(), ns.flag()).with_context(|| {
+                format!(
+                    "cannot join the {} namespace of {}",
+                    ns.file(),
+                    plan.target.label
+                )
+            })?;
+            match ns {
+                Namespace::User => become_root_in_user_namespace()?,
+                Namespace::Mount => make_private_copy()?,
+                _ => {}
+            }
+        }
+        drop(joins);
+        apply_graft(&plan.graft, toolbox, &LinuxSyscall, &LinuxMountApi)?;
+        if nix::unistd::chdir(&plan.launch.cwd).is_err() {
+            tracing::debug!("{} is gone; starting in /", plan.launch.cwd.display());
+            nix::unistd::chdir("/").context("cannot enter /")?;
+        }
+        pass_script(&plan.launch.script)?;
+        let exec = Exec::of(&plan.launch)?;
+        become_user(&plan.user)?;
+        // Set last: a change of identity clears it.
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .context("cannot set the parent-death signal")?;
+        Ok(exec)
+    })();
+    let exec = match prepared {
+        Ok(exec) => exec,
+        Err(e) => {
+            report_error(&error_pipe, &e);
+            return 1;
+        }
+    };
+    reset_signals_for_exec();
+    let err = nix::unistd::execve(&exec.program, &exec.argv, &exec.env).unwrap_err();
+    let e = anyhow::Error::from(
+        Diagnostic::new(format!(
+            "cannot run the toolbox's shell {}: {err}",
+            plan.launch.program.display()
+        ))
+        .hint("its store path is gone; run `agentenv attach --refresh ...`"),
+    );
+    report_error(&error_pipe, &e);
+    127
+}
+
+/// After joining a user namespace the process keeps its host ids, which that namespace may
+/// not map (files it made would be refused): become the namespace's root.
+fn become_root_in_user_namespace() -> Result<()> {
+    // Refused where the namespace's setgroups is "deny"; the groups then stay as they are.
+    let _ = nix::unistd::setgroups(&[]);
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .context("the target's user namespace maps no root group")?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .context("the target's user namespace maps no root user")
+}
+
+/// Replaces the joined mount namespace by a private copy, so that nothing mounted from here
+/// on reaches the target, and nothing the target mounts reaches the session.
+fn make_private_copy() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).context("cannot copy the target's mount namespace")?;
+    LinuxSyscall.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+}
+
+/// Puts the script in an in-memory file at fd `SCRIPT_FD`, where bash reads it.
+fn pass_script(script: &[u8]) -> Result<()> {
+    let memfd = rustix::fs::memfd_create("agentenv-attach", rustix::fs::MemfdFlags::CLOEXEC)
+        .context("cannot create an in-memory file for the start-up script")?;
+    let mut file = File::from(memfd);
+    file.write_all(script)
+        .context("cannot write the start-up script")?;
+    // SAFETY: dup2 on an fd this process owns (`file`, alive for the call) onto SCRIPT_FD, a
+    // number nothing of agentenv uses; the copy is deliberately unowned: it must outlive this
+    // process image and reach the shell. dup2 gives it no close-on-exec flag.
+    let rc = unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), SCRIPT_FD) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot pass the start-up script");
+    }
+    Ok(())
+}
+
+fn become_user(user: &SessionUser) -> Result<()> {
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        // A user namespace whose setgroups is "deny" keeps the groups it has.
+        if e != nix::errno::Errno::EPERM {
+            return Err(e).context("cannot set the session's groups");
+        }
+    }
+    let gid = Gid::from_raw(user.gid);
+    let uid = Uid::from_raw(user.uid);
+    nix::unistd::setresgid(gid, gid, gid)
+        .with_context(|| format!("cannot become group {} in the target", user.gid))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .with_context(|| format!("cannot become user {} in the target", user.uid))
+}
+
+/// execve's arguments, made before the identity changes.
+struct Exec {
+    program: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+impl Exec {
+    fn of(launch: &Launch) -> Result<Self> {
+        let c = |b: &[u8]| CString::new(b).context("an argument or variable contains a NUL byte");
+        Ok(Self {
+            program: c(launch.program.as_os_str().as_bytes())?,
+            argv: launch
+                .argv
+                .iter()
+                .map(|a| c(a.as_bytes()))
+                .collect::<Result<_>>()?,
+            env: launch
+                .env_pairs()
+                .iter()
+                .map(|kv| c(kv))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_namespace_comes_after_the_others_and_the_mount_namespace_last() {
+        let all = Namespace::ALL.to_vec();
+        assert_eq!(
+            join_order(&all),
+            vec![
+                Namespace::Cgroup,
+                Namespace::Ipc,
+                Namespace::Uts,
+                Namespace::Net,
+                Namespace::User,
+                Namespace::Mount,
+            ]
+        );
+        assert_eq!(join_order(&[]), vec![Namespace::Mount]);
+        assert_eq!(
+            join_order(&[Namespace::Pid, Namespace::Net]),
+            vec![Namespace::Net, Namespace::Mount]
+        );
+    }
+}

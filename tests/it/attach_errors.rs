@@ -1,0 +1,171 @@
+//! `agentenv attach` with bad input: an unknown container (the running ones are listed), an
+//! ambiguous prefix (the candidates are listed), a dead PID, missing privilege (the capability
+//! is named), no toolbox, an unknown user. Each is one clear error, exit code 1, no toolbox
+//! evaluated, and the target exactly as before.
+
+use std::process::{Command, Output};
+
+use crate::containers::{Container, Image, Runtime, Snapshot};
+use crate::fixture;
+use crate::support::{run, skip, stderr, Fixture};
+
+macro_rules! runtime {
+    ($test:expr) => {
+        match Runtime::podman() {
+            Ok(rt) => rt,
+            Err(reason) => {
+                skip(concat!(module_path!(), "::", $test), &reason);
+                return;
+            }
+        }
+    };
+}
+
+fn attach(f: &Fixture, args: &[&str]) -> Output {
+    let mut c = f.agentenv();
+    c.arg("attach").args(args).args(["--", "true"]);
+    run(c)
+}
+
+/// The error is one message with hints, exit code 1, and nothing was done.
+fn assert_refused(
+    f: &Fixture,
+    o: &Output,
+    needles: &[&str],
+    target: Option<(&Container, &Snapshot)>,
+) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "missing {n:?} in:\n{err}");
+    }
+    assert!(
+        f.cache_entries().is_empty(),
+        "a toolbox was evaluated: {err}"
+    );
+    if let Some((c, before)) = target {
+        assert_eq!(&c.snapshot(), before);
+        assert!(c.is_running());
+    }
+}
+
+#[test]
+fn unknown_container_lists_the_running_ones() {
+    let rt = runtime!("unknown_container");
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let o = attach(&f, &["agentenv-no-such-container"]);
+    assert_refused(
+        &f,
+        &o,
+        &[
+            "no running container matches 'agentenv-no-such-container'",
+            "running containers: ",
+            &format!("{} ({}, podman)", c.name, &c.id[..12]),
+        ],
+        None,
+    );
+}
+
+#[test]
+fn ambiguous_prefix_lists_the_candidates() {
+    let rt = runtime!("ambiguous_prefix");
+    let f = fixture!();
+    let a = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let b = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let before = a.snapshot();
+    let prefix = format!("agentenv-attach-{}-", std::process::id());
+    let o = attach(&f, &[&prefix]);
+    assert_refused(
+        &f,
+        &o,
+        &[
+            &format!("cannot attach to '{prefix}': "),
+            " running containers match",
+            "candidates: ",
+            &a.name,
+            &b.name,
+            "use a longer id or the full name",
+        ],
+        Some((&a, &before)),
+    );
+}
+
+#[test]
+fn dead_pid_is_refused() {
+    let f = fixture!();
+    if !crate::support::is_root() {
+        skip(
+            concat!(module_path!(), "::dead_pid"),
+            "attaching needs root",
+        );
+        return;
+    }
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let o = attach(&f, &[&format!("pid:{pid}")]);
+    assert_refused(&f, &o, &[&format!("no process {pid} is running")], None);
+    let o = attach(&f, &["pid:nope"]);
+    assert_refused(&f, &o, &["'pid:nope' is not a process id"], None);
+}
+
+#[test]
+fn missing_privilege_names_the_capability() {
+    let rt = runtime!("missing_privilege");
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let before = c.snapshot();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(crate::support::agentenv_bin())
+        .args(["attach", &c.name, "--", "true"])
+        .env("AGENTENV_HOME", &f.state)
+        .env("NIX_CONFIG", &f.nix_config)
+        .current_dir(&f.flake);
+    let o = run(cmd);
+    assert_refused(
+        &f,
+        &o,
+        &["attaching needs CAP_SYS_ADMIN", "sudo agentenv attach"],
+        Some((&c, &before)),
+    );
+}
+
+#[test]
+fn no_toolbox_asks_for_a_flake() {
+    let rt = runtime!("no_toolbox");
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let before = c.snapshot();
+    let mut cmd = f.agentenv();
+    cmd.current_dir(f.tmp.path())
+        .args(["attach", &c.name, "--", "true"]);
+    let o = run(cmd);
+    assert_refused(
+        &f,
+        &o,
+        &["no toolbox: no flake.nix in", "--flake"],
+        Some((&c, &before)),
+    );
+}
+
+#[test]
+fn unknown_user_is_refused() {
+    let rt = runtime!("unknown_user");
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let before = c.snapshot();
+    let o = attach(&f, &["--user", "nobody-here", &c.name]);
+    assert_refused(
+        &f,
+        &o,
+        &[
+            "no user 'nobody-here' in the target's /etc/passwd",
+            "--user 1000",
+        ],
+        Some((&c, &before)),
+    );
+}
