@@ -71,6 +71,9 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
+    #[command(subcommand)]
+    Profile(commands::profile::ProfileVerb),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -101,6 +104,7 @@ pub fn main() -> ExitCode {
     let result = match cli.verb {
         None => commands::enter::run(&cli.enter),
         Some(Verb::Doctor { json }) => commands::doctor::run(json),
+        Some(Verb::Profile(verb)) => commands::profile::run(&verb),
         Some(Verb::Completions { shell }) => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -12,5 +12,6 @@ pub mod guest;
 pub mod nix;
 pub mod paths;
 pub mod process;
+pub mod profile;
 pub mod store;
 pub mod util;

@@ -1,0 +1,208 @@
+//! The profile state directory and its journal: the record of one activation (every step, in
+//! order), written and synced before the first change, so that an interrupted activation or
+//! deactivation can be undone from it. Also the lock that keeps two agentenvs apart.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::env::ProfileEnv;
+use super::links::is_missing;
+
+/// One change to the home, as recorded before it is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Step {
+    /// Rename `path` to `backup` (same file system: contents, mode and times are kept).
+    MoveAside { path: PathBuf, backup: PathBuf },
+    CreateDir { path: PathBuf },
+    Link { path: PathBuf, target: PathBuf },
+}
+
+/// Where a transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxState {
+    /// Steps are being made; if found so, the transaction was interrupted: undo it.
+    Applying,
+    /// Every step was made: this profile is active.
+    Applied,
+    /// Steps are being undone; if found so, finish undoing.
+    Removing,
+}
+
+/// The record of one activation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub id: String,
+    pub state: TxState,
+    pub profile: PathBuf,
+    pub home: PathBuf,
+    pub steps: Vec<Step>,
+    pub env: ProfileEnv,
+    /// `activate.sh`, if the profile has one, and whether its last run failed.
+    pub hook: Option<PathBuf>,
+    #[serde(default)]
+    pub hook_failed: bool,
+    /// The flake the profile was installed from, for `profile install`.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+pub const JOURNAL_VERSION: u32 = 1;
+
+/// The files of a profile state directory.
+#[derive(Debug, Clone)]
+pub struct StateFiles {
+    pub dir: PathBuf,
+}
+
+impl StateFiles {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("journal.json")
+    }
+
+    /// Where entries moved aside by transaction `id` are kept.
+    pub fn backups(&self, id: &str) -> PathBuf {
+        self.dir.join("backup").join(id)
+    }
+
+    /// The shell script carrying the active profile's environment.
+    pub fn env_script(&self) -> PathBuf {
+        self.dir.join("env.sh")
+    }
+
+    /// The GC root of an installed profile.
+    pub fn installed(&self) -> PathBuf {
+        self.dir.join("installed")
+    }
+
+    /// The GC root of an installed profile's tools.
+    pub fn tools(&self) -> PathBuf {
+        self.dir.join("tools")
+    }
+
+    /// Creates the directory and takes its lock, waiting for another agentenv to finish.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let path = self.dir.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((file, _)) => {
+                eprintln!("waiting for another agentenv changing the profile state in {}", self.dir.display());
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e)
+                    .with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
+    /// The journal, if a profile is active or a transaction was interrupted.
+    pub fn read(&self) -> Result<Option<Journal>> {
+        let path = self.journal();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let journal: Journal = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the profile journal {} is damaged", path.display()))?;
+        Ok(Some(journal))
+    }
+
+    /// Replaces the journal durably: a synced temporary file renamed over it, then the
+    /// directory synced, so that after a crash the old or the new journal is there, whole.
+    pub fn write(&self, journal: &Journal) -> Result<()> {
+        let path = self.journal();
+        let tmp = self.dir.join("journal.json.tmp");
+        let data = serde_json::to_vec(journal)?;
+        let mut file =
+            File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(&data)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Removes the journal: no profile is active.
+    pub fn clear(&self) -> Result<()> {
+        let path = self.journal();
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+}
+
+/// Makes a directory's entries (renames, new files) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// A transaction id: readable, ordered by time, unique per process.
+pub fn new_tx_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{}", now.as_millis(), std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StateFiles::new(dir.path());
+        assert_eq!(files.read().unwrap(), None);
+        let journal = Journal {
+            version: JOURNAL_VERSION,
+            id: new_tx_id(),
+            state: TxState::Applying,
+            profile: "/p".into(),
+            home: "/h".into(),
+            steps: vec![
+                Step::MoveAside {
+                    path: "/h/.a".into(),
+                    backup: "/s/0".into(),
+                },
+                Step::CreateDir { path: "/h/.c".into() },
+                Step::Link {
+                    path: "/h/.a".into(),
+                    target: "/p/home/.a".into(),
+                },
+            ],
+            env: ProfileEnv::default(),
+            hook: None,
+            hook_failed: false,
+            origin: None,
+        };
+        files.write(&journal).unwrap();
+        assert_eq!(files.read().unwrap(), Some(journal));
+        files.clear().unwrap();
+        assert_eq!(files.read().unwrap(), None);
+    }
+}
