@@ -32,10 +32,16 @@ impl UndoReport {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         for p in &self.changed_links {
-            out.push(format!("left {} in place: it was changed after activation", p.display()));
+            out.push(format!(
+                "left {} in place: it was changed after activation",
+                p.display()
+            ));
         }
         for d in &self.kept_dirs {
-            out.push(format!("left {} in place: it holds files that are not the profile's", d.display()));
+            out.push(format!(
+                "left {} in place: it holds files that are not the profile's",
+                d.display()
+            ));
         }
         for (place, backup) in &self.kept_backups {
             out.push(format!(
@@ -65,7 +71,11 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
             backup: backup_place(&c.path, &backups, backup_dev, &id, i),
         });
     }
-    steps.extend(plan.dirs.iter().map(|d| Step::CreateDir { path: d.clone() }));
+    steps.extend(
+        plan.dirs
+            .iter()
+            .map(|d| Step::CreateDir { path: d.clone() }),
+    );
     steps.extend(plan.links.iter().map(|l| Step::Link {
         path: l.path.clone(),
         target: l.target.clone(),
@@ -121,7 +131,11 @@ fn backup_place(path: &Path, area: &Path, area_dev: u64, id: &str, index: usize)
 fn make_step(step: &Step) -> Result<()> {
     match step {
         Step::MoveAside { path, backup } => std::fs::rename(path, backup).with_context(|| {
-            format!("cannot move {} aside to {}", path.display(), backup.display())
+            format!(
+                "cannot move {} aside to {}",
+                path.display(),
+                backup.display()
+            )
         }),
         Step::CreateDir { path } => std::fs::create_dir(path)
             .with_context(|| format!("cannot create the directory {}", path.display())),
@@ -197,7 +211,11 @@ fn undo_steps(journal: &Journal) -> Result<UndoReport> {
                     continue;
                 }
                 std::fs::rename(backup, path).with_context(|| {
-                    format!("cannot put {} back from {}", path.display(), backup.display())
+                    format!(
+                        "cannot put {} back from {}",
+                        path.display(),
+                        backup.display()
+                    )
                 })?;
             }
         }

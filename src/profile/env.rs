@@ -105,7 +105,10 @@ mod tests {
             tools: Some("/p#tools".into()),
             ..Default::default()
         };
-        assert_eq!(new.clone().keeping_tools_of(&old).path_append, old.path_append);
+        assert_eq!(
+            new.clone().keeping_tools_of(&old).path_append,
+            old.path_append
+        );
         let other = ProfileEnv {
             tools: Some("/q#tools".into()),
             ..Default::default()

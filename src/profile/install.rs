@@ -95,7 +95,10 @@ fn build(nix: &NixCli, installable: &str, link: &Path) -> Result<PathBuf, BuildE
             .map_err(BuildError::Failed)?;
     }
     let mut cmd = nix.command();
-    cmd.arg("build").arg("--out-link").arg(link).arg(installable);
+    cmd.arg("build")
+        .arg("--out-link")
+        .arg(link)
+        .arg(installable);
     let out = nix
         .run(cmd, &format!("building {installable}"))
         .map_err(BuildError::Failed)?;
@@ -108,8 +111,12 @@ fn build(nix: &NixCli, installable: &str, link: &Path) -> Result<PathBuf, BuildE
             d = d.detail(line);
         }
         return Err(BuildError::Failed(
-            d.hint("run the same build by hand to see more: `nix build ".to_string() + installable + "`")
-                .into(),
+            d.hint(
+                "run the same build by hand to see more: `nix build ".to_string()
+                    + installable
+                    + "`",
+            )
+            .into(),
         ));
     }
     std::fs::canonicalize(link)

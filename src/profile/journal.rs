@@ -18,9 +18,17 @@ use super::links::is_missing;
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Step {
     /// Rename `path` to `backup` (same file system: contents, mode and times are kept).
-    MoveAside { path: PathBuf, backup: PathBuf },
-    CreateDir { path: PathBuf },
-    Link { path: PathBuf, target: PathBuf },
+    MoveAside {
+        path: PathBuf,
+        backup: PathBuf,
+    },
+    CreateDir {
+        path: PathBuf,
+    },
+    Link {
+        path: PathBuf,
+        target: PathBuf,
+    },
 }
 
 /// Where a transaction is.
@@ -107,7 +115,10 @@ impl StateFiles {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(lock),
             Err((file, _)) => {
-                eprintln!("waiting for another agentenv changing the profile state in {}", self.dir.display());
+                eprintln!(
+                    "waiting for another agentenv changing the profile state in {}",
+                    self.dir.display()
+                );
                 Flock::lock(file, FlockArg::LockExclusive)
                     .map_err(|(_, e)| e)
                     .with_context(|| format!("cannot lock {}", path.display()))
@@ -189,7 +200,9 @@ mod tests {
                     path: "/h/.a".into(),
                     backup: "/s/0".into(),
                 },
-                Step::CreateDir { path: "/h/.c".into() },
+                Step::CreateDir {
+                    path: "/h/.c".into(),
+                },
                 Step::Link {
                     path: "/h/.a".into(),
                     target: "/p/home/.a".into(),

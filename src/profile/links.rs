@@ -99,7 +99,9 @@ pub fn wanted_links(profile: &Profile, home: &Path, state: &Path) -> Result<Want
                 "the manifest links {from:?}, which is not in the profile ({} is missing)",
                 target.display()
             ))
-            .hint("fix the path in [links] of agentenv.toml; paths there are relative to the profile")
+            .hint(
+                "fix the path in [links] of agentenv.toml; paths there are relative to the profile",
+            )
             .into());
         }
         check_source(&target, &fences)?;
@@ -134,8 +136,10 @@ fn mirror(dir: &Path, rel: &Path, fences: &Fences, out: &mut WantedLinks) -> Res
                 target: path,
             });
         } else {
-            out.warnings
-                .push(format!("skipped {}: not a file or directory", path.display()));
+            out.warnings.push(format!(
+                "skipped {}: not a file or directory",
+                path.display()
+            ));
         }
     }
     Ok(())
@@ -191,7 +195,11 @@ fn check_dest(link: &WantedLink, f: &Fences) -> Result<()> {
             "the link ~/{} -> {} would {} the profile itself: a cycle",
             link.dest.display(),
             link.target.display(),
-            if inside_profile { "write into" } else { "replace" }
+            if holds_profile {
+                "replace"
+            } else {
+                "write into"
+            }
         ))
         .hint("point the link at a home path outside the profile directory")
         .into());
@@ -219,18 +227,21 @@ fn check_overlaps(links: &[WantedLink]) -> Result<()> {
                 "a link lies inside another link"
             };
             let first = links.iter().find(|l| l.dest == other).map(|l| &l.target);
-            return Err(Diagnostic::new(format!(
-                "{what} at ~/{}",
-                link.dest.display()
-            ))
-            .detail(format!(
-                "~/{} -> {}",
-                other.display(),
-                first.map(|t| t.display().to_string()).unwrap_or_default()
-            ))
-            .detail(format!("~/{} -> {}", link.dest.display(), link.target.display()))
-            .hint("keep one of them: remove the file from home/ or the entry from [links]")
-            .into());
+            return Err(
+                Diagnostic::new(format!("{what} at ~/{}", link.dest.display()))
+                    .detail(format!(
+                        "~/{} -> {}",
+                        other.display(),
+                        first.map(|t| t.display().to_string()).unwrap_or_default()
+                    ))
+                    .detail(format!(
+                        "~/{} -> {}",
+                        link.dest.display(),
+                        link.target.display()
+                    ))
+                    .hint("keep one of them: remove the file from home/ or the entry from [links]")
+                    .into(),
+            );
         }
         seen.insert(&link.dest);
     }

@@ -158,9 +158,11 @@ fn absolute_dir(dir: &Path) -> Result<PathBuf> {
         .into());
     }
     if dir.components().any(|c| c == Component::ParentDir) {
-        return std::fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()));
+        return std::fs::canonicalize(dir)
+            .with_context(|| format!("cannot resolve {}", dir.display()));
     }
-    let abs = std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let abs =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     // Drop `.` components and a trailing slash, so the same directory always reads the same.
     Ok(abs.components().collect())
 }
@@ -168,10 +170,7 @@ fn absolute_dir(dir: &Path) -> Result<PathBuf> {
 /// Parses and checks a manifest; errors name the file, line and column.
 pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
     let manifest: Manifest = toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((1, 1));
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
         let mut d = Diagnostic::new(format!(
             "invalid profile manifest {}:{line}:{col}: {}",
             path.display(),
@@ -201,9 +200,11 @@ fn check_manifest(m: &Manifest, text: &str, path: &Path) -> Result<()> {
         .into()
     };
     for name in m.env.keys() {
-        let valid = name.chars().enumerate().all(|(i, c)| {
-            c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
-        }) && !name.is_empty();
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+            && !name.is_empty();
         if !valid {
             return Err(fail(
                 name,
@@ -274,27 +275,31 @@ mod tests {
     fn unknown_key_names_line_and_column() {
         let err = parse("[env]\nA = \"1\"\n\n[skils]\ntargets = []\n").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("invalid profile manifest /p/agentenv.toml:4:"), "{msg}");
+        assert!(
+            msg.starts_with("invalid profile manifest /p/agentenv.toml:4:"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn syntax_error_names_line_and_column() {
         let err = parse("[env]\nA = \"1\"\nB = \n").unwrap_err();
-        assert!(
-            err.to_string().contains("/p/agentenv.toml:3:"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("/p/agentenv.toml:3:"), "{err}");
     }
 
     #[test]
     fn path_in_env_is_refused() {
         let err = parse("[env]\nPATH = \"/x\"\n").unwrap_err();
-        assert!(err.to_string().contains(":2:1: [env] cannot set PATH"), "{err}");
+        assert!(
+            err.to_string().contains(":2:1: [env] cannot set PATH"),
+            "{err}"
+        );
     }
 
     #[test]
     fn line_col_counts_characters() {
-        assert_eq!(line_col("ab\ncé d", 6), (2, 4));
+        assert_eq!(line_col("ab\ncé d", 6), (2, 3));
+        assert_eq!(line_col("ab\ncé d", 5), (2, 2));
         assert_eq!(line_col("x", 0), (1, 1));
     }
 }

@@ -84,8 +84,8 @@ pub fn activate(profile_dir: &Path, home: &Path, state_dir: &Path) -> Result<Act
         if old.state == TxState::Applied && is_in_place(&old, &profile.root, &home, &wanted) {
             return refresh(old, &profile, &files, warnings);
         }
-        let report = apply::undo(&mut old, &files)
-            .context("cannot undo the profile activated before")?;
+        let report =
+            apply::undo(&mut old, &files).context("cannot undo the profile activated before")?;
         warnings.extend(report.warnings());
         if old.state != TxState::Applying {
             previous = Some(old.profile.clone());
@@ -237,7 +237,11 @@ pub fn record_origin(state_dir: &Path, origin: Option<String>) -> Result<Profile
 /// The profile state of a plain host's home: `$AGENTENV_HOME/state/profile` when set, else
 /// `$XDG_STATE_HOME/agentenv/profile`, else `<home>/.local/state/agentenv/profile`.
 pub fn host_state_dir(home: &Path) -> PathBuf {
-    let var = |name| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    let var = |name| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
     if let Some(root) = var("AGENTENV_HOME") {
         return root.join("state/profile");
     }

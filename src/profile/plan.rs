@@ -132,7 +132,9 @@ pub fn plan_links(profile: &Profile, wanted: &WantedLinks, home: &Path) -> Resul
                     kind: EntryKind::of(meta.file_type()),
                 }),
                 Err(e) if is_missing(&e) => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot inspect {}", path.display()))
+                }
             }
         }
         plan.links.push(Link {
@@ -258,3 +260,7 @@ impl ActivationPlan {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
