@@ -71,15 +71,19 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
             backup: backup_place(&c.path, &backups, backup_dev, &id, i),
         });
     }
-    steps.extend(
-        plan.dirs
-            .iter()
-            .map(|d| Step::CreateDir { path: d.clone() }),
-    );
-    steps.extend(plan.links.iter().map(|l| Step::Link {
-        path: l.path.clone(),
-        target: l.target.clone(),
-    }));
+    // Each link right after the directories it needs: on ext4, creating every directory
+    // first and then every link takes twice as long.
+    let mut dirs = plan.dirs.iter().peekable();
+    for link in &plan.links {
+        while let Some(dir) = dirs.next_if(|d| link.path.starts_with(d)) {
+            steps.push(Step::CreateDir { path: dir.clone() });
+        }
+        steps.push(Step::Link {
+            path: link.path.clone(),
+            target: link.target.clone(),
+        });
+    }
+    steps.extend(dirs.map(|d| Step::CreateDir { path: d.clone() }));
     let mut journal = Journal {
         version: JOURNAL_VERSION,
         id,
@@ -92,7 +96,7 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
         hook_failed: false,
         origin: None,
     };
-    files.write(&journal)?;
+    files.begin(&mut journal)?;
     let pause = pause_point();
     for (done, step) in journal.steps.iter().enumerate() {
         if let Err(err) = make_step(step) {
@@ -110,8 +114,7 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
         }
         pause_if(pause, done + 1);
     }
-    journal.state = TxState::Applied;
-    files.write(&journal)?;
+    files.mark(&mut journal, TxState::Applied)?;
     Ok(journal)
 }
 
@@ -148,8 +151,7 @@ fn make_step(step: &Step) -> Result<()> {
 /// and the repair of an interrupted one.
 pub fn undo(journal: &mut Journal, files: &StateFiles) -> Result<UndoReport> {
     if journal.state == TxState::Applied {
-        journal.state = TxState::Removing;
-        files.write(journal)?;
+        files.mark(journal, TxState::Removing)?;
     }
     let report = undo_steps(journal)?;
     remove_if_present(&files.env_script())?;

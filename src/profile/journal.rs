@@ -1,6 +1,10 @@
 //! The profile state directory and its journal: the record of one activation (every step, in
 //! order), written and synced before the first change, so that an interrupted activation or
 //! deactivation can be undone from it. Also the lock that keeps two agentenvs apart.
+//!
+//! Only the journal itself is synced. Where a transaction is (applied, being removed) is an
+//! empty marker file beside it, not synced: undo is correct whatever subset of the steps reached
+//! the disk, so a marker lost in a power cut only means the next run undoes once more.
 
 use std::fs::File;
 use std::io::Write;
@@ -32,10 +36,11 @@ pub enum Step {
 }
 
 /// Where a transaction is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TxState {
     /// Steps are being made; if found so, the transaction was interrupted: undo it.
+    #[default]
     Applying,
     /// Every step was made: this profile is active.
     Applied,
@@ -48,6 +53,8 @@ pub enum TxState {
 pub struct Journal {
     pub version: u32,
     pub id: String,
+    /// Read from the marker files, not stored in the journal.
+    #[serde(skip)]
     pub state: TxState,
     pub profile: PathBuf,
     pub home: PathBuf,
@@ -79,6 +86,14 @@ impl StateFiles {
 
     pub fn journal(&self) -> PathBuf {
         self.dir.join("journal.json")
+    }
+
+    fn marker(&self, state: TxState) -> PathBuf {
+        match state {
+            TxState::Applying => self.dir.join("applying"),
+            TxState::Applied => self.dir.join("applied"),
+            TxState::Removing => self.dir.join("removing"),
+        }
     }
 
     /// Where entries moved aside by transaction `id` are kept.
@@ -134,9 +149,35 @@ impl StateFiles {
             Err(e) if is_missing(&e) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let journal: Journal = serde_json::from_slice(&bytes)
+        let mut journal: Journal = serde_json::from_slice(&bytes)
             .with_context(|| format!("the profile journal {} is damaged", path.display()))?;
+        journal.state = [TxState::Removing, TxState::Applied]
+            .into_iter()
+            .find(|s| self.marker(*s).exists())
+            .unwrap_or(TxState::Applying);
         Ok(Some(journal))
+    }
+
+    /// Records the intent of a new transaction, durably, before its first step.
+    pub fn begin(&self, journal: &mut Journal) -> Result<()> {
+        for state in [TxState::Applied, TxState::Removing] {
+            remove_if_present(&self.marker(state))?;
+        }
+        journal.state = TxState::Applying;
+        self.write(journal)
+    }
+
+    /// Moves the transaction to `state` (applied, or being removed).
+    pub fn mark(&self, journal: &mut Journal, state: TxState) -> Result<()> {
+        let path = self.marker(state);
+        if state != TxState::Applying {
+            File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if state != TxState::Applied {
+            remove_if_present(&self.marker(TxState::Applied))?;
+        }
+        journal.state = state;
+        Ok(())
     }
 
     /// Replaces the journal durably: a synced temporary file renamed over it, then the
@@ -154,14 +195,21 @@ impl StateFiles {
         sync_dir(&self.dir)
     }
 
-    /// Removes the journal: no profile is active.
+    /// Removes the journal and its markers: no profile is active.
     pub fn clear(&self) -> Result<()> {
-        let path = self.journal();
-        match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if is_missing(&e) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        remove_if_present(&self.journal())?;
+        for state in [TxState::Applied, TxState::Removing] {
+            remove_if_present(&self.marker(state))?;
         }
+        Ok(())
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if is_missing(&e) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
     }
 }
 
@@ -189,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = StateFiles::new(dir.path());
         assert_eq!(files.read().unwrap(), None);
-        let journal = Journal {
+        let mut journal = Journal {
             version: JOURNAL_VERSION,
             id: new_tx_id(),
             state: TxState::Applying,
@@ -213,8 +261,12 @@ mod tests {
             hook_failed: false,
             origin: None,
         };
-        files.write(&journal).unwrap();
-        assert_eq!(files.read().unwrap(), Some(journal));
+        files.begin(&mut journal).unwrap();
+        assert_eq!(files.read().unwrap().as_ref(), Some(&journal));
+        for state in [TxState::Applied, TxState::Removing] {
+            files.mark(&mut journal, state).unwrap();
+            assert_eq!(files.read().unwrap().unwrap().state, state);
+        }
         files.clear().unwrap();
         assert_eq!(files.read().unwrap(), None);
     }

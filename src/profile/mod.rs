@@ -73,14 +73,17 @@ pub fn activate(profile_dir: &Path, home: &Path, state_dir: &Path) -> Result<Act
     let profile = Profile::load(profile_dir)?;
     let wanted = links::wanted_links(&profile, &home, state_dir)?;
     let files = StateFiles::new(state_dir);
-    // Check the home before anything is written, when no earlier activation is in it.
-    if !files.journal().exists() {
-        plan::plan_links(&profile, &wanted, &home)?;
-    }
+    // Plan before anything is written, when no earlier activation is in the home (with one,
+    // the plan must wait for its undo).
+    let mut early_plan = match files.journal().exists() {
+        true => None,
+        false => Some(plan::plan_links(&profile, &wanted, &home)?),
+    };
     let _lock = files.lock()?;
     let mut warnings = wanted.warnings.clone();
     let mut previous = None;
     if let Some(mut old) = files.read()? {
+        early_plan = None;
         if old.state == TxState::Applied && is_in_place(&old, &profile.root, &home, &wanted) {
             return refresh(old, &profile, &files, warnings);
         }
@@ -91,7 +94,7 @@ pub fn activate(profile_dir: &Path, home: &Path, state_dir: &Path) -> Result<Act
             previous = Some(old.profile.clone());
         }
     }
-    let plan = match plan::plan_links(&profile, &wanted, &home) {
+    let plan = match early_plan.map_or_else(|| plan::plan_links(&profile, &wanted, &home), Ok) {
         Ok(plan) => plan,
         Err(err) => {
             if let Some(prev) = previous {
