@@ -72,7 +72,7 @@ pub enum Verb {
         json: bool,
     },
     /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = commands::profile::EXAMPLES)]
     Profile(commands::profile::ProfileVerb),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {

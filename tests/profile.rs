@@ -384,3 +384,36 @@ fn bad_input_leaves_the_home_unchanged() {
     refused(&t, &inner, "a cycle");
     std::fs::remove_dir_all(&inner).unwrap();
 }
+
+#[test]
+fn the_example_profile_activates_and_deactivates() {
+    let t = TestHome::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/profile");
+    let p = example.display().to_string();
+    t.ok(&["profile", "activate", &p]);
+    let h = &t.home;
+    assert_eq!(link_of(&h.join(".bashrc")), format!("{p}/home/.bashrc"));
+    assert_eq!(link_of(&h.join(".config/git/ignore")), format!("{p}/home/.config/git/ignore"));
+    assert_eq!(link_of(&h.join(".config/nvim/init.lua")), format!("{p}/editor/init.lua"));
+    for skills in [".claude/skills", ".codex/skills"] {
+        let skill = h.join(skills).join("commit-message");
+        assert_eq!(link_of(&skill), format!("{p}/skills/commit-message"));
+    }
+    // activate.sh ran with the home set.
+    assert!(h.join(".cache/nvim").is_dir());
+    let status: serde_json::Value =
+        serde_json::from_str(&t.ok(&["profile", "status", "--json"])).unwrap();
+    assert_eq!(status["env"]["tools"], format!("{p}#tools"));
+    assert_eq!(status["env"]["shell_init"][0], "alias ll='ls -alF'");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(". {}; hello-profile", t.state().join("env.sh").display()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("hello from the profile at {p}\n"));
+
+    t.ok(&["profile", "deactivate"]);
+    // Only what activate.sh made itself is left.
+    let left: Vec<_> = snapshot(h).into_keys().collect();
+    assert_eq!(left, [Path::new(".cache"), Path::new(".cache/nvim")]);
+}

@@ -12,6 +12,17 @@ use crate::nix::cli::NixCli;
 use crate::paths::StateDirs;
 use crate::profile::{self, install, StateFiles};
 
+pub const EXAMPLES: &str = "\
+Examples:
+  agentenv profile activate ~/config            link your profile into $HOME
+  agentenv profile activate ~/config --dry-run  show what would change
+  agentenv profile status                       what is active; --json for scripts
+  agentenv profile deactivate                   $HOME as it was, byte for byte
+  agentenv profile install github:you/config    build it with nix, then activate it
+
+A profile is a directory: home/ (dotfiles), skills/ (agent skills), bin/, and optionally
+agentenv.toml and activate.sh. See docs/profile.md.";
+
 /// Verbs of `agentenv profile`.
 #[derive(Debug, Subcommand)]
 pub enum ProfileVerb {
