@@ -393,8 +393,14 @@ fn the_example_profile_activates_and_deactivates() {
     t.ok(&["profile", "activate", &p]);
     let h = &t.home;
     assert_eq!(link_of(&h.join(".bashrc")), format!("{p}/home/.bashrc"));
-    assert_eq!(link_of(&h.join(".config/git/ignore")), format!("{p}/home/.config/git/ignore"));
-    assert_eq!(link_of(&h.join(".config/nvim/init.lua")), format!("{p}/editor/init.lua"));
+    assert_eq!(
+        link_of(&h.join(".config/git/ignore")),
+        format!("{p}/home/.config/git/ignore")
+    );
+    assert_eq!(
+        link_of(&h.join(".config/nvim/init.lua")),
+        format!("{p}/editor/init.lua")
+    );
     for skills in [".claude/skills", ".codex/skills"] {
         let skill = h.join(skills).join("commit-message");
         assert_eq!(link_of(&skill), format!("{p}/skills/commit-message"));
@@ -407,13 +413,41 @@ fn the_example_profile_activates_and_deactivates() {
     assert_eq!(status["env"]["shell_init"][0], "alias ll='ls -alF'");
     let out = std::process::Command::new("bash")
         .arg("-c")
-        .arg(format!(". {}; hello-profile", t.state().join("env.sh").display()))
+        .arg(format!(
+            ". {}; hello-profile",
+            t.state().join("env.sh").display()
+        ))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("hello from the profile at {p}\n"));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("hello from the profile at {p}\n")
+    );
 
     t.ok(&["profile", "deactivate"]);
     // Only what activate.sh made itself is left.
     let left: Vec<_> = snapshot(h).into_keys().collect();
     assert_eq!(left, [Path::new(".cache"), Path::new(".cache/nvim")]);
+}
+
+#[test]
+fn a_profile_refused_after_the_undo_brings_the_previous_one_back() {
+    let t = TestHome::new();
+    t.fill_with_conflicts();
+    let one = profile_in(&t, "one");
+    t.ok(&["profile", "activate", &one]);
+    let active = snapshot(&t.home);
+    // The second profile can only be refused once the first is undone: its files go below
+    // ~/.cache, a symlink leading out of the home.
+    std::os::unix::fs::symlink("/tmp", t.home.join(".cache")).unwrap();
+    let active_with_cache = snapshot(&t.home);
+    let two = t.root.join("two");
+    write(&two, "home/.cache/x", b"x", 0o644);
+    let err = t.fails(&["profile", "activate", &two.display().to_string()]);
+    assert!(err.contains("outside the home directory"), "{err}");
+    assert_eq!(snapshot(&t.home), active_with_cache);
+    assert_ne!(active, active_with_cache);
+    let status: serde_json::Value =
+        serde_json::from_str(&t.ok(&["profile", "status", "--json"])).unwrap();
+    assert_eq!(status["profile"], one.as_str());
 }

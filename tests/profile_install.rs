@@ -15,7 +15,17 @@ fn nix_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        println!("SKIPPED: nix is not installed");
+        let reason = "profile install tests: nix is not installed";
+        println!("SKIPPED: {reason}");
+        let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-skips.log");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            use std::io::Write;
+            let _ = writeln!(f, "{reason}");
+        }
     }
     found
 }
