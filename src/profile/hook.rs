@@ -14,26 +14,32 @@ use crate::diag::Diagnostic;
 /// Runs `hook` for the profile at `profile` activated into `home`.
 pub fn run_hook(hook: &Path, profile: &Path, home: &Path) -> Result<()> {
     let executable = std::fs::metadata(hook).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
-    let mut cmd = if executable {
-        Command::new(hook)
-    } else {
-        let mut sh = Command::new("sh");
-        sh.arg(hook);
-        sh
+    let run = |direct: bool| {
+        let mut cmd = if direct {
+            Command::new(hook)
+        } else {
+            let mut sh = Command::new("sh");
+            sh.arg(hook);
+            sh
+        };
+        let stdout: Stdio = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::inherit());
+        cmd.current_dir(profile)
+            .env("AGENTENV_PROFILE", profile)
+            .env("HOME", home)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .status()
     };
-    let stdout: Stdio = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::inherit());
-    let status = cmd
-        .current_dir(profile)
-        .env("AGENTENV_PROFILE", profile)
-        .env("HOME", home)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .status()
-        .with_context(|| format!("cannot run {}", hook.display()))?;
+    let status = match run(executable) {
+        // A profile on a noexec mount (sshfs often is): run the script with sh.
+        Err(e) if executable && e.kind() == std::io::ErrorKind::PermissionDenied => run(false),
+        other => other,
+    }
+    .with_context(|| format!("cannot run {}", hook.display()))?;
     if status.success() {
         return Ok(());
     }

@@ -82,6 +82,19 @@ pub fn build_tools(nix: &NixCli, flake: &str, attr: &str, files: &StateFiles) ->
     }
 }
 
+/// Builds the tools an activated profile names (`ProfileEnv::tools`, `<flake>#<attr>`), for a
+/// caller that wants them on PATH: returns their `bin`, for `ProfileEnv::path_append`.
+pub fn build_profile_tools(
+    nix: &NixCli,
+    env: &super::ProfileEnv,
+    state_dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let Some((flake, attr)) = env.tools.as_deref().and_then(|t| t.rsplit_once('#')) else {
+        return Ok(None);
+    };
+    build_tools(nix, flake, attr, &StateFiles::new(state_dir)).map(Some)
+}
+
 enum BuildError {
     NoSuchOutput,
     Failed(anyhow::Error),

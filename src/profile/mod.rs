@@ -16,6 +16,10 @@
 //! // env.path_append   after it (the tools' bin, once built; see env.tools)
 //! // env.vars          to set, AGENTENV_PROFILE first
 //! // env.shell_init    for an interactive shell to run after the dev shell's own set-up
+//! // env.tools         the manifest's `tools` as `<profile>#<attr>`, not built
+//! if let Some(bin) = profile::install::build_profile_tools(&nix, &env, state_dir)? {
+//!     env.path_append.push(bin);           // optional: runs `nix build`, GC root in state_dir
+//! }
 //! profile::deactivate_from(state_dir)?;   // undo, exactly
 //! ```
 //!
