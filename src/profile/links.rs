@@ -70,7 +70,7 @@ pub fn wanted_links(profile: &Profile, home: &Path, state: &Path) -> Result<Want
             .iter()
             .map(|t| home_relative(t, "[skills] targets"))
             .collect::<Result<Vec<_>>>()?;
-        for entry in sorted_entries(&skills)? {
+        for (entry, _) in sorted_entries(&skills)? {
             let path = skills.join(&entry);
             if !path.is_dir() {
                 continue;
@@ -120,11 +120,8 @@ pub fn wanted_links(profile: &Profile, home: &Path, state: &Path) -> Result<Want
 
 /// Adds a link for every file (and symlink) below `dir`, keeping the directory structure.
 fn mirror(dir: &Path, rel: &Path, fences: &Fences, out: &mut WantedLinks) -> Result<()> {
-    for name in sorted_entries(dir)? {
+    for (name, kind) in sorted_entries(dir)? {
         let path = dir.join(&name);
-        let kind = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .file_type();
         if kind.is_dir() {
             mirror(&path, &rel.join(&name), fences, out)?;
         } else if kind.is_file() || kind.is_symlink() {
@@ -145,14 +142,16 @@ fn mirror(dir: &Path, rel: &Path, fences: &Fences, out: &mut WantedLinks) -> Res
     Ok(())
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
-    let mut names = std::fs::read_dir(dir)
+/// The entries of `dir` by name, with their types (from the directory listing itself on most
+/// file systems: no stat per file).
+fn sorted_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, std::fs::FileType)>> {
+    let mut entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
+        .map(|e| e.and_then(|e| Ok((e.file_name(), e.file_type()?))))
         .collect::<std::io::Result<Vec<_>>>()
         .with_context(|| format!("cannot list {}", dir.display()))?;
-    names.sort();
-    Ok(names)
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
 }
 
 /// A profile entry that is a symlink must not loop, nor lead back into `$HOME` (outside the
