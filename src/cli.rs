@@ -157,6 +157,9 @@ pub enum Verb {
     #[cfg(target_os = "linux")]
     #[command(before_help = commands::attach::USAGE_FIRST)]
     Attach(commands::attach::AttachArgs),
+    /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
+    #[command(subcommand, after_help = commands::profile::EXAMPLES)]
+    Profile(commands::profile::ProfileVerb),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -193,6 +196,7 @@ pub fn main() -> ExitCode {
         Some(Verb::Doctor { json }) => commands::doctor::run(json),
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),
+        Some(Verb::Profile(verb)) => commands::profile::run(&verb),
         Some(Verb::Completions { shell }) => {
             use clap::CommandFactory;
             clap_complete::generate(

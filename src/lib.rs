@@ -14,6 +14,7 @@ pub mod guest;
 pub mod nix;
 pub mod paths;
 pub mod process;
+pub mod profile;
 pub mod proto;
 pub mod runtime;
 pub mod store;

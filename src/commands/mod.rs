@@ -6,5 +6,6 @@ pub mod doctor;
 pub mod down;
 pub mod enter;
 pub mod exec;
+pub mod profile;
 pub mod ps;
 pub mod up;

@@ -132,6 +132,7 @@ pub fn exec(socket: &Path, mut spec: ExecSpec, forward_stdin: bool) -> Result<i3
     spec.passed_stdio = !tty && !framed_forced();
     let passed = spec.passed_stdio;
     let code = rt.block_on(async {
+        let signals = ForwardedSignals::install();
         let mut stream = connect(socket, Request::Exec(spec)).await?;
         if passed {
             let null = std::fs::File::open("/dev/null")?;
@@ -147,14 +148,57 @@ pub fn exec(socket: &Path, mut spec: ExecSpec, forward_stdin: bool) -> Result<i3
             other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
         }
         let _raw = if tty { RawMode::enter() } else { None };
-        pump(stream, forward_stdin && !passed, tty).await
+        pump(stream, forward_stdin && !passed, tty, signals).await
     });
     // Local stdin is read by a blocking thread that may still wait for input: do not wait.
     rt.shutdown_background();
     code
 }
 
-async fn pump(stream: UnixStream, forward_stdin: bool, tty: bool) -> Result<i32> {
+/// The signals an exec passes on, caught from the moment it starts (a signal that came before
+/// its handler was installed would be lost, or would kill the client).
+struct ForwardedSignals {
+    rx: mpsc::Receiver<i32>,
+}
+
+impl ForwardedSignals {
+    /// Installs the handlers; must run inside the runtime.
+    fn install() -> Self {
+        let kinds = [
+            (SignalKind::interrupt(), libc::SIGINT),
+            (SignalKind::terminate(), libc::SIGTERM),
+            (SignalKind::hangup(), libc::SIGHUP),
+            (SignalKind::quit(), libc::SIGQUIT),
+            (SignalKind::user_defined1(), libc::SIGUSR1),
+            (SignalKind::user_defined2(), libc::SIGUSR2),
+            (SignalKind::window_change(), libc::SIGWINCH),
+        ];
+        let (tx, rx) = mpsc::channel::<i32>(16);
+        for (kind, num) in kinds {
+            let Ok(mut s) = signal(kind) else { continue };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    if tx.send(num).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Self { rx }
+    }
+
+    async fn next(&mut self) -> Option<i32> {
+        self.rx.recv().await
+    }
+}
+
+async fn pump(
+    stream: UnixStream,
+    forward_stdin: bool,
+    tty: bool,
+    mut signals: ForwardedSignals,
+) -> Result<i32> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = tokio::io::BufReader::with_capacity(256 * 1024, rd);
     let (tx, mut rx) = mpsc::channel::<Frame>(8);
@@ -187,31 +231,21 @@ async fn pump(stream: UnixStream, forward_stdin: bool, tty: bool) -> Result<i32>
         tx.send(Frame::StdinClose).await.ok();
     }
 
-    let signals = {
+    let forwarding = {
         let tx = tx.clone();
         tokio::spawn(async move {
-            let kinds = [
-                (SignalKind::interrupt(), libc::SIGINT),
-                (SignalKind::terminate(), libc::SIGTERM),
-                (SignalKind::hangup(), libc::SIGHUP),
-                (SignalKind::quit(), libc::SIGQUIT),
-                (SignalKind::user_defined1(), libc::SIGUSR1),
-                (SignalKind::user_defined2(), libc::SIGUSR2),
-                (SignalKind::window_change(), libc::SIGWINCH),
-            ];
-            let (stx, mut srx) = mpsc::channel::<i32>(16);
-            for (kind, num) in kinds {
-                let Ok(mut s) = signal(kind) else { continue };
-                let stx = stx.clone();
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        if stx.send(num).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+            if tty {
+                // A resize between the request and now would otherwise be lost.
+                if let Some(ws) = local_winsize() {
+                    let _ = tx
+                        .send(Frame::Resize {
+                            rows: ws.rows,
+                            cols: ws.cols,
+                        })
+                        .await;
+                }
             }
-            while let Some(num) = srx.recv().await {
+            while let Some(num) = signals.next().await {
                 let frame = match (num, tty) {
                     (libc::SIGWINCH, true) => match local_winsize() {
                         Some(ws) => Frame::Resize {
@@ -271,7 +305,7 @@ async fn pump(stream: UnixStream, forward_stdin: bool, tty: bool) -> Result<i32>
     };
     drop(out_tx);
     let _ = output.join();
-    signals.abort();
+    forwarding.abort();
     writer.abort();
     Ok(code)
 }

@@ -1,0 +1,207 @@
+//! `agentenv profile activate|deactivate|status|install`: a profile linked into the user's real
+//! `$HOME`, without a sandbox (the remote-host case). Thin: resolves the profile, the home and
+//! the state directory, then calls the profile engine.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use crate::diag::Diagnostic;
+use crate::nix::cli::NixCli;
+use crate::paths::StateDirs;
+use crate::profile::{self, install, StateFiles};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  agentenv profile activate ~/config            link your profile into $HOME
+  agentenv profile activate ~/config --dry-run  show what would change
+  agentenv profile status                       what is active; --json for scripts
+  agentenv profile deactivate                   $HOME as it was, byte for byte
+  agentenv profile install github:you/config    build it with nix, then activate it
+
+A profile is a directory: home/ (dotfiles), skills/ (agent skills), bin/, and optionally
+agentenv.toml and activate.sh. See docs/profile.md.";
+
+/// Verbs of `agentenv profile`.
+#[derive(Debug, Subcommand)]
+pub enum ProfileVerb {
+    /// Link a profile into $HOME: files of home/, skills/, bin/ on PATH (see docs/profile.md).
+    ///
+    /// Example: `agentenv profile activate ~/config`. Entries in the way are moved aside and
+    /// put back by `deactivate`. Without DIR: $AGENTENV_PROFILE, else `profile = "..."` in
+    /// ~/.config/agentenv/config.toml.
+    Activate {
+        /// The profile directory.
+        #[arg(value_name = "DIR", env = "AGENTENV_PROFILE")]
+        dir: Option<PathBuf>,
+        /// Print what would be done, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the plan as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
+    },
+    /// Remove the active profile's links and put back what they replaced, byte for byte.
+    Deactivate,
+    /// Show the active profile: links, moved-aside entries, PATH and variables.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a profile from a flake with nix, then activate it (offline fallback).
+    ///
+    /// Example: `agentenv profile install github:you/config`. Builds FLAKE_REF#agentenvProfile,
+    /// else FLAKE_REF#homeConfigurations.portable.activationPackage, unless FLAKE_REF names an
+    /// output.
+    Install {
+        #[arg(value_name = "FLAKE_REF")]
+        flake_ref: String,
+    },
+}
+
+pub fn run(verb: &ProfileVerb) -> Result<i32> {
+    let home = home_dir()?;
+    let state_dir = profile::host_state_dir(&home);
+    match verb {
+        ProfileVerb::Activate { dir, dry_run, json } => {
+            let dir = resolve_profile_dir(dir.as_deref(), &home)?;
+            if *dry_run {
+                let plan = profile::plan_activation(&dir, &home, &state_dir)?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else {
+                    print!("{}", plan.describe());
+                }
+                warn_all(&plan.warnings);
+                return Ok(0);
+            }
+            let done = profile::activate(&dir, &home, &state_dir)?;
+            warn_all(&done.warnings);
+            if done.changed {
+                hint_env_script(&state_dir);
+            }
+            Ok(0)
+        }
+        ProfileVerb::Deactivate => {
+            match profile::deactivate_from(&state_dir)? {
+                Some(report) => warn_all(&report.warnings()),
+                None => eprintln!("no profile is active"),
+            }
+            Ok(0)
+        }
+        ProfileVerb::Status { json } => {
+            let status = profile::status_of(&state_dir)?;
+            match (status, json) {
+                (Some(s), true) => println!("{}", serde_json::to_string_pretty(&s)?),
+                (None, true) => println!("null"),
+                (Some(s), false) => print!("{}", s.describe()),
+                (None, false) => println!("no profile is active"),
+            }
+            Ok(0)
+        }
+        ProfileVerb::Install { flake_ref } => install_profile(flake_ref, &home, &state_dir),
+    }
+}
+
+fn install_profile(flake_ref: &str, home: &Path, state_dir: &Path) -> Result<i32> {
+    let nix = NixCli::find()?;
+    let files = StateFiles::new(state_dir);
+    let built = install::build_profile(&nix, flake_ref, &files)?;
+    let loaded = profile::Profile::load(&built.dir)?;
+    let tools = match &loaded.manifest.tools {
+        Some(attr) => Some(install::build_tools(
+            &nix,
+            install::flake_of(flake_ref),
+            attr,
+            &files,
+        )?),
+        None => None,
+    };
+    let done = profile::activate(&built.dir, home, state_dir)?;
+    warn_all(&done.warnings);
+    let origin = Some(built.installable);
+    match tools {
+        Some(bin) => profile::record_tools(state_dir, bin, origin)?,
+        None => profile::record_origin(state_dir, origin)?,
+    };
+    hint_env_script(state_dir);
+    Ok(0)
+}
+
+fn warn_all(lines: &[String]) {
+    for line in lines {
+        eprintln!("warning: {line}");
+    }
+}
+
+/// Says once how a shell picks up PATH and variables, unless the rc files already do.
+fn hint_env_script(state_dir: &Path) {
+    let script = StateFiles::new(state_dir).env_script();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "profile active; for its PATH and variables, have your shell run: . {}",
+            script.display()
+        );
+    }
+}
+
+/// The real home: `$HOME`, which must be an absolute directory.
+fn home_dir() -> Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute() && h.is_dir())
+        .ok_or_else(|| {
+            Diagnostic::new("HOME is not set to an existing directory")
+                .hint("set HOME to your home directory, e.g. `export HOME=/home/you`")
+                .into()
+        })
+}
+
+/// The profile directory: the argument (or $AGENTENV_PROFILE, through clap), else `profile`
+/// in config.toml (relative to the home, `~/` allowed).
+fn resolve_profile_dir(arg: Option<&Path>, home: &Path) -> Result<PathBuf> {
+    if let Some(dir) = arg {
+        return Ok(dir.to_path_buf());
+    }
+    let config = StateDirs::from_env()?.config.join("config.toml");
+    let configured = read_configured_profile(&config)?;
+    let dir = configured.ok_or_else(|| {
+        Diagnostic::new("no profile given")
+            .hint("name it: `agentenv profile activate ~/config`")
+            .hint(format!(
+                "or set AGENTENV_PROFILE, or `profile = \"~/config\"` in {}",
+                config.display()
+            ))
+    })?;
+    Ok(match dir.strip_prefix("~/") {
+        Some(rest) => home.join(rest),
+        None if dir == "~" => home.to_path_buf(),
+        None => home.join(dir),
+    })
+}
+
+fn read_configured_profile(config: &Path) -> Result<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        profile: Option<String>,
+    }
+    let text = match std::fs::read_to_string(config) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", config.display())),
+    };
+    let parsed: Config = toml::from_str(&text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| profile::manifest::line_col(&text, s.start))
+            .unwrap_or((1, 1));
+        Diagnostic::new(format!(
+            "invalid configuration {}:{line}:{col}: {}",
+            config.display(),
+            e.message().trim_end()
+        ))
+    })?;
+    Ok(parsed.profile.filter(|p| !p.is_empty()))
+}

@@ -1,0 +1,53 @@
+//! Running a profile's `activate.sh` after its links are made, as the seed's activation did:
+//! in the profile's directory, with `AGENTENV_PROFILE` and `HOME` set. Its output goes to
+//! stderr (agentenv's stdout is for data).
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::diag::Diagnostic;
+
+/// Runs `hook` for the profile at `profile` activated into `home`.
+pub fn run_hook(hook: &Path, profile: &Path, home: &Path) -> Result<()> {
+    let executable = std::fs::metadata(hook).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+    let run = |direct: bool| {
+        let mut cmd = if direct {
+            Command::new(hook)
+        } else {
+            let mut sh = Command::new("sh");
+            sh.arg(hook);
+            sh
+        };
+        let stdout: Stdio = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::inherit());
+        cmd.current_dir(profile)
+            .env("AGENTENV_PROFILE", profile)
+            .env("HOME", home)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .status()
+    };
+    let status = match run(executable) {
+        // A profile on a noexec mount (sshfs often is): run the script with sh.
+        Err(e) if executable && e.kind() == std::io::ErrorKind::PermissionDenied => run(false),
+        other => other,
+    }
+    .with_context(|| format!("cannot run {}", hook.display()))?;
+    if status.success() {
+        return Ok(());
+    }
+    let how = match status.code() {
+        Some(code) => format!("exited with {code}"),
+        None => "was killed by a signal".to_string(),
+    };
+    Err(Diagnostic::new(format!("{} {how}", hook.display()))
+        .hint("the profile's links are in place; fix the script, then run `agentenv profile activate` again (it runs the script again), or `agentenv profile deactivate`")
+        .into())
+}
