@@ -4,6 +4,7 @@
 #  2. the sandbox's own cost: warm `agentenv EX -- true` minus `true` run directly (goal <= 10 ms)
 #  3. store view creation over host stores of 100 and 10,000 paths (flat; goal <= 2 ms each)
 #  4. peak memory of agentenv's own processes during a run (goal <= 5 MiB over the command's)
+#  5. warm start with the example profile against the same without one (goal <= 1.2x)
 # Needs hyperfine (installed if missing). Run as root or where user namespaces are allowed.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +40,19 @@ awk -v a="$a" -v n="$n" -v t="$t" 'BEGIN {
   printf "1. ratio agentenv / nix develop: %.3f  (goal <= 0.25)\n", a/n
   printf "2. sandbox cost, agentenv - true: %.2f ms  (goal <= 10 ms)\n", (a-t)*1000
 }'
+
+echo "== 5: warm start with a profile"
+cp -r "$repo/examples/profile" "$work/profile"
+"$bin" --profile "$work/profile" "$ex" -- true
+hyperfine -N --warmup 5 --runs 100 --export-csv "$work/profile.csv" \
+  -n with "$bin --profile $work/profile $ex -- true" \
+  -n without "$bin --no-profile $ex -- true" >/dev/null 2>&1
+w=$(median "$work/profile.csv" with); wo=$(median "$work/profile.csv" without)
+awk -v w="$w" -v wo="$wo" 'BEGIN {
+  printf "with the example profile %6.2f ms, without %6.2f ms\n", w*1000, wo*1000
+  printf "5. ratio with / without: %.2f  (goal <= 1.2)\n", w/wo
+}'
+"$bin" --no-profile "$ex" -- true
 
 echo "== 3: store view creation"
 cargo bench --quiet --bench store_view 2>/dev/null | sed 's/^/   /'

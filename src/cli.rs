@@ -67,6 +67,15 @@ pub struct EnterArgs {
     /// `host` shares the host's network; `none` leaves only a private loopback.
     #[arg(long, value_enum, default_value = "host", value_name = "MODE")]
     pub network: Network,
+
+    /// A profile (dotfiles, skills, tools) to activate into the environment's home; also
+    /// $AGENTENV_PROFILE, or `profile = "..."` in config.toml.
+    #[arg(long, value_name = "DIR", env = "AGENTENV_PROFILE")]
+    pub profile: Option<PathBuf>,
+
+    /// No profile, even if one is configured: the bare dev shell.
+    #[arg(long, conflicts_with = "profile")]
+    pub no_profile: bool,
 }
 
 /// Options of `agentenv up`.
@@ -87,6 +96,15 @@ pub struct UpArgs {
     /// `host` shares the host's network; `none` leaves only a private loopback.
     #[arg(long, value_enum, default_value = "host", value_name = "MODE")]
     pub network: Network,
+
+    /// A profile (dotfiles, skills, tools) to activate into the environment's home; also
+    /// $AGENTENV_PROFILE, or `profile = "..."` in config.toml.
+    #[arg(long, value_name = "DIR", env = "AGENTENV_PROFILE")]
+    pub profile: Option<PathBuf>,
+
+    /// No profile, even if one is configured: the bare dev shell.
+    #[arg(long, conflicts_with = "profile")]
+    pub no_profile: bool,
 }
 
 /// Options of `agentenv exec`.

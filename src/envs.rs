@@ -63,6 +63,11 @@ impl EnvDirs {
         StoreView::over_host(&self.root.join("store"))
     }
 
+    /// The profile engine's state for the environment's home (journal, moved-aside files).
+    pub fn profile_state(&self) -> PathBuf {
+        self.root.join("profile")
+    }
+
     /// An empty directory on which the environment's root is assembled.
     pub fn staging(&self) -> PathBuf {
         self.root.join("rootfs")

@@ -15,6 +15,8 @@ use crate::guest::launch::{plan_launch, Launch, LaunchMode};
 use crate::nix::devenv::{load_or_evaluate, DevEnv};
 use crate::nix::flake::FlakeTarget;
 use crate::paths::StateDirs;
+use crate::profile::env::quote;
+use crate::profile::ProfileEnv;
 use crate::proto::message::{ExecSpec, WinSize};
 use crate::runtime::{RunningEnv, Runtime};
 
@@ -37,6 +39,15 @@ pub struct Workspace {
     /// Shown read-write at its own path.
     pub project: PathBuf,
     pub user: UserIdentity,
+    /// The profile activated into the environment's home, if any.
+    pub profile: Option<ActiveProfile>,
+}
+
+/// A profile in an environment: its directory (shown at the same path inside) and what it adds
+/// to the shell.
+pub struct ActiveProfile {
+    pub dir: PathBuf,
+    pub env: ProfileEnv,
 }
 
 impl Workspace {
@@ -60,7 +71,66 @@ impl Workspace {
             env_dirs,
             project,
             user,
+            profile: None,
         })
+    }
+
+    /// The profile chosen by `--profile`, `$AGENTENV_PROFILE` or config.toml, unless
+    /// `no_profile`.
+    pub fn chosen_profile(&self, arg: Option<&Path>, no_profile: bool) -> Result<Option<PathBuf>> {
+        if no_profile {
+            return Ok(None);
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.user.home.clone());
+        crate::profile::config::chosen_profile(arg, &home, &self.state.config.join("config.toml"))
+    }
+
+    /// Activates `dir` into the environment's private home (undoing any other profile), or,
+    /// with `None`, undoes whatever profile the home has: the bare dev shell.
+    pub fn use_profile(&mut self, dir: Option<PathBuf>) -> Result<()> {
+        let state = self.env_dirs.profile_state();
+        match dir {
+            None => {
+                crate::profile::deactivate_from(&state)?;
+                self.profile = None;
+            }
+            Some(dir) => {
+                let home = self.env_dirs.home();
+                std::fs::create_dir_all(&home)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.display()))?;
+                let env = crate::profile::activate_into(&dir, &home, &state)?;
+                self.profile = Some(ActiveProfile { dir, env });
+            }
+        }
+        Ok(())
+    }
+
+    /// nix's script for `cwd`, followed by the profile's PATH entries (its `bin/` before the
+    /// dev shell's, its tools after) and, for an interactive shell, its init snippets.
+    pub fn rc_script_for(&self, cwd: &Path, interactive: bool) -> String {
+        let mut script = self.devenv.rc_script_for(cwd);
+        if let Some(p) = &self.profile {
+            for dir in &p.env.path_prepend {
+                let q = quote(&dir.to_string_lossy());
+                script.push_str(&format!("PATH={q}\"${{PATH:+:$PATH}}\"\n"));
+            }
+            for dir in &p.env.path_append {
+                let q = quote(&dir.to_string_lossy());
+                script.push_str(&format!("PATH=\"${{PATH:+$PATH:}}\"{q}\n"));
+            }
+            script.push_str("export PATH\n");
+            if interactive {
+                for snippet in &p.env.shell_init {
+                    script.push_str(snippet);
+                    if !snippet.ends_with('\n') {
+                        script.push('\n');
+                    }
+                }
+            }
+        }
+        script
     }
 
     pub fn runtime(&self) -> Runtime {
@@ -95,6 +165,10 @@ impl Workspace {
                 env.push((k, v));
             }
         }
+        // The profile's variables come before nix's script, so the project's own win.
+        if let Some(p) = &self.profile {
+            env.extend(p.env.vars.iter().map(|(k, v)| (k.into(), v.into())));
+        }
         let ca = crate::compute::linux::plan::CA_BUNDLE;
         if Path::new(ca).is_file() {
             for var in ["SSL_CERT_FILE", "NIX_SSL_CERT_FILE"] {
@@ -107,7 +181,7 @@ impl Workspace {
     /// How to start `mode` in a fresh sandbox, from `cwd` (inside).
     pub fn launch(&self, cwd: &Path, mode: &LaunchMode) -> Launch {
         plan_launch(
-            &self.devenv.rc_script_for(cwd),
+            &self.rc_script_for(cwd, *mode == LaunchMode::Interactive),
             &self.devenv.shell,
             mode,
             cwd,
@@ -127,7 +201,7 @@ impl Workspace {
         let mut env = self.base_env();
         env.extend(extra_env.iter().cloned());
         ExecSpec {
-            rc_script: self.devenv.rc_script_for(cwd),
+            rc_script: self.rc_script_for(cwd, *mode == LaunchMode::Interactive),
             shell: self.devenv.shell.clone(),
             command: match mode {
                 LaunchMode::Command(c) => Some(c.clone()),
@@ -155,6 +229,7 @@ impl Workspace {
             hostname: "agentenv".into(),
             shell: self.devenv.shell.clone(),
             env_tool: self.devenv.env_tool.clone(),
+            profile: self.profile.as_ref().map(|p| p.dir.clone()),
             create_dirs: self.env_dirs.dirs_to_create(),
         }
     }

@@ -9,13 +9,15 @@ use anyhow::Result;
 use crate::cli::{current_dir, EnterArgs};
 use crate::compute::linux::LinuxNamespaces;
 use crate::compute::Compute;
+use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
 use crate::proto::client;
 use crate::workspace::Workspace;
 
 pub fn run(args: &EnterArgs) -> Result<i32> {
     let cwd = current_dir()?;
-    let ws = Workspace::open(&args.path, &cwd, args.refresh)?;
+    let mut ws = Workspace::open(&args.path, &cwd, args.refresh)?;
+    let profile = ws.chosen_profile(args.profile.as_deref(), args.no_profile)?;
     let cwd_inside = ws.cwd_inside(&cwd);
     let mode = if !args.command.is_empty() {
         LaunchMode::Command(args.command.clone())
@@ -29,6 +31,28 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         .runtime()
         .get(&ws.env_dirs.id)
         .filter(|r| r.state.network == args.network);
+    if let Some(r) = &running {
+        if r.state.profile != profile {
+            // Its home is shared: another profile cannot be activated under it.
+            let shown = |p: &Option<std::path::PathBuf>| {
+                p.as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "no profile".into())
+            };
+            return Err(Diagnostic::new(format!(
+                "{} is running with {}, not {}",
+                r.state.id,
+                shown(&r.state.profile),
+                shown(&profile)
+            ))
+            .hint(format!(
+                "stop it first (`agentenv down {}`), or use the same profile",
+                r.state.id
+            ))
+            .into());
+        }
+    }
+    ws.use_profile(profile)?;
     if let Some(running) = running {
         tracing::debug!(id = %running.state.id, "using the running environment");
         // A terminal inside only when the command would have had one here: all three stdio

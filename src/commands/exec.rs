@@ -20,7 +20,8 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
         root: running.state.project.clone(),
         attr: (running.state.shell != "default").then(|| running.state.shell.clone()),
     };
-    let ws = Workspace::open_target(target, false)?;
+    let mut ws = Workspace::open_target(target, false)?;
+    ws.use_profile(running.state.profile.clone())?;
     let dir = match &args.cwd {
         Some(d) if d.is_absolute() => d.clone(),
         Some(d) => ws.cwd_inside(&cwd).join(d),

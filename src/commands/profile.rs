@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 
 use crate::diag::Diagnostic;
@@ -160,48 +160,16 @@ fn home_dir() -> Result<PathBuf> {
 }
 
 /// The profile directory: the argument (or $AGENTENV_PROFILE, through clap), else `profile`
-/// in config.toml (relative to the home, `~/` allowed).
+/// in config.toml.
 fn resolve_profile_dir(arg: Option<&Path>, home: &Path) -> Result<PathBuf> {
-    if let Some(dir) = arg {
-        return Ok(dir.to_path_buf());
-    }
     let config = StateDirs::from_env()?.config.join("config.toml");
-    let configured = read_configured_profile(&config)?;
-    let dir = configured.ok_or_else(|| {
+    profile::config::chosen_profile(arg, home, &config)?.ok_or_else(|| {
         Diagnostic::new("no profile given")
             .hint("name it: `agentenv profile activate ~/config`")
             .hint(format!(
                 "or set AGENTENV_PROFILE, or `profile = \"~/config\"` in {}",
                 config.display()
             ))
-    })?;
-    Ok(match dir.strip_prefix("~/") {
-        Some(rest) => home.join(rest),
-        None if dir == "~" => home.to_path_buf(),
-        None => home.join(dir),
+            .into()
     })
-}
-
-fn read_configured_profile(config: &Path) -> Result<Option<String>> {
-    #[derive(serde::Deserialize)]
-    struct Config {
-        profile: Option<String>,
-    }
-    let text = match std::fs::read_to_string(config) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", config.display())),
-    };
-    let parsed: Config = toml::from_str(&text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| profile::manifest::line_col(&text, s.start))
-            .unwrap_or((1, 1));
-        Diagnostic::new(format!(
-            "invalid configuration {}:{line}:{col}: {}",
-            config.display(),
-            e.message().trim_end()
-        ))
-    })?;
-    Ok(parsed.profile.filter(|p| !p.is_empty()))
 }

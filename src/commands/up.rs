@@ -15,7 +15,8 @@ use crate::workspace::Workspace;
 
 pub fn run(args: &UpArgs) -> Result<i32> {
     let cwd = current_dir()?;
-    let ws = Workspace::open(&args.path, &cwd, args.refresh)?;
+    let mut ws = Workspace::open(&args.path, &cwd, args.refresh)?;
+    let profile = ws.chosen_profile(args.profile.as_deref(), args.no_profile)?;
     let runtime = ws.runtime();
     let id = ws.env_dirs.id.clone();
     if let Some(name) = &args.name {
@@ -34,9 +35,17 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     }
     let _lock = runtime.lock_for_start(&id)?;
     if let Some(running) = runtime.get(&id) {
+        if running.state.profile != profile {
+            return Err(
+                Diagnostic::new(format!("{id} is running already, with another profile"))
+                    .hint(format!("stop it first: `agentenv down {id}`"))
+                    .into(),
+            );
+        }
         println!("{}", running.state.id);
         return Ok(0);
     }
+    ws.use_profile(profile.clone())?;
     let listener = runtime.bind_socket(&id)?;
     let log_path = runtime.env_dir(&id).join("agent.log");
     let log = std::fs::File::create(&log_path)
@@ -54,7 +63,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
         name: args.name.clone(),
         project: ws.target.root.clone(),
         shell: ws.target.shell_name().to_string(),
-        profile: None,
+        profile,
         network: args.network,
         pid,
         pid_start: process_start_time(pid).unwrap_or(0),

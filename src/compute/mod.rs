@@ -41,6 +41,8 @@ pub struct SandboxSpec {
     pub shell: PathBuf,
     /// An `env` program, linked at `/usr/bin/env`.
     pub env_tool: Option<PathBuf>,
+    /// A profile directory, visible read-write at its own path.
+    pub profile: Option<PathBuf>,
     /// Host directories (home, store layer, staging) to create once the kernel has granted
     /// the namespaces.
     pub create_dirs: Vec<PathBuf>,

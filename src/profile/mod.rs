@@ -29,6 +29,7 @@
 //! is as it was (except for `activate.sh` failing, which leaves the links in place).
 
 pub mod apply;
+pub mod config;
 pub mod env;
 pub mod hook;
 pub mod install;

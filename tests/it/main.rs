@@ -13,6 +13,7 @@ mod home;
 mod isolation;
 mod persistent;
 mod profile;
+mod profile_env;
 mod profile_install;
 mod rootless;
 pub mod support;

@@ -136,6 +136,9 @@ pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> Rootfs
     }
     ops.push(bind(&spec.home_source, &spec.home, false, false));
     ops.push(bind(&spec.project, &spec.project, false, false));
+    if let Some(profile) = &spec.profile {
+        ops.push(bind(profile, profile, false, false));
+    }
     ops.push(RootOp::Symlink {
         path: p("/bin/sh"),
         points_to: spec.shell.clone(),
@@ -178,6 +181,7 @@ mod tests {
             hostname: "agentenv".into(),
             shell: p("/nix/store/x-bash/bin/bash"),
             env_tool: Some(p("/nix/store/y-coreutils/bin/env")),
+            profile: None,
             create_dirs: vec![],
         }
     }
