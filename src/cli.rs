@@ -60,6 +60,13 @@ pub struct EnterArgs {
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 
+    #[command(flatten)]
+    pub opts: EnvOptions,
+}
+
+/// How an environment is made, for `agentenv PATH` and `agentenv up`.
+#[derive(Debug, Args)]
+pub struct EnvOptions {
     /// Evaluate the dev shell again even if nothing it depends on changed.
     #[arg(long)]
     pub refresh: bool,
@@ -89,22 +96,8 @@ pub struct UpArgs {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// Evaluate the dev shell again even if nothing it depends on changed.
-    #[arg(long)]
-    pub refresh: bool,
-
-    /// `host` shares the host's network; `none` leaves only a private loopback.
-    #[arg(long, value_enum, default_value = "host", value_name = "MODE")]
-    pub network: Network,
-
-    /// A profile (dotfiles, skills, tools) to activate into the environment's home; also
-    /// $AGENTENV_PROFILE, or `profile = "..."` in config.toml.
-    #[arg(long, value_name = "DIR", env = "AGENTENV_PROFILE")]
-    pub profile: Option<PathBuf>,
-
-    /// No profile, even if one is configured: the bare dev shell.
-    #[arg(long, conflicts_with = "profile")]
-    pub no_profile: bool,
+    #[command(flatten)]
+    pub opts: EnvOptions,
 }
 
 /// Options of `agentenv exec`.

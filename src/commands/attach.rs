@@ -2,7 +2,6 @@
 //! command) inside a running container or process, with a toolbox's tools, leaving no trace.
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -63,13 +62,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let (devenv, outcome) = load_or_evaluate(&toolbox, &state, args.refresh)?;
     tracing::debug!(?outcome, target = %target.label, "toolbox ready");
 
-    let mode = if !args.command.is_empty() {
-        LaunchMode::Command(args.command.clone())
-    } else if std::io::stdin().is_terminal() {
-        LaunchMode::Interactive
-    } else {
-        LaunchMode::Stdin
-    };
+    let mode = LaunchMode::for_command(&args.command);
     let caller_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let launch = plan_session_launch(&devenv, &facts, &user, &mode, &target.name, &caller_env);
     let plan = SessionPlan {

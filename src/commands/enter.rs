@@ -16,21 +16,15 @@ use crate::workspace::Workspace;
 
 pub fn run(args: &EnterArgs) -> Result<i32> {
     let cwd = current_dir()?;
-    let mut ws = Workspace::open(&args.path, &cwd, args.refresh)?;
-    let profile = ws.chosen_profile(args.profile.as_deref(), args.no_profile)?;
+    let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
+    let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
     let cwd_inside = ws.cwd_inside(&cwd);
-    let mode = if !args.command.is_empty() {
-        LaunchMode::Command(args.command.clone())
-    } else if std::io::stdin().is_terminal() {
-        LaunchMode::Interactive
-    } else {
-        LaunchMode::Stdin
-    };
+    let mode = LaunchMode::for_command(&args.command);
 
     let running = ws
         .runtime()
         .get(&ws.env_dirs.id)
-        .filter(|r| r.state.network == args.network);
+        .filter(|r| r.state.network == args.opts.network);
     if let Some(r) = &running {
         if r.state.profile != profile {
             // Its home is shared: another profile cannot be activated under it.
@@ -66,7 +60,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
     }
 
     let launch = ws.launch(&cwd_inside, &mode);
-    let code = LinuxNamespaces.run(&ws.sandbox_spec(args.network), &launch)?;
+    let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network), &launch)?;
     ws.env_dirs.record(&ws.target)?;
     Ok(code)
 }

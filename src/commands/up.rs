@@ -15,8 +15,8 @@ use crate::workspace::Workspace;
 
 pub fn run(args: &UpArgs) -> Result<i32> {
     let cwd = current_dir()?;
-    let mut ws = Workspace::open(&args.path, &cwd, args.refresh)?;
-    let profile = ws.chosen_profile(args.profile.as_deref(), args.no_profile)?;
+    let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
+    let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
     let runtime = ws.runtime();
     let id = ws.env_dirs.id.clone();
     if let Some(name) = &args.name {
@@ -50,7 +50,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     let log_path = runtime.env_dir(&id).join("agent.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
-    let spec = ws.sandbox_spec(args.network);
+    let spec = ws.sandbox_spec(args.opts.network);
     let pid = match LinuxNamespaces.start(&spec, AgentSetup { listener, log }) {
         Ok(pid) => pid,
         Err(e) => {
@@ -64,7 +64,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
         project: ws.target.root.clone(),
         shell: ws.target.shell_name().to_string(),
         profile,
-        network: args.network,
+        network: args.opts.network,
         pid,
         pid_start: process_start_time(pid).unwrap_or(0),
         started_at: SystemTime::now()

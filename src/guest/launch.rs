@@ -20,6 +20,21 @@ pub enum LaunchMode {
     Stdin,
 }
 
+impl LaunchMode {
+    /// `command` if one is given; otherwise an interactive shell when stdin is a terminal, or
+    /// the script read from stdin.
+    pub fn for_command(command: &[OsString]) -> Self {
+        use std::io::IsTerminal;
+        if !command.is_empty() {
+            LaunchMode::Command(command.to_vec())
+        } else if std::io::stdin().is_terminal() {
+            LaunchMode::Interactive
+        } else {
+            LaunchMode::Stdin
+        }
+    }
+}
+
 /// A process to start inside: program, arguments, environment, directory, and the script it
 /// reads (written to `script_path` first).
 #[derive(Debug, Clone, PartialEq, Eq)]
