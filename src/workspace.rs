@@ -100,7 +100,13 @@ impl Workspace {
                 let home = self.env_dirs.home();
                 std::fs::create_dir_all(&home)
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.display()))?;
-                let env = crate::profile::activate_into(&dir, &home, &state)?;
+                let mut env = crate::profile::activate_into(&dir, &home, &state)?;
+                let tools_cache = self.state.cache.join("profile-tools");
+                if let Some(bin) = crate::profile::tools::cached_tools(&env, &tools_cache) {
+                    if !env.path_append.contains(&bin) {
+                        env.path_append.push(bin);
+                    }
+                }
                 self.profile = Some(ActiveProfile { dir, env });
             }
         }

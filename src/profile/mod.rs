@@ -38,6 +38,7 @@ pub mod links;
 pub mod manifest;
 pub mod plan;
 pub mod status;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 

@@ -131,3 +131,94 @@ fn without_a_profile_the_home_is_bare_again() {
     );
     assert!(out.ends_with("none\nno-tool\n"), "{out}");
 }
+
+/// A profile whose agentenv.toml names `tools`, an output of its own flake with no inputs:
+/// `profile-tool`, and a `hello` that must lose against the project's.
+fn profile_with_tools(f: &Fixture) -> PathBuf {
+    let dir = f.tmp.path().join("config-tools");
+    std::fs::create_dir_all(dir.join("pkgs/bash/bin")).unwrap();
+    std::fs::create_dir_all(dir.join("pkgs/busybox/bin")).unwrap();
+    std::fs::copy("/bin/bash-static", dir.join("pkgs/bash/bin/bash")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("pkgs/busybox/bin/busybox")).unwrap();
+    std::fs::write(dir.join("agentenv.toml"), "tools = \"tools\"\n").unwrap();
+    std::fs::write(
+        dir.join("build.sh"),
+        "bb=$busybox/bin/busybox\n$bb mkdir -p $out/bin\n\
+         for t in profile-tool hello; do\n\
+           printf '#!%s\\necho %s from the profile tools\\n' \"$bash/bin/bash\" \"$t\" > $out/bin/$t\n\
+           $bb chmod +x $out/bin/$t\ndone\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flake.nix"),
+        r#"{
+  outputs = { self }: let
+    bash = builtins.path { path = ./pkgs/bash; name = "bash-static"; };
+    busybox = builtins.path { path = ./pkgs/busybox; name = "busybox-static"; };
+    tools = system: derivation {
+      name = "profile-tools";
+      inherit system bash busybox;
+      builder = "${bash}/bin/bash";
+      args = [ ./build.sh ];
+      outputs = [ "out" ];
+    };
+  in {
+    packages.x86_64-linux.tools = tools "x86_64-linux";
+    packages.aarch64-linux.tools = tools "aarch64-linux";
+  };
+}
+"#,
+    )
+    .unwrap();
+    for args in [vec!["init", "-q"], vec!["add", "-A"]] {
+        assert!(Command::new("git")
+            .arg("-C")
+            .arg(&dir)
+            .args(args)
+            .status()
+            .unwrap()
+            .success());
+    }
+    std::fs::canonicalize(dir).unwrap()
+}
+
+#[test]
+fn profile_tools_are_built_once_and_come_after_the_projects() {
+    let f = fixture!();
+    let p = profile_with_tools(&f);
+    let o = with_profile(&f, &p, &["sh", "-c", "profile-tool; hello"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("profile-tool from the profile tools\n"),
+        "{out}{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains("\nhello from the agentenv example"),
+        "the project's hello wins: {out}"
+    );
+    // Warm: the build is not run again (nix build would replace its GC-root link).
+    let entries = crate::support::list(&f.state.join("cache/profile-tools/entries"));
+    assert_eq!(entries.len(), 1);
+    let link = entries[0].join("tools");
+    let built_at = std::fs::symlink_metadata(&link)
+        .unwrap()
+        .modified()
+        .unwrap();
+    let o = with_profile(&f, &p, &["profile-tool"]);
+    assert_eq!(
+        stdout(&o),
+        "profile-tool from the profile tools\n",
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        built_at
+    );
+    assert!(!stderr(&o).contains("warn"), "{}", stderr(&o));
+}
