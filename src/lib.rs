@@ -1,6 +1,11 @@
-//! agentenv: portable, isolated Nix dev environments. The layers follow the design:
-//! `nix` (layer 1 inputs: the dev environment), `store` (copy-on-write store views),
-//! `compute` (layer 0 backends), `guest` (what runs inside), `commands` (one file per verb).
+//! agentenv: portable, isolated Nix dev environments. The modules follow the design's layers:
+//! `nix` (the dev environment, evaluated and cached), `store` (layer 1: copy-on-write store
+//! views), `profile` (layer 2: dotfiles, skills, tools), `compute` (layer 0: backends), `guest`
+//! (what runs inside: root, init, agent), `proto` (host <-> guest), `attach` (running
+//! containers and processes), `workspace` and `runtime` (a project as an environment, and the
+//! running ones), `commands` (one file per verb).
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_os = "linux")]
 pub mod attach;
