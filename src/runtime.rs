@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::Diagnostic;
@@ -82,15 +82,8 @@ impl Runtime {
             .create(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))
-            .with_context(|| format!("cannot open {}", dir.join("lock").display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .context("cannot lock the environment")?;
+        let lock =
+            crate::util::lock_file(&dir.join("lock"), &format!("starting the environment {id}"))?;
         Ok(StartLock { _lock: lock })
     }
 

@@ -72,3 +72,25 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// Takes an exclusive lock on the file `path` (created if missing), held until the returned
+/// value is dropped. If another agentenv holds it, says so on stderr (naming `what` it is
+/// doing) and waits.
+pub fn lock_file(path: &Path, what: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((file, _)) => {
+            eprintln!("waiting for another agentenv {what}");
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}

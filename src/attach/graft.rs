@@ -175,17 +175,7 @@ fn build_new_root<M: MountApi>(
     api.attach(toolbox, Place::In(&root, &nix))?;
     api.enter(&root)?;
     sys.pivot_root(Path::new("."))?;
-    sys.mount(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REMOUNT
-            | MsFlags::MS_BIND
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV,
-        None,
-    )
+    crate::guest::rootfs::remount_root_read_only(sys)
 }
 
 fn is_not_found(err: &anyhow::Error) -> bool {

@@ -141,19 +141,24 @@ pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
     }
     sys.pivot_root(&plan.staging)?;
     if plan.read_only_root {
-        sys.mount(
-            None,
-            Path::new("/"),
-            None,
-            MsFlags::MS_REMOUNT
-                | MsFlags::MS_BIND
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV,
-            None,
-        )?;
+        remount_root_read_only(sys)?;
     }
     Ok(())
+}
+
+/// Makes the tmpfs at `/` (after a pivot) read-only, as a real system's root is to its users.
+pub fn remount_root_read_only(sys: &dyn Syscall) -> Result<()> {
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        None,
+    )
 }
 
 /// Applies one step, making `op.path()` under `staging`.

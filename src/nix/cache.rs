@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 use super::inputs::{dirs_unchanged, files_unchanged, DirStamp, FileStamp};
@@ -110,15 +110,7 @@ impl DevEnvCache {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("{content_key}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("cannot lock {}", path.display()))?;
+        let lock = crate::util::lock_file(&path, "evaluating the same dev environment")?;
         Ok(EntryLock { _lock: lock })
     }
 

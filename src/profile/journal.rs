@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 use super::env::ProfileEnv;
@@ -120,25 +120,10 @@ impl StateFiles {
     pub fn lock(&self) -> Result<Flock<File>> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let path = self.dir.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(lock),
-            Err((file, _)) => {
-                eprintln!(
-                    "waiting for another agentenv changing the profile state in {}",
-                    self.dir.display()
-                );
-                Flock::lock(file, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| e)
-                    .with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
+        crate::util::lock_file(
+            &self.dir.join("lock"),
+            &format!("changing the profile state in {}", self.dir.display()),
+        )
     }
 
     /// The journal, if a profile is active or a transaction was interrupted.
