@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use nix::fcntl::Flock;
@@ -170,10 +170,6 @@ impl Runtime {
             .hint("use a longer id or the full name")
             .into()),
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

@@ -4,7 +4,7 @@
 //! A warm lookup is a handful of `stat` calls; nothing here runs nix.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use nix::fcntl::Flock;
@@ -112,11 +112,6 @@ impl DevEnvCache {
         let path = dir.join(format!("{content_key}.lock"));
         let lock = crate::util::lock_file(&path, "evaluating the same dev environment")?;
         Ok(EntryLock { _lock: lock })
-    }
-
-    /// The root of the cache.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-
 use crate::guest::rootfs::RootOp;
 
 /// Where the host keeps the store that every view starts from.
@@ -33,14 +31,6 @@ impl StoreView {
             upper: layer_dir.join("upper"),
             work: layer_dir.join("work"),
         }
-    }
-
-    /// Creates the layer's directories (kept between runs).
-    pub fn prepare(&self) -> Result<()> {
-        for d in [&self.upper, &self.work] {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-        }
-        Ok(())
     }
 
     /// The mount that shows this view at `/nix`. `userxattr` is needed inside a user namespace,
