@@ -192,38 +192,35 @@ fn profile_is_in_the_session_and_never_in_the_target() {
 }
 
 #[test]
-fn read_only_container_that_lacks_its_home() {
+fn read_only_container_lacking_the_home_that_holds_the_profile() {
     let rt = runtime!("read_only", Runtime::podman());
     let f = fixture!();
     let p = profile_copy(&f);
+    // $HOME is the profile's parent: its mount point is made in the private home.
+    let home = p.parent().unwrap().to_string_lossy().into_owned();
     let c = rt.start(
         Image::Busybox,
-        &["--read-only", "-e", "HOME=/home/app"],
+        &["--read-only", "-e", &format!("HOME={home}")],
         &["/bin/sleep", "1000"],
     );
     assert!(c.exec(&["touch", "/tmp/of-the-target"]).status.success());
     let before = c.snapshot();
-    let script = format!(
-        "{SHOW}; ls /home; ls /tmp; (touch /tmp/x) 2>/dev/null || echo tmp-stays-read-only"
-    );
+    let script =
+        format!("{SHOW}; ls ~; ls /tmp; (touch /tmp/x) 2>/dev/null || echo tmp-stays-read-only");
     let o = with_profile(&f, &p, &c.name, &[], &script);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert_shows_profile(&out, &p, "/home/app", "/usr/local/sbin:");
+    assert_shows_profile(&out, &p, &home, "/usr/local/sbin:");
     let tail: Vec<&str> = out.lines().skip(12).collect();
     let tmp_entry = p.parent().unwrap().file_name().unwrap().to_string_lossy();
-    assert_eq!(
-        tail,
-        [
-            "ana",
-            "app",
-            tmp_entry.as_ref(),
-            "of-the-target",
-            "tmp-stays-read-only"
-        ],
-        "{out}"
-    );
-    assert_target_sees_nothing(&c, &p, "/home/app");
+    let listed = [
+        "config",
+        tmp_entry.as_ref(),
+        "of-the-target",
+        "tmp-stays-read-only",
+    ];
+    assert_eq!(tail, listed, "{out}");
+    assert_target_sees_nothing(&c, &p, &home);
     assert_eq!(c.snapshot(), before);
     assert!(c.is_running());
 }
@@ -233,22 +230,25 @@ fn rootless_container_owns_its_home_and_reads_the_profile() {
     let rt = runtime!("rootless", Runtime::rootless_podman());
     let f = fixture!();
     let p = profile_copy(&f);
+    // Its $HOME does not exist: the mount point is made in a mirror of /home.
     let c = rt.start(
         Image::Busybox,
-        &["--read-only", "--network", "none"],
+        &["--read-only", "--network", "none", "-e", "HOME=/home/app"],
         &["/bin/sleep", "1000"],
     );
     let before = c.snapshot();
     let target = format!("pid:{}", c.pid);
-    let script = format!("{SHOW}; id -u; stat -c %u:%g ~ ~/.secret; echo x > ~/note && cat ~/note");
+    let script = format!(
+        "{SHOW}; id -u; stat -c %u:%g ~ ~/.secret; echo x > ~/note && cat ~/note; ls /home"
+    );
     let o = with_profile(&f, &p, &target, &[], &script);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert_shows_profile(&out, &p, "/root", "/usr/local/sbin:");
+    assert_shows_profile(&out, &p, "/home/app", "/usr/local/sbin:");
     let tail: Vec<&str> = out.lines().skip(12).collect();
     assert_eq!(
         tail,
-        ["0", "0:0", "0:0", "x"],
+        ["0", "0:0", "0:0", "x", "ana", "app"],
         "root of the container owns them: {out}"
     );
 
@@ -265,7 +265,7 @@ fn rootless_container_owns_its_home_and_reads_the_profile() {
         "{}",
         stderr(&o)
     );
-    assert_target_sees_nothing(&c, &p, "/root");
+    assert_target_sees_nothing(&c, &p, "/home/app");
     assert_eq!(c.snapshot(), before);
     assert!(c.is_running());
 }
