@@ -80,8 +80,8 @@ pub struct EnvOptions {
     #[arg(long, value_name = "DIR", env = "AGENTENV_PROFILE")]
     pub profile: Option<PathBuf>,
 
-    /// No profile, even if one is configured: the bare dev shell.
-    #[arg(long, conflicts_with = "profile")]
+    /// No profile, even if one is given by $AGENTENV_PROFILE or configured: the bare dev shell.
+    #[arg(long)]
     pub no_profile: bool,
 }
 

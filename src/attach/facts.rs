@@ -13,7 +13,7 @@ use nix::sched::CloneFlags;
 use super::target::Target;
 use crate::store::HOST_NIX;
 
-/// One entry at the top of the target's root.
+/// One entry of a directory of the target (its root, or where a tree needs a mount point).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootEntry {
     pub name: OsString,
@@ -29,10 +29,10 @@ pub enum EntryKind {
     Other,
 }
 
-/// The top level of the target's root directory.
+/// The entries of a directory of the target, one level deep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootListing {
-    /// Permission bits of `/`.
+    /// Permission bits of the directory.
     pub mode: u32,
     pub entries: Vec<RootEntry>,
 }
@@ -125,7 +125,7 @@ pub fn read_facts(target: &Target) -> Result<TargetFacts> {
             .ok()
             .filter(|p| p.is_absolute() && !p.as_os_str().as_bytes().ends_with(b" (deleted)"))
             .unwrap_or_else(|| PathBuf::from("/")),
-        root: read_root(&root_dir)?,
+        root: read_listing(&root_dir)?,
         nix: read_target_nix(&root_dir),
         foreign: Namespace::ALL
             .into_iter()
@@ -149,7 +149,9 @@ pub fn parse_environ(data: &[u8]) -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-fn read_root(root_dir: &Path) -> Result<RootListing> {
+/// The entries of the directory `root_dir` (a target's root, or a directory in it, read from
+/// the host), sorted by name, and its permission bits.
+pub fn read_listing(root_dir: &Path) -> Result<RootListing> {
     let meta = std::fs::metadata(root_dir)
         .with_context(|| format!("cannot read the root of {}", root_dir.display()))?;
     let mut entries = Vec::new();

@@ -1,9 +1,10 @@
-//! The graft: how the toolbox's store is added to a private copy of the target's mount
-//! namespace without touching the target's files or mounts. `plan_graft` decides from the
-//! target's root alone (plain data, unit-tested); `apply_graft` makes the mounts through the
-//! `MountApi` and `Syscall` seams. Joining namespaces and running the shell live in `session`.
+//! The graft: how the toolbox's store, and host trees such as a profile or a private home, are
+//! added to a private copy of the target's mount namespace without touching the target's
+//! files or mounts. `plan_graft` decides from facts read beforehand (plain data, unit-tested);
+//! `apply_graft` makes the mounts through the `MountApi` and `Syscall` seams. Joining
+//! namespaces and running the shell live in `session`; finding mount points in `places`.
 //!
-//! Three cases:
+//! The toolbox, three cases:
 //! - The target has `/nix/store` (or `/nix`): an overlay there, read-only, with the target's
 //!   own tree above the toolbox's, so both stores' paths resolve. Its two layers are attached
 //!   first on a scratch tmpfs stacked at the same path, which the overlay then covers.
@@ -13,12 +14,13 @@
 //!   It is made read-only: only creating or renaming top-level entries of `/` is refused.
 //! - The target already sees the toolbox's store (a process on the host): nothing to mount.
 //!
-//! More trees (a profile at its path) are one more `clone_tree` on the host and one more
-//! `attach` here. Where the target has the parent directory, the attach needs a mount point the
-//! target lacks: the new-root technique applied to that parent (a tmpfs mirroring its entries
-//! by binds, plus the new one) gives it without writing into the target.
+//! A host tree is attached at its path. Where the target lacks that directory, a mirror like
+//! the new root (a read-only tmpfs over the deepest directory the target has on the way, its
+//! entries bound back, plus the missing directories) gives a mount point without writing into
+//! the target; for a missing top-level directory, the new root itself gets it.
 
-use std::ffi::OsString;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -26,6 +28,7 @@ use nix::mount::MsFlags;
 
 use super::facts::{EntryKind, RootEntry, RootListing, TargetNix};
 use super::mountapi::{MountApi, Place};
+use super::places::{Spot, TreeGraft};
 use crate::guest::syscall::Syscall;
 use crate::store::HOST_NIX;
 
@@ -33,86 +36,181 @@ use crate::store::HOST_NIX;
 const TARGET_LAYER: &str = "target";
 const TOOLBOX_LAYER: &str = "toolbox";
 
-/// What the session's mount namespace gets on top of the copy of the target's.
+/// What the session's mount namespace gets on top of the copy of the target's, in the order
+/// `apply_graft` makes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GraftPlan {
+pub struct GraftPlan {
+    /// A new root mirroring the target's: where the target has no `/nix`, or a tree needs a
+    /// top-level directory the target lacks.
+    pub new_root: Option<Mirror>,
+    pub toolbox: Toolbox,
+    /// Mirrors of directories below `/` that lack a tree's mount point; parents first.
+    pub mirrors: Vec<Mirror>,
+    /// Host trees attached last, in order (a tree below another comes after it).
+    pub trees: Vec<TreeGraft>,
+}
+
+/// How the toolbox's store is added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Toolbox {
     /// The target already shows the toolbox's store at `/nix/store`.
-    Nothing,
+    Shared,
+    /// At `/nix` of the new root.
+    AtNix,
     /// A read-only overlay at `at`: the target's own tree there over the toolbox's `source`.
     Merge { at: PathBuf, source: PathBuf },
-    /// A new root mirroring the target's top-level `entries`, with the toolbox at `/nix`.
-    NewRoot { mode: u32, entries: Vec<RootEntry> },
+}
+
+/// A tmpfs over the target's directory `at` with its `entries` bound back and `dirs` (relative,
+/// parents first) made in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub at: PathBuf,
+    pub mode: u32,
+    pub entries: Vec<RootEntry>,
+    pub dirs: Vec<PathBuf>,
 }
 
 impl GraftPlan {
     /// The host tree to copy as the toolbox, if any.
     pub fn toolbox_source(&self) -> Option<PathBuf> {
-        match self {
-            GraftPlan::Nothing => None,
-            GraftPlan::Merge { source, .. } => Some(source.clone()),
-            GraftPlan::NewRoot { .. } => Some(PathBuf::from(HOST_NIX)),
+        match &self.toolbox {
+            Toolbox::Shared => None,
+            Toolbox::Merge { source, .. } => Some(source.clone()),
+            Toolbox::AtNix => Some(PathBuf::from(HOST_NIX)),
         }
     }
 }
 
-/// Decides how the toolbox's store is added to a target whose root is `root`.
-pub fn plan_graft(root: &RootListing, nix: &TargetNix) -> GraftPlan {
+/// Decides how the toolbox's store and `trees` (each with the spot found for it, in the order
+/// they are attached) are added to a target whose root is `root`.
+pub fn plan_graft(root: &RootListing, nix: &TargetNix, trees: Vec<(TreeGraft, Spot)>) -> GraftPlan {
     let nix_dir = Path::new(HOST_NIX);
-    match nix {
-        TargetNix::Shared => GraftPlan::Nothing,
-        TargetNix::Store => GraftPlan::Merge {
+    let toolbox = match nix {
+        TargetNix::Shared => Toolbox::Shared,
+        TargetNix::Store => Toolbox::Merge {
             at: nix_dir.join("store"),
             source: nix_dir.join("store"),
         },
-        TargetNix::NoStore => GraftPlan::Merge {
+        TargetNix::NoStore => Toolbox::Merge {
             at: nix_dir.to_path_buf(),
             source: nix_dir.to_path_buf(),
         },
-        TargetNix::Absent => GraftPlan::NewRoot {
-            mode: root.mode,
-            // A `nix` that is not a directory (a file, a dangling link) is replaced by ours.
-            entries: root
-                .entries
-                .iter()
-                .filter(|e| e.name != "nix")
-                .cloned()
-                .collect(),
-        },
+        TargetNix::Absent => Toolbox::AtNix,
+    };
+    // A `nix` that is not a directory (a file, a dangling link) is replaced by ours.
+    let mut in_root: Vec<PathBuf> = match toolbox {
+        Toolbox::AtNix => vec![PathBuf::from("nix")],
+        _ => Vec::new(),
+    };
+    let mut below: BTreeMap<PathBuf, (RootListing, Vec<PathBuf>)> = BTreeMap::new();
+    let mut attached = Vec::with_capacity(trees.len());
+    for (tree, spot) in trees {
+        if let Spot::Missing {
+            below: dir,
+            rest,
+            listing,
+        } = spot
+        {
+            match listing {
+                Some(listing) if dir != Path::new("/") => below
+                    .entry(dir)
+                    .or_insert((listing, Vec::new()))
+                    .1
+                    .push(rest),
+                _ => in_root.push(rest),
+            }
+        }
+        attached.push(tree);
+    }
+    GraftPlan {
+        new_root: (!in_root.is_empty()).then(|| mirror_of(Path::new("/"), root, &in_root)),
+        toolbox,
+        mirrors: below
+            .iter()
+            .map(|(dir, (listing, rests))| mirror_of(dir, listing, rests))
+            .collect(),
+        trees: attached,
+    }
+}
+
+/// A mirror of `listing` at `at` making the directories `rests`; an entry in the way of one
+/// (a file or link where a directory is wanted) is left out.
+fn mirror_of(at: &Path, listing: &RootListing, rests: &[PathBuf]) -> Mirror {
+    let firsts: Vec<&OsStr> = rests.iter().filter_map(|r| r.iter().next()).collect();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for rest in rests {
+        let mut prefix = PathBuf::new();
+        for c in rest {
+            prefix.push(c);
+            if !dirs.contains(&prefix) {
+                dirs.push(prefix.clone());
+            }
+        }
+    }
+    Mirror {
+        at: at.to_path_buf(),
+        mode: listing.mode,
+        entries: listing
+            .entries
+            .iter()
+            .filter(|e| !firsts.contains(&e.name.as_os_str()))
+            .cloned()
+            .collect(),
+        dirs,
     }
 }
 
 /// Makes the mounts of `plan`. Runs in a fresh, private copy of the target's mount namespace,
 /// with the root and working directory of its root. `toolbox` is the detached, sealed copy of
-/// the host tree `plan.toolbox_source()` names.
+/// the host tree `plan.toolbox_source()` names; `trees` the detached copies of `plan.trees`.
 pub fn apply_graft<M: MountApi>(
     plan: &GraftPlan,
     toolbox: Option<&M::Tree>,
+    trees: &[M::Tree],
     sys: &dyn Syscall,
     api: &M,
 ) -> Result<()> {
-    match plan {
-        GraftPlan::Nothing => Ok(()),
-        GraftPlan::Merge { at, .. } => {
-            let toolbox = toolbox.context("no copy of the toolbox's store was made")?;
-            merge_at(at, toolbox, sys, api)
+    let toolbox = || toolbox.context("no copy of the toolbox's store was made");
+    if let Some(root) = &plan.new_root {
+        let tmpfs = build_mirror(root, api)?;
+        if plan.toolbox == Toolbox::AtNix {
+            api.attach(toolbox()?, Place::In(&tmpfs, OsStr::new("nix")))?;
         }
-        GraftPlan::NewRoot { mode, entries } => {
-            let toolbox = toolbox.context("no copy of the toolbox's store was made")?;
-            build_new_root(*mode, entries, toolbox, sys, api)
-        }
+        api.enter(&tmpfs)?;
+        sys.pivot_root(Path::new("."))?;
+        remount_read_only(Path::new("/"), sys)?;
     }
+    if let Toolbox::Merge { at, .. } = &plan.toolbox {
+        merge_at(at, toolbox()?, sys, api)?;
+    }
+    for mirror in &plan.mirrors {
+        build_mirror(mirror, api)?;
+        remount_read_only(&mirror.at, sys)?;
+    }
+    if trees.len() != plan.trees.len() {
+        anyhow::bail!(
+            "{} trees to attach, {} copied",
+            plan.trees.len(),
+            trees.len()
+        );
+    }
+    for (graft, tree) in plan.trees.iter().zip(trees) {
+        api.attach(tree, Place::Path(&graft.at))?;
+    }
+    Ok(())
 }
 
 fn merge_at<M: MountApi>(at: &Path, toolbox: &M::Tree, sys: &dyn Syscall, api: &M) -> Result<()> {
     let own = api.clone_tree(at)?;
     let scratch = api.new_tmpfs(0o755)?;
     api.attach(&scratch, Place::Path(at))?;
-    let target_layer = OsString::from(TARGET_LAYER);
-    let toolbox_layer = OsString::from(TOOLBOX_LAYER);
-    api.mkdir_in(&scratch, &target_layer, 0o755)?;
-    api.mkdir_in(&scratch, &toolbox_layer, 0o755)?;
-    api.attach(&own, Place::In(&scratch, &target_layer))?;
-    api.attach(toolbox, Place::In(&scratch, &toolbox_layer))?;
+    let target_layer = OsStr::new(TARGET_LAYER);
+    let toolbox_layer = OsStr::new(TOOLBOX_LAYER);
+    api.mkdir_in(&scratch, target_layer, 0o755)?;
+    api.mkdir_in(&scratch, toolbox_layer, 0o755)?;
+    api.attach(&own, Place::In(&scratch, target_layer))?;
+    api.attach(toolbox, Place::In(&scratch, toolbox_layer))?;
     // A plain `store` would hide the toolbox's store if it came first; below `/nix` the
     // toolbox's tree wins, at `/nix/store` the target's (its own builds of a path stay its own).
     let (upper, lower) = if at.ends_with("store") {
@@ -135,47 +233,44 @@ fn merge_at<M: MountApi>(at: &Path, toolbox: &M::Tree, sys: &dyn Syscall, api: &
     )
 }
 
-fn build_new_root<M: MountApi>(
-    mode: u32,
-    entries: &[RootEntry],
-    toolbox: &M::Tree,
-    sys: &dyn Syscall,
-    api: &M,
-) -> Result<()> {
-    // Copies first, while `/` is still the target's root.
-    let mut copies = Vec::with_capacity(entries.len());
-    for entry in entries {
+/// Attaches a tmpfs over `mirror.at` showing the same entries (each a recursive copy of the
+/// target's, made before the tmpfs covers them) and the mirror's own directories.
+fn build_mirror<M: MountApi>(mirror: &Mirror, api: &M) -> Result<M::Tree> {
+    let mut copies = Vec::with_capacity(mirror.entries.len());
+    for entry in &mirror.entries {
         if matches!(entry.kind, EntryKind::Link(_)) {
             continue;
         }
-        let path = Path::new("/").join(&entry.name);
+        let path = mirror.at.join(&entry.name);
         match api.clone_tree(&path) {
             Ok(tree) => copies.push((entry, tree)),
-            // The target removed it since its root was read: nothing to show.
+            // The target removed it since it was listed: nothing to show.
             Err(e) if is_not_found(&e) => tracing::debug!("{e:#}"),
             Err(e) => return Err(e),
         }
     }
-    let root = api.new_tmpfs(mode)?;
-    api.attach(&root, Place::Path(Path::new("/")))?;
+    let tmpfs = api.new_tmpfs(mirror.mode)?;
+    api.attach(&tmpfs, Place::Path(&mirror.at))?;
     for (entry, tree) in &copies {
         match entry.kind {
-            EntryKind::Dir => api.mkdir_in(&root, &entry.name, 0o755)?,
-            _ => api.file_in(&root, &entry.name)?,
+            EntryKind::Dir => api.mkdir_in(&tmpfs, &entry.name, 0o755)?,
+            _ => api.file_in(&tmpfs, &entry.name)?,
         }
-        api.attach(tree, Place::In(&root, &entry.name))?;
+        api.attach(tree, Place::In(&tmpfs, &entry.name))?;
     }
-    for entry in entries {
+    for entry in &mirror.entries {
         if let EntryKind::Link(points_to) = &entry.kind {
-            api.symlink_in(&root, &entry.name, points_to)?;
+            api.symlink_in(&tmpfs, &entry.name, points_to)?;
         }
     }
-    let nix = OsString::from("nix");
-    api.mkdir_in(&root, &nix, 0o755)?;
-    api.attach(toolbox, Place::In(&root, &nix))?;
-    api.enter(&root)?;
-    sys.pivot_root(Path::new("."))?;
-    crate::guest::rootfs::remount_root_read_only(sys)
+    for dir in &mirror.dirs {
+        api.mkdir_in(&tmpfs, dir.as_os_str(), 0o755)?;
+    }
+    Ok(tmpfs)
+}
+
+fn remount_read_only(at: &Path, sys: &dyn Syscall) -> Result<()> {
+    crate::guest::rootfs::remount_read_only(at, sys)
 }
 
 fn is_not_found(err: &anyhow::Error) -> bool {
@@ -187,106 +282,5 @@ fn is_not_found(err: &anyhow::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::attach::mountapi::RecordingMountApi;
-    use crate::guest::syscall::RecordingSyscall;
-
-    fn entry(name: &str, kind: EntryKind) -> RootEntry {
-        RootEntry {
-            name: name.into(),
-            kind,
-        }
-    }
-
-    fn busybox_root() -> RootListing {
-        RootListing {
-            mode: 0o755,
-            entries: vec![
-                entry("bin", EntryKind::Dir),
-                entry("lib64", EntryKind::Link("usr/lib64".into())),
-                entry("proc", EntryKind::Dir),
-                entry(".dockerenv", EntryKind::Other),
-                entry("nix", EntryKind::Other),
-            ],
-        }
-    }
-
-    fn record(plan: &GraftPlan) -> Vec<String> {
-        let log = RecordingSyscall::default();
-        let api = RecordingMountApi::new(&log);
-        let toolbox = api.clone_tree(&plan.toolbox_source().unwrap()).unwrap();
-        api.seal_tree(&toolbox).unwrap();
-        apply_graft(plan, Some(&toolbox), &log, &api).unwrap();
-        log.calls.into_inner()
-    }
-
-    #[test]
-    fn target_without_nix_gets_a_new_root_mirroring_its_own() {
-        let plan = plan_graft(&busybox_root(), &TargetNix::Absent);
-        assert_eq!(plan.toolbox_source(), Some(PathBuf::from("/nix")));
-        let calls = record(&plan);
-        assert_eq!(
-            calls,
-            vec![
-                "clone_tree /nix -> t1(/nix)",
-                "seal t1(/nix)",
-                "clone_tree /bin -> t2(/bin)",
-                "clone_tree /proc -> t3(/proc)",
-                "clone_tree /.dockerenv -> t4(/.dockerenv)",
-                "new_tmpfs 755 -> t5(tmpfs)",
-                "attach t5(tmpfs) at /",
-                "mkdir t5(tmpfs)/bin 755",
-                "attach t2(/bin) at t5(tmpfs)/bin",
-                "mkdir t5(tmpfs)/proc 755",
-                "attach t3(/proc) at t5(tmpfs)/proc",
-                "file t5(tmpfs)/.dockerenv",
-                "attach t4(/.dockerenv) at t5(tmpfs)/.dockerenv",
-                "symlink t5(tmpfs)/lib64 -> usr/lib64",
-                "mkdir t5(tmpfs)/nix 755",
-                "attach t1(/nix) at t5(tmpfs)/nix",
-                "enter t5(tmpfs)",
-                "pivot_root .",
-                "mount - / - MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND) -",
-            ]
-        );
-    }
-
-    #[test]
-    fn target_store_is_merged_with_the_toolbox_store_below_it() {
-        let plan = plan_graft(&busybox_root(), &TargetNix::Store);
-        let calls = record(&plan);
-        assert_eq!(
-            calls,
-            vec![
-                "clone_tree /nix/store -> t1(/nix/store)",
-                "seal t1(/nix/store)",
-                "clone_tree /nix/store -> t2(/nix/store)",
-                "new_tmpfs 755 -> t3(tmpfs)",
-                "attach t3(tmpfs) at /nix/store",
-                "mkdir t3(tmpfs)/target 755",
-                "mkdir t3(tmpfs)/toolbox 755",
-                "attach t2(/nix/store) at t3(tmpfs)/target",
-                "attach t1(/nix/store) at t3(tmpfs)/toolbox",
-                "mount overlay /nix/store overlay MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV) lowerdir=/nix/store/target:/nix/store/toolbox",
-            ]
-        );
-    }
-
-    #[test]
-    fn nix_without_a_store_puts_the_toolbox_first() {
-        let plan = plan_graft(&busybox_root(), &TargetNix::NoStore);
-        let calls = record(&plan);
-        assert!(calls
-            .last()
-            .unwrap()
-            .ends_with("lowerdir=/nix/toolbox:/nix/target"));
-    }
-
-    #[test]
-    fn a_target_sharing_the_hosts_store_needs_no_mount() {
-        let plan = plan_graft(&busybox_root(), &TargetNix::Shared);
-        assert_eq!(plan, GraftPlan::Nothing);
-        assert_eq!(plan.toolbox_source(), None);
-    }
-}
+#[path = "graft_tests.rs"]
+mod tests;

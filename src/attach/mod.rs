@@ -1,13 +1,16 @@
-//! `agentenv attach`: a toolbox (a flake's dev shell) layered onto a running container or
-//! process, leaving no trace. Owns finding the target, reading what it looks like, grafting the
-//! toolbox's store into a private copy of its mount namespace, and running the session there.
-//! Evaluating the toolbox is `nix`'s job; waiting and forwarding signals is `process`'s.
+//! `agentenv attach`: a toolbox (a flake's dev shell) and optionally a profile layered onto a
+//! running container or process, leaving no trace. Owns finding the target, reading what it
+//! looks like, grafting the toolbox's store, the profile and a private home into a private copy
+//! of its mount namespace, and running the session there. Evaluating the toolbox is `nix`'s
+//! job, activating the profile `profile`'s; waiting and forwarding signals is `process`'s.
 
 pub mod caps;
 pub mod cgroups;
 pub mod facts;
 pub mod graft;
+pub mod home;
 pub mod mountapi;
+pub mod places;
 pub mod runtimes;
 pub mod script;
 pub mod session;

@@ -5,7 +5,7 @@
 //! can be checked without privileges. Classic mounts and the pivot stay in `guest::syscall`.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -32,6 +32,15 @@ pub trait MountApi {
     fn clone_tree(&self, path: &Path) -> Result<Self::Tree>;
     /// Makes every mount of a detached tree read-only, nosuid, nodev and private.
     fn seal_tree(&self, tree: &Self::Tree) -> Result<()>;
+    /// Makes every mount of a detached tree nosuid, nodev and private, read-only if asked, and
+    /// with `userns` its files' owners are read through that namespace's id maps (an idmapped
+    /// mount: a file the host's root owns is owned by that namespace's root).
+    fn share_tree(
+        &self,
+        tree: &Self::Tree,
+        read_only: bool,
+        userns: Option<BorrowedFd<'_>>,
+    ) -> Result<()>;
     /// A fresh, detached tmpfs whose root directory has `mode`.
     fn new_tmpfs(&self, mode: u32) -> Result<Self::Tree>;
     /// Attaches `tree` at `place`, on top of whatever is there.
@@ -59,6 +68,7 @@ pub struct LinuxMountApi;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
@@ -67,6 +77,35 @@ struct MountAttr {
     attr_clr: u64,
     propagation: u64,
     userns_fd: u64,
+}
+
+/// mount_setattr(2) on every mount of `tree`: `set`, private propagation, and the id maps of
+/// `userns` when given.
+fn set_tree_attr(tree: &TreeFd, set: u64, userns: Option<BorrowedFd<'_>>) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
+    // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from `attr`, a live
+    // `#[repr(C)]` struct laid out as the kernel's `struct mount_attr` (version 0), and the
+    // path is an empty NUL-terminated string; the tree's fd and `userns` (borrowed, so open)
+    // stay open for the whole call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl MountApi for LinuxMountApi {
@@ -85,31 +124,34 @@ impl MountApi for LinuxMountApi {
     }
 
     fn seal_tree(&self, tree: &TreeFd) -> Result<()> {
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            attr_clr: 0,
-            propagation: libc::MS_PRIVATE,
-            userns_fd: 0,
-        };
-        // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from `attr`, a live
-        // `#[repr(C)]` struct laid out as the kernel's `struct mount_attr` (version 0), and
-        // the path is an empty NUL-terminated string; the fd is open for the whole call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.fd.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| {
-                format!("cannot make the copy of {} read-only", tree.what.display())
-            });
+        set_tree_attr(
+            tree,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            None,
+        )
+        .with_context(|| format!("cannot make the copy of {} read-only", tree.what.display()))
+    }
+
+    fn share_tree(
+        &self,
+        tree: &TreeFd,
+        read_only: bool,
+        userns: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
+        let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if read_only {
+            set |= MOUNT_ATTR_RDONLY;
         }
-        Ok(())
+        if userns.is_some() {
+            set |= MOUNT_ATTR_IDMAP;
+        }
+        set_tree_attr(tree, set, userns).with_context(|| {
+            let how = match userns {
+                Some(_) => "with the target's user ids",
+                None => "private",
+            };
+            format!("cannot make the copy of {} {how}", tree.what.display())
+        })
     }
 
     fn new_tmpfs(&self, mode: u32) -> Result<TreeFd> {
@@ -218,6 +260,17 @@ impl MountApi for RecordingMountApi<'_> {
     }
     fn seal_tree(&self, tree: &String) -> Result<()> {
         self.push(format!("seal {tree}"));
+        Ok(())
+    }
+    fn share_tree(
+        &self,
+        tree: &String,
+        read_only: bool,
+        userns: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
+        let ro = if read_only { " read-only" } else { "" };
+        let ids = if userns.is_some() { " idmapped" } else { "" };
+        self.push(format!("share {tree}{ro}{ids}"));
         Ok(())
     }
     fn new_tmpfs(&self, mode: u32) -> Result<String> {

@@ -1,15 +1,18 @@
 //! How the session's shell starts, as plain data: the target's environment with the toolbox's
 //! variables on top and its PATH entries after the target's, nix's dev-env script (minus the
 //! temporary directory it would make in the target's `/tmp`), read by bash from an in-memory
-//! file passed as an fd, so nothing is written into the target.
+//! file passed as an fd, so nothing is written into the target. With a profile: its variables
+//! where the target has none, its PATH entries after the target's, its init when interactive.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::facts::TargetFacts;
 use super::user::SessionUser;
 use crate::guest::launch::{plan_launch, shell_quote, Launch, LaunchMode, SCRIPT_PATH};
 use crate::nix::devenv::DevEnv;
+use crate::profile::env::quote;
+use crate::profile::ProfileEnv;
 
 /// The fd the session's script is passed on; closed by the script's first line.
 pub const SCRIPT_FD: i32 = 200;
@@ -22,7 +25,8 @@ pub fn script_path() -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{SCRIPT_FD}"))
 }
 
-/// Plans the session's shell or command.
+/// Plans the session's shell or command, with `profile`'s environment if one is activated
+/// into a private home shown at the session's `$HOME`.
 pub fn plan_session_launch(
     devenv: &DevEnv,
     facts: &TargetFacts,
@@ -30,8 +34,17 @@ pub fn plan_session_launch(
     mode: &LaunchMode,
     name: &str,
     caller_env: &[(OsString, OsString)],
+    profile: Option<&ProfileEnv>,
 ) -> Launch {
-    let env = session_env(facts, user, name, caller_env);
+    let mut env = session_env(facts, user, name, caller_env);
+    if let Some(p) = profile {
+        // Before nix's script runs, so the toolbox's variables win as well.
+        for (k, v) in &p.vars {
+            if !env.iter().any(|(e, _)| e == k.as_str()) {
+                env.push((k.into(), v.into()));
+            }
+        }
+    }
     let target_path = facts
         .var("PATH")
         .map(|p| p.to_string_lossy().into_owned())
@@ -41,9 +54,32 @@ pub fn plan_session_launch(
     let mut body = format!("exec {SCRIPT_FD}<&-\n");
     body.push_str(&rc);
     body.push('\n');
+    if let Some(p) = profile {
+        // As in `agentenv PATH`: its bin/ before the toolbox's entries, its tools after them.
+        for dir in &p.path_prepend {
+            let q = quote(&dir.to_string_lossy());
+            body.push_str(&format!("PATH={q}\"${{PATH:+:$PATH}}\"\n"));
+        }
+        for dir in &p.path_append {
+            let q = quote(&dir.to_string_lossy());
+            body.push_str(&format!("PATH=\"${{PATH:+$PATH:}}\"{q}\n"));
+        }
+    }
     body.push_str(&path_after_target(&target_path));
-    // An interactive bash would save its history into the target's home.
-    body.push_str("unset HISTFILE\n");
+    match profile {
+        // The home is the private one: the history stays there.
+        Some(_) => body.push_str("HISTFILE=~/.bash_history\n"),
+        // An interactive bash would save its history into the target's home.
+        None => body.push_str("unset HISTFILE\n"),
+    }
+    if let (Some(p), LaunchMode::Interactive) = (profile, mode) {
+        for snippet in &p.shell_init {
+            body.push_str(snippet);
+            if !snippet.ends_with('\n') {
+                body.push('\n');
+            }
+        }
+    }
     let mut launch = plan_launch(&body, &devenv.shell, mode, cwd, env, name);
     let path = script_path();
     for arg in &mut launch.argv {
@@ -69,24 +105,17 @@ pub fn session_env(
             env.push((k.clone(), v.clone()));
         }
     }
+    let home = session_home(facts, user);
     let mut set = |k: &str, v: OsString| match env.iter_mut().find(|(e, _)| e == k) {
         Some(slot) => slot.1 = v,
         None => env.push((k.into(), v)),
     };
+    set("HOME", home.into());
     if user.explicit {
-        set(
-            "HOME",
-            user.home.clone().unwrap_or_else(|| "/".into()).into(),
-        );
         if let Some(n) = &user.name {
             set("USER", n.into());
             set("LOGNAME", n.into());
         }
-    } else if facts.var("HOME").is_none() {
-        set(
-            "HOME",
-            user.home.clone().unwrap_or_else(|| "/".into()).into(),
-        );
     }
     for (k, v) in caller_env {
         if FROM_CALLER.iter().any(|c| k == c) {
@@ -96,6 +125,16 @@ pub fn session_env(
     set("AGENTENV", "1".into());
     set("AGENTENV_ATTACH", name.into());
     env
+}
+
+/// The session's `$HOME`: `--user`'s home from the target's passwd, else the target's own
+/// `HOME`, else root's home there; `/` when there is none.
+pub fn session_home(facts: &TargetFacts, user: &SessionUser) -> PathBuf {
+    let from_passwd = || user.home.clone().unwrap_or_else(|| "/".into());
+    match facts.var("HOME") {
+        Some(home) if !user.explicit => Path::new(home).to_path_buf(),
+        _ => from_passwd(),
+    }
 }
 
 /// nix's script without the lines that make a temporary directory (`mktemp -d` in `/tmp`) for
@@ -227,25 +266,29 @@ mod tests {
         assert!(env.contains(&("USER".into(), "ana".into())));
     }
 
-    #[test]
-    fn command_reads_the_script_from_the_fd_and_closes_it() {
-        let env = DevEnv {
+    fn devenv(rc: &str) -> DevEnv {
+        DevEnv {
             installable: "/t".into(),
-            rc_script: "export A=1\n".into(),
+            rc_script: rc.into(),
             outputs_placeholder: "/c/w/outputs".into(),
             store_path: "/nix/store/x-env".into(),
             shell: "/nix/store/b/bin/bash".into(),
             env_tool: None,
             nix_version: String::new(),
             evaluated_at: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn command_reads_the_script_from_the_fd_and_closes_it() {
         let l = plan_session_launch(
-            &env,
+            &devenv("export A=1\n"),
             &facts(&[("PATH", "/bin")]),
             &root(),
             &LaunchMode::Command(vec!["true".into()]),
             "web",
             &[],
+            None,
         );
         assert_eq!(
             l.argv,
@@ -255,5 +298,70 @@ mod tests {
         let s = String::from_utf8(l.script).unwrap();
         assert!(s.starts_with("exec 200<&-\nexport A=1\n"), "{s}");
         assert!(s.ends_with("unset HISTFILE\nexec 'true'\n"), "{s}");
+    }
+
+    fn profile_env() -> ProfileEnv {
+        ProfileEnv {
+            path_prepend: vec!["/p/bin".into()],
+            path_append: vec!["/nix/store/t-tools/bin".into()],
+            vars: vec![
+                ("AGENTENV_PROFILE".into(), "/p".into()),
+                ("EDITOR".into(), "nvim".into()),
+            ],
+            shell_init: vec!["alias ll='ls -l'".into()],
+            tools: None,
+        }
+    }
+
+    #[test]
+    fn profile_variables_never_replace_the_targets() {
+        let f = facts(&[("PATH", "/bin"), ("EDITOR", "vi")]);
+        let p = profile_env();
+        let mode = LaunchMode::Command(vec!["true".into()]);
+        let l = plan_session_launch(&devenv(""), &f, &root(), &mode, "web", &[], Some(&p));
+        let get = |k: &str| l.env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone());
+        assert_eq!(get("EDITOR"), Some("vi".into()));
+        assert_eq!(get("AGENTENV_PROFILE"), Some("/p".into()));
+        assert_eq!(get("HOME"), Some("/root".into()));
+        let s = String::from_utf8(l.script).unwrap();
+        assert!(
+            !s.contains("alias ll"),
+            "init is for interactive shells: {s}"
+        );
+        assert!(s.contains("HISTFILE=~/.bash_history\n"), "{s}");
+        let i = plan_session_launch(
+            &devenv(""),
+            &f,
+            &root(),
+            &LaunchMode::Interactive,
+            "web",
+            &[],
+            Some(&p),
+        );
+        assert!(String::from_utf8(i.script)
+            .unwrap()
+            .contains("alias ll='ls -l'\n"));
+    }
+
+    #[test]
+    fn profile_path_entries_come_after_the_targets() {
+        let p = profile_env();
+        let mode = LaunchMode::Command(vec!["sh".into(), "-c".into(), "echo \"$PATH\"".into()]);
+        let rc = "PATH=/nix/store/x-toolbox/bin${PATH:+:$PATH}\n";
+        let f = facts(&[("PATH", "/usr/bin:/bin")]);
+        let l = plan_session_launch(&devenv(rc), &f, &root(), &mode, "web", &[], Some(&p));
+        let script = String::from_utf8(l.script)
+            .unwrap()
+            .replacen("exec 200<&-\n", "", 1);
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/usr/bin:/bin:/p/bin:/nix/store/x-toolbox/bin:/nix/store/t-tools/bin\n"
+        );
     }
 }

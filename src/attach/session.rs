@@ -1,8 +1,9 @@
-//! Running a session in a target. The host side copies the toolbox's store as a detached
-//! mount tree, opens the target's namespaces, forks the session process into the target's PID
-//! namespace, learns through a pipe whether its setup worked, then only waits and forwards
-//! signals. The session process joins the target's cgroups and namespaces, grafts the toolbox
-//! into its own copy of the target's mount namespace, becomes the user and execs the shell.
+//! Running a session in a target. The host side copies the toolbox's store and the trees to
+//! show (a profile, a private home) as detached mount trees, opens the target's namespaces,
+//! forks the session process into the target's PID namespace, learns through a pipe whether
+//! its setup worked, then only waits and forwards signals. The session process joins the
+//! target's cgroups and namespaces, grafts the copies into its own copy of the target's mount
+//! namespace, becomes the user and execs the shell.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -22,6 +23,7 @@ use super::cgroups::join_cgroups;
 use super::facts::Namespace;
 use super::graft::{apply_graft, GraftPlan};
 use super::mountapi::{LinuxMountApi, MountApi, TreeFd};
+use super::places::TreeGraft;
 use super::script::SCRIPT_FD;
 use super::target::Target;
 use super::user::SessionUser;
@@ -81,6 +83,7 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
         }
         None => None,
     };
+    let trees = copy_trees(plan, &api)?;
     let pid = plan.target.pid;
     let joins = join_order(&plan.foreign)
         .into_iter()
@@ -110,13 +113,14 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
     match unsafe { fork() }.context("cannot fork")? {
         ForkResult::Child => {
             drop(read_end);
-            let code = session_main(plan, toolbox.as_ref(), joins, write_end);
+            let code = session_main(plan, toolbox.as_ref(), &trees, joins, write_end);
             // SAFETY: _exit leaves without running the parent's destructors or atexit hooks.
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
             drop(write_end);
             drop(toolbox);
+            drop(trees);
             if let Some(diag) = read_setup_error(read_end)? {
                 let _ = nix::sys::wait::waitpid(child, None);
                 return Err(diag.into());
@@ -126,10 +130,42 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
     }
 }
 
+/// Copies the host trees of the graft. In a target with its own user namespace they are
+/// idmapped through it, so that what the host's root owns (the private home, a root-owned
+/// profile) belongs to the target's root, and a `--user` session owns its home as well.
+fn copy_trees(plan: &SessionPlan, api: &LinuxMountApi) -> Result<Vec<TreeFd>> {
+    let trees = &plan.graft.trees;
+    let userns = match plan.foreign.contains(&Namespace::User) && !trees.is_empty() {
+        true => Some(open_namespace(plan.target.pid, Namespace::User)?.1),
+        false => None,
+    };
+    trees
+        .iter()
+        .map(|t| copy_tree(t, userns.as_ref(), api))
+        .collect()
+}
+
+fn copy_tree(t: &TreeGraft, userns: Option<&File>, api: &LinuxMountApi) -> Result<TreeFd> {
+    let tree = api.clone_tree(&t.source)?;
+    if let Some(ns) = userns {
+        match api.share_tree(&tree, t.read_only, Some(ns.as_fd())) {
+            Ok(()) => return Ok(tree),
+            // mount_setattr changes all of a tree or nothing: it is still a plain copy.
+            Err(e) => tracing::warn!(
+                "{e:#}; its files keep their owners on the host, which the session's user may \
+                 not be allowed to read or write"
+            ),
+        }
+    }
+    api.share_tree(&tree, t.read_only, None)?;
+    Ok(tree)
+}
+
 /// The session process: sets up, then execs. Returns an exit code only on failure.
 fn session_main(
     plan: &SessionPlan,
     toolbox: Option<&TreeFd>,
+    trees: &[TreeFd],
     joins: Vec<(Namespace, File)>,
     error_pipe: OwnedFd,
 ) -> i32 {
@@ -150,7 +186,7 @@ fn session_main(
             }
         }
         drop(joins);
-        apply_graft(&plan.graft, toolbox, &LinuxSyscall, &LinuxMountApi)?;
+        apply_graft(&plan.graft, toolbox, trees, &LinuxSyscall, &LinuxMountApi)?;
         if nix::unistd::chdir(&plan.launch.cwd).is_err() {
             tracing::debug!("{} is gone; starting in /", plan.launch.cwd.display());
             nix::unistd::chdir("/").context("cannot enter /")?;

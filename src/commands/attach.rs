@@ -1,5 +1,6 @@
-//! `agentenv attach [--flake REF] [--user USER] TARGET [-- COMMAND...]`: a shell (or one
-//! command) inside a running container or process, with a toolbox's tools, leaving no trace.
+//! `agentenv attach [--flake REF] [--profile DIR] [--user USER] TARGET [-- COMMAND...]`: a shell
+//! (or one command) inside a running container or process, with a toolbox's tools and
+//! optionally a profile in a private home, leaving no trace.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -10,9 +11,11 @@ use crate::attach::caps::check_attach_privilege;
 use crate::attach::cgroups::target_cgroups;
 use crate::attach::facts::read_facts;
 use crate::attach::graft::plan_graft;
-use crate::attach::script::plan_session_launch;
+use crate::attach::home::{sweep_homes, AttachHome};
+use crate::attach::places::{find_spot, Spot, TreeGraft};
+use crate::attach::script::{plan_session_launch, session_home};
 use crate::attach::session::{run_session, SessionPlan};
-use crate::attach::target::resolve_target;
+use crate::attach::target::{resolve_target, Target};
 use crate::attach::user::resolve_user;
 use crate::cli::current_dir;
 use crate::diag::Diagnostic;
@@ -20,11 +23,14 @@ use crate::guest::launch::LaunchMode;
 use crate::nix::devenv::load_or_evaluate;
 use crate::nix::flake::FlakeTarget;
 use crate::paths::StateDirs;
+use crate::profile::Profile;
+use crate::store::HOST_NIX;
 
 pub const USAGE_FIRST: &str = "\
-$ agentenv attach web                   a shell in container `web`, with this project's tools
+$ agentenv attach web                     a shell in container `web`, with this project's tools
+$ agentenv attach --profile ~/config web  ...and your dotfiles, skills and tools, in a private home
 $ agentenv attach --flake ~/tools 3f2a -- htop
-$ agentenv attach pid:1234 -- ss -tlnp  any process: its namespaces, its root, your tools";
+$ agentenv attach pid:1234 -- ss -tlnp    any process: its namespaces, its root, your tools";
 
 /// Options of `agentenv attach`.
 #[derive(Debug, clap::Args)]
@@ -32,6 +38,17 @@ pub struct AttachArgs {
     /// The flake whose dev shell is the toolbox; default: the flake around the current directory.
     #[arg(long, value_name = "PATH[#NAME]")]
     pub flake: Option<String>,
+
+    /// A profile (dotfiles, skills, tools) for the session: shown read-only at its own path and
+    /// activated into a private home, shown at the session's $HOME. Also $AGENTENV_PROFILE, or
+    /// `profile = "..."` in config.toml. The target never sees either.
+    #[arg(long, value_name = "DIR", env = "AGENTENV_PROFILE")]
+    pub profile: Option<PathBuf>,
+
+    /// No profile, whatever --profile, $AGENTENV_PROFILE or config.toml say: the target's own
+    /// $HOME.
+    #[arg(long)]
+    pub no_profile: bool,
 
     /// Run as this user of the target: NAME or UID, optionally with :GROUP or :GID (default: root).
     #[arg(long, value_name = "USER")]
@@ -59,14 +76,38 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let target_root = PathBuf::from(format!("/proc/{}/root", target.pid));
     let user = resolve_user(args.user.as_deref(), &target_root)?;
     let state = StateDirs::from_env()?;
+    let home_at: PathBuf = session_home(&facts, &user).components().collect();
+    let profile = match chosen_profile(args.profile.as_deref(), args.no_profile, &state)? {
+        Some(dir) => Some(check_profile(&dir, &home_at, &target)?),
+        None => None,
+    };
     let (devenv, outcome) = load_or_evaluate(&toolbox, &state, args.refresh)?;
     tracing::debug!(?outcome, target = %target.label, "toolbox ready");
 
+    let mut trees = Vec::new();
+    let profile_env = match &profile {
+        Some(dir) => {
+            sweep_homes(&state);
+            let home = AttachHome::for_session(&state, &target, dir, &home_at, user.uid, user.gid);
+            let env = home.activate(dir, &state.cache.join("profile-tools"))?;
+            trees = profile_trees(dir, &home, &home_at, &target_root)?;
+            Some(env)
+        }
+        None => None,
+    };
     let mode = LaunchMode::for_command(&args.command);
     let caller_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let launch = plan_session_launch(&devenv, &facts, &user, &mode, &target.name, &caller_env);
+    let launch = plan_session_launch(
+        &devenv,
+        &facts,
+        &user,
+        &mode,
+        &target.name,
+        &caller_env,
+        profile_env.as_ref(),
+    );
     let plan = SessionPlan {
-        graft: plan_graft(&facts.root, &facts.nix),
+        graft: plan_graft(&facts.root, &facts.nix, trees),
         foreign: facts.foreign.clone(),
         cgroups: target_cgroups(target.pid),
         user,
@@ -91,4 +132,88 @@ fn toolbox_flake(flake: Option<&str>, cwd: &Path) -> Result<FlakeTarget> {
             .into()
         }),
     }
+}
+
+/// The profile chosen by `--profile`, `$AGENTENV_PROFILE` or config.toml, unless `no_profile`.
+fn chosen_profile(
+    arg: Option<&Path>,
+    no_profile: bool,
+    state: &StateDirs,
+) -> Result<Option<PathBuf>> {
+    if no_profile {
+        return Ok(None);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    crate::profile::config::chosen_profile(arg, &home, &state.config.join("config.toml"))
+}
+
+/// The profile's directory as its links name it, once it is known to fit the session.
+fn check_profile(dir: &Path, home_at: &Path, target: &Target) -> Result<PathBuf> {
+    let dir = Profile::load(dir)?.root;
+    let odd = home_at
+        .components()
+        .any(|c| c == std::path::Component::ParentDir);
+    if !home_at.is_absolute() || home_at == Path::new("/") || odd {
+        return Err(Diagnostic::new(format!(
+            "the session in {} has no home directory for the profile (HOME is {})",
+            target.label,
+            home_at.display()
+        ))
+        .hint("pass a user with a home in the target's /etc/passwd (`--user NAME`), or attach without it: `--no-profile`")
+        .into());
+    }
+    let nix = Path::new(HOST_NIX);
+    let in_nix = |p: &Path| p.starts_with(nix) && !p.starts_with(nix.join("store"));
+    if home_at.starts_with(&dir) || in_nix(&dir) || home_at.starts_with(nix) {
+        return Err(Diagnostic::new(format!(
+            "the profile {} and the home {} cannot both be shown in {}",
+            dir.display(),
+            home_at.display(),
+            target.label
+        ))
+        .detail("the profile may not hold the home, and /nix is the toolbox's")
+        .hint("keep the profile in a directory of its own, e.g. ~/config, or pass `--user` with another home")
+        .into());
+    }
+    Ok(dir)
+}
+
+/// The private home at `home_at`, then the profile at its own path (in the store it is there
+/// already, with the toolbox's store).
+fn profile_trees(
+    dir: &Path,
+    home: &AttachHome,
+    home_at: &Path,
+    target_root: &Path,
+) -> Result<Vec<(TreeGraft, Spot)>> {
+    let mut trees = vec![(
+        TreeGraft {
+            source: home.home(),
+            at: home_at.to_path_buf(),
+            read_only: false,
+        },
+        find_spot(target_root, home_at)?,
+    )];
+    if dir.starts_with(Path::new(HOST_NIX).join("store")) {
+        return Ok(trees);
+    }
+    let spot = match dir.strip_prefix(home_at) {
+        Ok(rel) => {
+            home.make_mount_point(rel)?;
+            Spot::Ready
+        }
+        Err(_) => find_spot(target_root, dir)?,
+    };
+    trees.push((
+        TreeGraft {
+            source: dir.to_path_buf(),
+            at: dir.to_path_buf(),
+            read_only: true,
+        },
+        spot,
+    ));
+    Ok(trees)
 }

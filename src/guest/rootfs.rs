@@ -141,16 +141,17 @@ pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
     }
     sys.pivot_root(&plan.staging)?;
     if plan.read_only_root {
-        remount_root_read_only(sys)?;
+        remount_read_only(Path::new("/"), sys)?;
     }
     Ok(())
 }
 
-/// Makes the tmpfs at `/` (after a pivot) read-only, as a real system's root is to its users.
-pub fn remount_root_read_only(sys: &dyn Syscall) -> Result<()> {
+/// Makes a tmpfs we mounted at `at` (the root, after a pivot) read-only, as a real system's
+/// root is to its users.
+pub fn remount_read_only(at: &Path, sys: &dyn Syscall) -> Result<()> {
     sys.mount(
         None,
-        Path::new("/"),
+        at,
         None,
         MsFlags::MS_REMOUNT
             | MsFlags::MS_BIND

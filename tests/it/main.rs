@@ -3,6 +3,7 @@
 
 mod attach;
 mod attach_errors;
+mod attach_profile;
 mod cache;
 mod containers;
 mod doctor;

@@ -1,0 +1,210 @@
+//! The session's private home on the host: a directory in agentenv's data per running target,
+//! profile and session user, the profile activated into it, owned by the session's user, and
+//! removed once its target is gone. Showing it at the target's `$HOME` is `graft`'s job.
+//!
+//! It lives as long as the target's process (its PID and start time are in its name): every
+//! attach to the same running target reuses it, so a warm attach changes nothing and what the
+//! session wrote there (history, caches, an agent's memory) is there next time; a target that
+//! is gone (a restarted container is a new process) leaves a home the next attach removes.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::target::{process_state, Target};
+use crate::paths::StateDirs;
+use crate::profile::ProfileEnv;
+use crate::util::hash_parts;
+
+/// One private home and the profile engine's state for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachHome {
+    pub root: PathBuf,
+    /// The session's numeric owner in the target's terms (which an idmapped mount shows as
+    /// such in a target with its own user namespace).
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Where the private homes live.
+pub fn homes_dir(state: &StateDirs) -> PathBuf {
+    state.data.join("attach-homes")
+}
+
+impl AttachHome {
+    /// The home for `profile` in `target`, for a session user `uid:gid` whose home is `at`.
+    pub fn for_session(
+        state: &StateDirs,
+        target: &Target,
+        profile: &Path,
+        at: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> Self {
+        let hash = hash_parts(
+            [
+                profile.as_os_str().as_encoded_bytes(),
+                at.as_os_str().as_encoded_bytes(),
+                &uid.to_le_bytes(),
+                &gid.to_le_bytes(),
+            ],
+            4,
+        );
+        let name = format!("{}-{}-{hash}", target.pid, target.start_time);
+        Self {
+            root: homes_dir(state).join(name),
+            uid,
+            gid,
+        }
+    }
+
+    /// The directory shown as the session's `$HOME`.
+    pub fn home(&self) -> PathBuf {
+        self.root.join("home")
+    }
+
+    /// The profile engine's state for the home.
+    pub fn profile_state(&self) -> PathBuf {
+        self.root.join("profile")
+    }
+
+    /// Activates `profile` into the home (a no-op when it is there already), adds the
+    /// profile's built tools, and gives what changed to the session's user.
+    pub fn activate(&self, profile: &Path, tools_cache: &Path) -> Result<ProfileEnv> {
+        let home = self.home();
+        let new = !home.exists();
+        std::fs::create_dir_all(&home)
+            .with_context(|| format!("cannot create {}", home.display()))?;
+        let done = crate::profile::activate(profile, &home, &self.profile_state())?;
+        for w in &done.warnings {
+            tracing::warn!("{w}");
+        }
+        let mut env = done.env;
+        if let Some(bin) = crate::profile::tools::cached_tools(&env, tools_cache) {
+            if !env.path_append.contains(&bin) {
+                env.path_append.push(bin);
+            }
+        }
+        if new || done.changed {
+            give_tree(&home, self.uid, self.gid)?;
+        }
+        Ok(env)
+    }
+
+    /// Makes the directory `rel` in the home, where a tree below the home is attached.
+    pub fn make_mount_point(&self, rel: &Path) -> Result<()> {
+        let dir = self.home().join(rel);
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "cannot create {} in the private home for the profile",
+                dir.display()
+            )
+        })
+    }
+}
+
+/// Gives `dir` and everything in it not already theirs to `uid:gid`, without following links.
+fn give_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let give = |path: &Path, meta: &std::fs::Metadata| -> Result<()> {
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).with_context(|| {
+                format!(
+                    "cannot give {} to the session's user {uid}:{gid}",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
+    };
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    give(dir, &meta)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let listing =
+            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?;
+        for e in listing {
+            let e = e.with_context(|| format!("cannot list {}", d.display()))?;
+            let meta = e
+                .metadata()
+                .with_context(|| format!("cannot read {}", e.path().display()))?;
+            give(&e.path(), &meta)?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the homes of targets that no longer run. Failures are only logged: a leftover
+/// home is removed by a later attach.
+pub fn sweep_homes(state: &StateDirs) {
+    let Ok(listing) = std::fs::read_dir(homes_dir(state)) else {
+        return;
+    };
+    for e in listing.flatten() {
+        let name = e.file_name();
+        let Some((pid, start)) = parse_home_name(&name.to_string_lossy()) else {
+            continue;
+        };
+        let alive = process_state(pid).is_some_and(|(s, st)| s == start && st != 'Z');
+        if !alive {
+            tracing::debug!(home = %e.path().display(), "removing the home of a target that is gone");
+            if let Err(err) = crate::util::remove_tree(&e.path()) {
+                tracing::debug!("cannot remove {}: {err}", e.path().display());
+            }
+        }
+    }
+}
+
+/// The target's PID and start time in a home's name `PID-START-HASH`.
+fn parse_home_name(name: &str) -> Option<(i32, u64)> {
+    let mut parts = name.splitn(3, '-');
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some((pid, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Target {
+        Target::of_pid(std::process::id() as i32).unwrap()
+    }
+
+    #[test]
+    fn homes_differ_by_target_profile_and_user() {
+        let state = StateDirs::under(Path::new("/s"));
+        let t = me();
+        let a = AttachHome::for_session(&state, &t, Path::new("/p"), Path::new("/root"), 0, 0);
+        let name = a.root.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(parse_home_name(&name), Some((t.pid, t.start_time)));
+        assert_eq!(a.home(), a.root.join("home"));
+        let other = [
+            AttachHome::for_session(&state, &t, Path::new("/q"), Path::new("/root"), 0, 0),
+            AttachHome::for_session(&state, &t, Path::new("/p"), Path::new("/home/a"), 0, 0),
+            AttachHome::for_session(&state, &t, Path::new("/p"), Path::new("/root"), 1000, 0),
+        ];
+        assert!(other.iter().all(|o| o.root != a.root));
+    }
+
+    #[test]
+    fn homes_of_targets_that_are_gone_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDirs::under(tmp.path());
+        let live = AttachHome::for_session(&state, &me(), Path::new("/p"), Path::new("/r"), 0, 0);
+        let gone = homes_dir(&state).join(format!("{}-1-abcd", std::process::id()));
+        let other = homes_dir(&state).join("not-a-home");
+        for d in [live.home(), gone.join("home"), other.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        sweep_homes(&state);
+        assert!(live.home().is_dir());
+        assert!(!gone.exists());
+        assert!(other.exists());
+    }
+}
