@@ -6,10 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agentenv::compute::linux::userns::{write_id_maps, IdMode};
-use agentenv::guest::rootfs::apply;
+use agentenv::guest::rootfs::{apply, make_mounts_private};
 use agentenv::guest::syscall::{LinuxSyscall, Syscall};
 use agentenv::store::StoreView;
-use nix::mount::MsFlags;
 use nix::sched::{unshare, CloneFlags};
 
 const RUNS: usize = 200;
@@ -40,14 +39,7 @@ fn main() {
         write_id_maps(uid, gid).unwrap();
     }
     let sys = LinuxSyscall;
-    sys.mount(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )
-    .unwrap();
+    make_mounts_private(&sys).unwrap();
 
     let mut medians = Vec::new();
     for paths in [100usize, 10_000] {

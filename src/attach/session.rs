@@ -10,11 +10,10 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
-use nix::mount::MsFlags;
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, pipe2, ForkResult, Gid, Uid};
@@ -31,7 +30,7 @@ use crate::compute::linux::read_setup_error;
 use crate::diag::Diagnostic;
 use crate::guest::init::report_error;
 use crate::guest::launch::Launch;
-use crate::guest::syscall::{LinuxSyscall, Syscall};
+use crate::guest::syscall::LinuxSyscall;
 use crate::process::{block_supervised_signals, reset_signals_for_exec, supervise, Reap};
 
 /// Everything decided before the session starts.
@@ -236,13 +235,7 @@ fn become_root_in_user_namespace() -> Result<()> {
 /// on reaches the target, and nothing the target mounts reaches the session.
 fn make_private_copy() -> Result<()> {
     unshare(CloneFlags::CLONE_NEWNS).context("cannot copy the target's mount namespace")?;
-    LinuxSyscall.mount(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )
+    crate::guest::rootfs::make_mounts_private(&LinuxSyscall)
 }
 
 /// Puts the script in an in-memory file at fd `SCRIPT_FD`, where bash reads it.

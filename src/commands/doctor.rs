@@ -203,14 +203,7 @@ fn probe_sandbox() -> Result<()> {
                     write_id_maps(uid, gid)?;
                 }
                 use nix::mount::{mount, MsFlags};
-                mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-                .context("making mounts private")?;
+                crate::guest::rootfs::make_mounts_private(&crate::guest::syscall::LinuxSyscall)?;
                 mount(
                     Some("tmpfs"),
                     &base.join("merged"),

@@ -120,14 +120,7 @@ fn check_overlay_path(p: &Path) -> Result<()> {
 
 /// Builds `plan` and pivots into it. Must run in a private mount namespace.
 pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
-    // Nothing mounted from here on may propagate back to the host.
-    sys.mount(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )?;
+    make_mounts_private(sys)?;
     sys.mount(
         Some(Path::new("tmpfs")),
         &plan.staging,
@@ -144,6 +137,18 @@ pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
         remount_read_only(Path::new("/"), sys)?;
     }
     Ok(())
+}
+
+/// Makes every mount of this (new) mount namespace private, so that nothing mounted from here
+/// on propagates back to the namespace it was copied from.
+pub fn make_mounts_private(sys: &dyn Syscall) -> Result<()> {
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
 }
 
 /// Makes a tmpfs we mounted at `at` (the root, after a pivot) read-only, as a real system's

@@ -217,29 +217,35 @@ pub fn deactivate_from(state_dir: &Path) -> Result<Option<UndoReport>> {
 
 /// Records built tools for the active profile: their `bin` goes last on PATH.
 pub fn record_tools(state_dir: &Path, bin: PathBuf, origin: Option<String>) -> Result<ProfileEnv> {
-    let files = StateFiles::new(state_dir);
-    let _lock = files.lock()?;
-    let mut journal = files
-        .read()?
-        .filter(|j| j.state == TxState::Applied)
-        .context("no profile is active")?;
-    journal.env.path_append = vec![bin];
-    journal.origin = origin;
-    files.write(&journal)?;
-    write_env_script(&journal, &files)?;
-    Ok(journal.env)
+    update_active(state_dir, true, |journal| {
+        journal.env.path_append = vec![bin];
+        journal.origin = origin;
+    })
 }
 
 /// Records which flake the active profile was installed from.
 pub fn record_origin(state_dir: &Path, origin: Option<String>) -> Result<ProfileEnv> {
+    update_active(state_dir, false, |journal| journal.origin = origin)
+}
+
+/// Changes the journal of the active profile under its lock; with `env_changed`, env.sh is
+/// written again too.
+fn update_active(
+    state_dir: &Path,
+    env_changed: bool,
+    change: impl FnOnce(&mut Journal),
+) -> Result<ProfileEnv> {
     let files = StateFiles::new(state_dir);
     let _lock = files.lock()?;
     let mut journal = files
         .read()?
         .filter(|j| j.state == TxState::Applied)
         .context("no profile is active")?;
-    journal.origin = origin;
+    change(&mut journal);
     files.write(&journal)?;
+    if env_changed {
+        write_env_script(&journal, &files)?;
+    }
     Ok(journal.env)
 }
 
