@@ -8,30 +8,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::containers::{Image, Runtime, TARGET_TOOL};
-use crate::fixture;
 use crate::support::{run, skip, stderr, stdout, wait_output, Fixture, Pty};
-
-/// Skips the test loudly when the engine cannot run here.
-macro_rules! runtime {
-    ($test:expr, $make:expr) => {
-        match $make {
-            Ok(rt) => rt,
-            Err(reason) => {
-                skip(concat!(module_path!(), "::", $test), &reason);
-                return;
-            }
-        }
-    };
-}
-
-fn attach_cmd(f: &Fixture, target: &str, opts: &[&str], cmd: &[&str]) -> Command {
-    let mut c = f.agentenv();
-    c.arg("attach").args(opts).arg(target).arg("--").args(cmd);
-    c
-}
+use crate::{fixture, runtime};
 
 fn attach(f: &Fixture, target: &str, cmd: &[&str]) -> Output {
-    run(attach_cmd(f, target, &[], cmd))
+    run(f.attach_cmd(target, &[], cmd))
 }
 
 #[test]
@@ -103,7 +84,7 @@ fn target_never_sees_the_toolbox_and_is_unchanged_after_detach() {
     let f = fixture!();
     let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
     let before = c.snapshot();
-    let mut cmd = attach_cmd(&f, &c.name, &[], &["sh", "-c", "echo ready; exec sleep 60"]);
+    let mut cmd = f.attach_cmd(&c.name, &[], &["sh", "-c", "echo ready; exec sleep 60"]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -184,9 +165,9 @@ fn user_option_runs_as_a_user_of_the_target() {
     let f = fixture!();
     let c = rt.start(Image::Busybox, &["--read-only"], &["/bin/sleep", "1000"]);
     let script = ["sh", "-c", "echo $(id -u):$(id -g) $HOME $USER"];
-    let o = run(attach_cmd(&f, &c.name, &["--user", "ana"], &script));
+    let o = run(f.attach_cmd(&c.name, &["--user", "ana"], &script));
     assert_eq!(stdout(&o), "1000:1000 /home/ana ana\n", "{}", stderr(&o));
-    let o = run(attach_cmd(&f, &c.name, &["--user", "4242:4343"], &script));
+    let o = run(f.attach_cmd(&c.name, &["--user", "4242:4343"], &script));
     assert!(stdout(&o).starts_with("4242:4343 "), "{}", stderr(&o));
 }
 

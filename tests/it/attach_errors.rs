@@ -6,20 +6,8 @@
 use std::process::{Command, Output};
 
 use crate::containers::{Container, Image, Runtime, Snapshot};
-use crate::fixture;
 use crate::support::{run, skip, stderr, Fixture};
-
-macro_rules! runtime {
-    ($test:expr) => {
-        match Runtime::podman() {
-            Ok(rt) => rt,
-            Err(reason) => {
-                skip(concat!(module_path!(), "::", $test), &reason);
-                return;
-            }
-        }
-    };
-}
+use crate::{fixture, runtime};
 
 fn attach(f: &Fixture, args: &[&str]) -> Output {
     let mut c = f.agentenv();
@@ -53,7 +41,7 @@ fn assert_refused(
 
 #[test]
 fn unknown_container_lists_the_running_ones() {
-    let rt = runtime!("unknown_container");
+    let rt = runtime!("unknown_container", Runtime::podman());
     let f = fixture!();
     let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
     let o = attach(&f, &["agentenv-no-such-container"]);
@@ -71,7 +59,7 @@ fn unknown_container_lists_the_running_ones() {
 
 #[test]
 fn ambiguous_prefix_lists_the_candidates() {
-    let rt = runtime!("ambiguous_prefix");
+    let rt = runtime!("ambiguous_prefix", Runtime::podman());
     let f = fixture!();
     let a = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
     let b = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
@@ -114,7 +102,7 @@ fn dead_pid_is_refused() {
 
 #[test]
 fn missing_privilege_names_the_capability() {
-    let rt = runtime!("missing_privilege");
+    let rt = runtime!("missing_privilege", Runtime::podman());
     let f = fixture!();
     let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
     let before = c.snapshot();
@@ -136,7 +124,7 @@ fn missing_privilege_names_the_capability() {
 
 #[test]
 fn no_toolbox_asks_for_a_flake() {
-    let rt = runtime!("no_toolbox");
+    let rt = runtime!("no_toolbox", Runtime::podman());
     let f = fixture!();
     let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
     let before = c.snapshot();
@@ -154,7 +142,7 @@ fn no_toolbox_asks_for_a_flake() {
 
 #[test]
 fn unknown_user_is_refused() {
-    let rt = runtime!("unknown_user");
+    let rt = runtime!("unknown_user", Runtime::podman());
     let f = fixture!();
     let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
     let before = c.snapshot();

@@ -8,32 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::containers::{Container, Image, Runtime};
-use crate::fixture;
-use crate::support::{run, skip, stderr, stdout, wait_output, Fixture, Pty};
-
-macro_rules! runtime {
-    ($test:expr, $make:expr) => {
-        match $make {
-            Ok(rt) => rt,
-            Err(reason) => {
-                skip(concat!(module_path!(), "::", $test), &reason);
-                return;
-            }
-        }
-    };
-}
+use crate::support::{run, stderr, stdout, wait_output, Fixture, Pty};
+use crate::{fixture, runtime};
 
 /// A copy of examples/profile (without its `tools`: their flake needs nixpkgs) with a dotfile
 /// only its owner may read.
 fn profile_copy(f: &Fixture) -> PathBuf {
-    let dir = f.tmp.path().join("config");
-    let ok = Command::new("cp")
-        .arg("-r")
-        .arg(crate::support::repo_root().join("examples/profile"))
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let dir = f.profile_copy();
     let manifest = dir.join("agentenv.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("tools =")).collect();
@@ -41,17 +22,11 @@ fn profile_copy(f: &Fixture) -> PathBuf {
     let secret = dir.join("home/.secret");
     std::fs::write(&secret, "owner-only\n").unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    std::fs::canonicalize(dir).unwrap()
-}
-
-fn attach_cmd(f: &Fixture, target: &str, opts: &[&str], cmd: &[&str]) -> Command {
-    let mut c = f.agentenv();
-    c.arg("attach").args(opts).arg(target).arg("--").args(cmd);
-    c
+    dir
 }
 
 fn with_profile(f: &Fixture, p: &Path, target: &str, opts: &[&str], script: &str) -> Output {
-    let mut c = attach_cmd(f, target, opts, &["sh", "-c", script]);
+    let mut c = f.attach_cmd(target, opts, &["sh", "-c", script]);
     c.env("AGENTENV_PROFILE", p);
     run(c)
 }
@@ -147,8 +122,7 @@ fn profile_is_in_the_session_and_never_in_the_target() {
 
     let script = format!("{SHOW}; echo from-session > ~/note; echo ready; exec sleep 60");
     let profile_arg = p.to_string_lossy();
-    let cmd = attach_cmd(
-        &f,
+    let cmd = f.attach_cmd(
         &c.name,
         &["--profile", &profile_arg],
         &["sh", "-c", &script],

@@ -8,19 +8,6 @@ use std::process::Command;
 use crate::fixture;
 use crate::support::{run, stderr, stdout, Fixture, Pty};
 
-/// A private copy of examples/profile next to the fixture's flake.
-fn profile_copy(f: &Fixture) -> PathBuf {
-    let dir = f.tmp.path().join("config");
-    let ok = Command::new("cp")
-        .arg("-r")
-        .arg(crate::support::repo_root().join("examples/profile"))
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    std::fs::canonicalize(dir).unwrap()
-}
-
 fn with_profile(f: &Fixture, profile: &PathBuf, args: &[&str]) -> std::process::Output {
     let mut c = f.agentenv();
     c.arg("--profile")
@@ -34,7 +21,7 @@ fn with_profile(f: &Fixture, profile: &PathBuf, args: &[&str]) -> std::process::
 #[test]
 fn dotfiles_skills_tools_and_variables_are_there() {
     let f = fixture!();
-    let p = profile_copy(&f);
+    let p = f.profile_copy();
     let script = "readlink ~/.bashrc; cat ~/.claude/skills/commit-message/SKILL.md | head -2; \
                   readlink ~/.config/nvim/init.lua; ls ~/.codex/skills; hello-profile; echo $EDITOR; \
                   echo $AGENTENV_PROFILE; command -v hello";
@@ -72,7 +59,7 @@ fn dotfiles_skills_tools_and_variables_are_there() {
 #[test]
 fn interactive_shell_runs_the_profiles_init() {
     let f = fixture!();
-    let p = profile_copy(&f);
+    let p = f.profile_copy();
     let mut c = f.agentenv();
     c.arg("--profile").arg(&p).arg(".");
     let mut pty = Pty::spawn(c);
@@ -86,7 +73,7 @@ fn interactive_shell_runs_the_profiles_init() {
 #[test]
 fn edits_on_either_side_are_seen_at_once() {
     let f = fixture!();
-    let p = profile_copy(&f);
+    let p = f.profile_copy();
     let mut up = f.agentenv();
     up.arg("up").arg("--profile").arg(&p);
     let o = run(up);
@@ -117,7 +104,7 @@ fn edits_on_either_side_are_seen_at_once() {
 #[test]
 fn without_a_profile_the_home_is_bare_again() {
     let f = fixture!();
-    let p = profile_copy(&f);
+    let p = f.profile_copy();
     assert!(with_profile(&f, &p, &["true"]).status.success());
     let o = f.run_in(&[
         "sh",

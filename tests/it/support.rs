@@ -34,6 +34,21 @@ pub fn skip(test: &str, reason: &str) {
     }
 }
 
+/// Evaluates to the container runtime `$make` gives, or skips the calling test (loudly) when
+/// that engine cannot run here.
+#[macro_export]
+macro_rules! runtime {
+    ($test:expr, $make:expr) => {
+        match $make {
+            Ok(rt) => rt,
+            Err(reason) => {
+                $crate::support::skip(concat!(module_path!(), "::", $test), &reason);
+                return;
+            }
+        }
+    };
+}
+
 /// Skips the calling test (loudly) unless the fixture can be made.
 #[macro_export]
 macro_rules! fixture {
@@ -151,6 +166,26 @@ impl Fixture {
         let mut c = self.agentenv();
         c.arg(".").arg("--").args(args);
         run(c)
+    }
+
+    /// `agentenv attach OPTS TARGET -- CMD`.
+    pub fn attach_cmd(&self, target: &str, opts: &[&str], cmd: &[&str]) -> Command {
+        let mut c = self.agentenv();
+        c.arg("attach").args(opts).arg(target).arg("--").args(cmd);
+        c
+    }
+
+    /// A private copy of examples/profile next to the flake, at its canonical path.
+    pub fn profile_copy(&self) -> PathBuf {
+        let dir = self.tmp.path().join("config");
+        let ok = Command::new("cp")
+            .arg("-r")
+            .arg(repo_root().join("examples/profile"))
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        std::fs::canonicalize(dir).unwrap()
     }
 
     /// nix with the same offline configuration.
