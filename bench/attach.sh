@@ -12,22 +12,11 @@ cd "$repo"
 install_packages hyperfine podman runc nix-bin bash-static busybox-static git tar util-linux
 [ "$(id -u)" -eq 0 ] || { echo "error: attaching needs root; run: sudo $0" >&2; exit 1; }
 
-cargo build --release --quiet
-bin="$repo/target/release/agentenv"
-work="$repo/target/bench-attach"
-rm -rf "$work"
-prepare_example "$repo/examples/hello" "$work/hello"
-NIX_CONFIG=$(offline_nix_config "$work")
-export NIX_CONFIG AGENTENV_HOME="$work/state"
-ex="$work/hello"
+bench_example "$repo/target/bench-attach"
 
 # A read-only busybox container, from an image built here (no registry is reachable).
-podman=(podman --cgroup-manager=cgroupfs --events-backend=file --runtime=runc)
-mkdir -p "$work/rootfs/bin"
-cp /bin/busybox "$work/rootfs/bin/"
-for a in sh sleep true ls; do ln -s busybox "$work/rootfs/bin/$a"; done
-tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
-"${podman[@]}" import "$work/rootfs.tar" localhost/agentenv-bench-attach >/dev/null 2>&1
+podman=("${PODMAN[@]}")
+busybox_image "$work" localhost/agentenv-bench-attach sh sleep true ls
 name="agentenv-bench-attach-$$"
 id=$("${podman[@]}" run -d --name "$name" --read-only --ulimit nofile=1024:20000 \
   --ulimit nproc=1024:1024 localhost/agentenv-bench-attach /bin/sleep 100000)
@@ -35,7 +24,6 @@ trap '"${podman[@]}" rm -f -t 0 "$id" >/dev/null 2>&1; "${podman[@]}" rmi localh
 pid=$("${podman[@]}" inspect -f '{{.State.Pid}}' "$id")
 "$bin" attach --flake "$ex" "$id" -- true   # cold: evaluate the toolbox and cache it
 
-median() { awk -F, -v n="$2" 'NR>1 && $1==n {print $4}' "$1"; }
 
 echo "== 1: attach against podman exec and nsenter (container $name, PID $pid)"
 hyperfine -N --warmup 5 --runs 60 --export-csv "$work/attach.csv" \

@@ -11,22 +11,11 @@ cd "$repo"
 . scripts/lib.sh
 install_packages hyperfine podman runc nix-bin bash-static busybox-static git
 
-cargo build --release --quiet
-bin="$repo/target/release/agentenv"
-work="$repo/target/bench-exec"
-rm -rf "$work"
-prepare_example "$repo/examples/hello" "$work/hello"
-NIX_CONFIG=$(offline_nix_config "$work")
-export NIX_CONFIG AGENTENV_HOME="$work/state"
-ex="$work/hello"
+bench_example "$repo/target/bench-exec"
 
 # A container with a comparable root: busybox and nothing else.
-podman="podman --cgroup-manager=cgroupfs --events-backend=file --runtime runc"
-mkdir -p "$work/rootfs/bin"
-cp /bin/busybox "$work/rootfs/bin/"
-for a in $(/bin/busybox --list | grep -vx busybox); do ln -s busybox "$work/rootfs/bin/$a"; done
-tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
-$podman import -q "$work/rootfs.tar" localhost/agentenv-bench-exec >/dev/null
+podman="${PODMAN[*]}"
+busybox_image "$work" localhost/agentenv-bench-exec
 $podman rm -f agentenv-bench-exec >/dev/null 2>&1 || true
 $podman run -d --name agentenv-bench-exec --ulimit nofile=1024:20000 --ulimit nproc=1024:1024 \
   localhost/agentenv-bench-exec /bin/sleep 3600 >/dev/null
@@ -37,7 +26,6 @@ cleanup() {
 trap cleanup EXIT
 
 id=$("$bin" up "$ex" | tail -n 1)
-median() { awk -F, -v n="$2" 'NR>1 && $1==n {print $4}' "$1"; }
 
 echo "== 1: exec latency"
 hyperfine -N --warmup 5 --runs 50 --export-csv "$work/exec.csv" \

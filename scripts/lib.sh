@@ -36,3 +36,38 @@ prepare_example() {
   fi
   git -C "$dst" add -A
 }
+
+# What the benchmark scripts share.
+
+# The podman command line this machine's kind needs (crun refuses its hybrid cgroups).
+PODMAN=(podman --cgroup-manager=cgroupfs --events-backend=file --runtime=runc)
+
+# bench_example DIR: builds agentenv (release) and a fresh copy of the example at DIR/hello;
+# sets bin, work (=DIR), ex, and exports NIX_CONFIG and AGENTENV_HOME (DIR/state).
+bench_example() {
+  work=$1
+  cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+  bin="$repo/target/release/agentenv"
+  rm -rf "$work"
+  prepare_example "$repo/examples/hello" "$work/hello"
+  NIX_CONFIG=$(offline_nix_config "$work")
+  export NIX_CONFIG AGENTENV_HOME="$work/state"
+  ex="$work/hello"
+}
+
+# median CSV NAME: the median, in seconds, of the command NAME in hyperfine's --export-csv.
+median() { awk -F, -v n="$2" 'NR>1 && $1==n {print $4}' "$1"; }
+
+# busybox_image DIR IMAGE [APPLET...]: imports a podman image IMAGE whose root is busybox with
+# the given applets (all of them if none), built in DIR (no registry is reachable).
+busybox_image() {
+  local dir=$1 image=$2
+  shift 2
+  mkdir -p "$dir/rootfs/bin"
+  cp /bin/busybox "$dir/rootfs/bin/"
+  local applets=("$@")
+  [ ${#applets[@]} -gt 0 ] || mapfile -t applets < <(/bin/busybox --list | grep -vx busybox)
+  for a in "${applets[@]}"; do ln -s busybox "$dir/rootfs/bin/$a"; done
+  tar -C "$dir/rootfs" -cf "$dir/rootfs.tar" .
+  "${PODMAN[@]}" import -q "$dir/rootfs.tar" "$image" >/dev/null
+}
