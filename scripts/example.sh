@@ -2,13 +2,14 @@
 # Sets up this machine (Debian) and opens the bundled example's dev shell in agentenv.
 #   scripts/example.sh                 an interactive shell in examples/hello
 #   scripts/example.sh -- hello        one command there
-# Installs nix-bin, bash-static, busybox-static and git if missing, builds agentenv, and copies
-# the example to target/example/hello with the static binaries it is built from.
+# Installs nix-bin (with nix-setup-systemd, which makes the build users and /etc/nix/nix.conf),
+# bash-static, busybox-static and git if missing, builds agentenv, and copies the example to
+# target/example/hello with the static binaries it is built from.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/scripts/lib.sh"
 
-install_packages nix-bin bash-static busybox-static git ca-certificates
+install_packages nix-bin nix-setup-systemd bash-static busybox-static git ca-certificates
 command -v cargo >/dev/null || { echo "error: cargo is not installed; install Rust from https://rustup.rs" >&2; exit 1; }
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
 

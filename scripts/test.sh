@@ -8,16 +8,21 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 . scripts/lib.sh
 
-install_packages nix-bin bash-static busybox-static git ca-certificates util-linux procps python3
+install_packages nix-bin nix-setup-systemd bash-static busybox-static git ca-certificates util-linux procps python3
 # attach: real containers, rootful and rootless
 install_packages podman runc uidmap slirp4netns tar
 
 if [ "$(id -u)" -eq 0 ]; then
   id agentenv-test >/dev/null 2>&1 ||
     useradd --no-create-home --shell /usr/sbin/nologin --groups nix-users agentenv-test
-  if [ ! -S /nix/var/nix/daemon-socket/socket ]; then
-    setsid nix-daemon >/dev/null 2>&1 < /dev/null &
-    for _ in $(seq 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+  socket=/nix/var/nix/daemon-socket/socket
+  answers() { python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$socket" 2>/dev/null; }
+  if ! answers; then
+    # A socket left by a daemon that is gone refuses connections: start afresh.
+    rm -f "$socket"
+    setsid nix-daemon >/tmp/agentenv-test-nix-daemon.log 2>&1 < /dev/null &
+    for _ in $(seq 100); do answers && break; sleep 0.1; done
+    answers || { echo "nix-daemon did not start:" >&2; cat /tmp/agentenv-test-nix-daemon.log >&2; exit 1; }
   fi
 else
   echo "note: not root; the tests run rootless as $(id -un), and the root-only ones are skipped" >&2
