@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::compute::{Network, SandboxSpec};
+use crate::compute::{Compute, Network, SandboxSpec};
 use crate::diag::Diagnostic;
 use crate::envs::EnvDirs;
 use crate::guest::etc::UserIdentity;
@@ -48,6 +48,8 @@ pub struct Workspace {
 pub struct ActiveProfile {
     pub dir: PathBuf,
     pub env: ProfileEnv,
+    /// Its `activate.sh`, when the activation left it to be run inside (see `run_profile_hook`).
+    pub pending_hook: Option<PathBuf>,
 }
 
 impl Workspace {
@@ -100,17 +102,85 @@ impl Workspace {
                 let home = self.env_dirs.home();
                 std::fs::create_dir_all(&home)
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.display()))?;
-                let mut env = crate::profile::activate_into(&dir, &home, &state)?;
+                let (mut env, pending_hook) =
+                    crate::profile::activate_for_sandbox(&dir, &home, &state)?;
                 let tools_cache = self.state.cache.join("profile-tools");
                 if let Some(bin) = crate::profile::tools::cached_tools(&env, &tools_cache) {
                     if !env.path_append.contains(&bin) {
                         env.path_append.push(bin);
                     }
                 }
-                self.profile = Some(ActiveProfile { dir, env });
+                self.profile = Some(ActiveProfile {
+                    dir,
+                    env,
+                    pending_hook,
+                });
             }
         }
         Ok(())
+    }
+
+    /// Runs the profile's `activate.sh` if the activation left it to run: inside, where `$HOME`
+    /// is the environment's home, with the dev shell's and the profile's PATH, in the profile's
+    /// directory; its output goes to stderr. It runs in the environment running at `socket`, or
+    /// else in a sandbox of its own built by `compute`. The outcome is recorded (a failed
+    /// script runs again next time) and a failure is an error.
+    pub fn run_profile_hook(
+        &mut self,
+        compute: &dyn Compute,
+        network: Network,
+        socket: Option<&Path>,
+    ) -> Result<()> {
+        let Some(p) = &self.profile else {
+            return Ok(());
+        };
+        let Some(hook) = p.pending_hook.clone() else {
+            return Ok(());
+        };
+        let dir = p.dir.clone();
+        // Run it directly if it may be; a profile on a noexec mount (sshfs often is) gets 126.
+        let run_hook = "if [ -x \"$1\" ]; then \"$1\"; rc=$?; [ \"$rc\" -ne 126 ] && exit \"$rc\"; fi; exec sh \"$1\"";
+        let mode = LaunchMode::Command(vec![
+            "sh".into(),
+            "-c".into(),
+            run_hook.into(),
+            "activate.sh".into(),
+            hook.clone().into(),
+        ]);
+        // Everything, the shellHook's output too, goes to stderr: stdout is the command's.
+        let mut rc_script = String::from("exec </dev/null >&2\n");
+        rc_script.push_str(&self.rc_script_for(&dir, false));
+        let code = match socket {
+            Some(socket) => {
+                let mut spec = self.exec_spec(&dir, &mode, None, &[]);
+                spec.rc_script = rc_script;
+                crate::proto::client::exec(socket, spec, false)?
+            }
+            None => {
+                let launch = plan_launch(
+                    &rc_script,
+                    &self.devenv.shell,
+                    &mode,
+                    &dir,
+                    self.base_env(),
+                    &self.target.display_name(),
+                );
+                // The environment itself starts after this one: keep this process clean.
+                compute.run_aside(&self.sandbox_spec(network), &launch)?
+            }
+        };
+        crate::profile::record_hook_outcome(&self.env_dirs.profile_state(), code == 0)?;
+        if let Some(p) = self.profile.as_mut() {
+            p.pending_hook = None;
+        }
+        if code == 0 {
+            return Ok(());
+        }
+        Err(crate::profile::hook::hook_failed(
+            &hook,
+            Some(code),
+            "the profile's links are in place; fix the script and start the environment again (that runs it again), or start it with --no-profile",
+        ))
     }
 
     /// nix's script for `cwd`, followed by the profile's PATH entries (its `bin/` before the

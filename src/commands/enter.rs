@@ -47,6 +47,8 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         }
     }
     ws.use_profile(profile)?;
+    let socket = running.as_ref().map(|r| r.socket());
+    ws.run_profile_hook(&LinuxNamespaces, args.opts.network, socket.as_deref())?;
     if let Some(running) = running {
         tracing::debug!(id = %running.state.id, "using the running environment");
         // A terminal inside only when the command would have had one here: all three stdio

@@ -22,6 +22,11 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
     };
     let mut ws = Workspace::open_target(target, false)?;
     ws.use_profile(running.state.profile.clone())?;
+    ws.run_profile_hook(
+        &crate::compute::linux::LinuxNamespaces,
+        running.state.network,
+        Some(&running.socket()),
+    )?;
     let dir = match &args.cwd {
         Some(d) if d.is_absolute() => d.clone(),
         Some(d) => ws.cwd_inside(&cwd).join(d),

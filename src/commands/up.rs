@@ -46,6 +46,8 @@ pub fn run(args: &UpArgs) -> Result<i32> {
         return Ok(0);
     }
     ws.use_profile(profile.clone())?;
+    // Before the environment starts, so that nothing else writes its /nix layer meanwhile.
+    ws.run_profile_hook(&LinuxNamespaces, args.opts.network, None)?;
     let listener = runtime.bind_socket(&id)?;
     let log_path = runtime.env_dir(&id).join("agent.log");
     let log = std::fs::File::create(&log_path)

@@ -60,6 +60,10 @@ pub trait Compute {
     /// (128+N if it was killed by signal N). The environment ends with it.
     fn run(&self, spec: &SandboxSpec, launch: &Launch) -> anyhow::Result<i32>;
 
+    /// `run`, leaving the calling process as it was, so that it can start more environments
+    /// afterwards (`run` may change the caller in ways that can be done only once).
+    fn run_aside(&self, spec: &SandboxSpec, launch: &Launch) -> anyhow::Result<i32>;
+
     /// Starts an environment built from `spec` in the background, its guest agent serving
     /// `agent`, and returns the agent's pid once it is ready.
     fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> anyhow::Result<i32>;

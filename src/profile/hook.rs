@@ -43,11 +43,21 @@ pub fn run_hook(hook: &Path, profile: &Path, home: &Path) -> Result<()> {
     if status.success() {
         return Ok(());
     }
-    let how = match status.code() {
+    Err(hook_failed(
+        hook,
+        status.code(),
+        "the profile's links are in place; fix the script, then run `agentenv profile activate` again (it runs the script again), or `agentenv profile deactivate`",
+    ))
+}
+
+/// The error for `activate.sh` at `hook` having exited with `code` (`None`: killed by a
+/// signal), with `hint` saying what to do.
+pub fn hook_failed(hook: &Path, code: Option<i32>, hint: &str) -> anyhow::Error {
+    let how = match code {
         Some(code) => format!("exited with {code}"),
         None => "was killed by a signal".to_string(),
     };
-    Err(Diagnostic::new(format!("{} {how}", hook.display()))
-        .hint("the profile's links are in place; fix the script, then run `agentenv profile activate` again (it runs the script again), or `agentenv profile deactivate`")
-        .into())
+    Diagnostic::new(format!("{} {how}", hook.display()))
+        .hint(hint)
+        .into()
 }

@@ -60,7 +60,8 @@ pub struct Journal {
     pub home: PathBuf,
     pub steps: Vec<Step>,
     pub env: ProfileEnv,
-    /// `activate.sh`, if the profile has one, and whether its last run failed.
+    /// `activate.sh`, if the profile has one, and whether it has yet to succeed: its last run
+    /// failed, or a sandbox is to run it and has not reported success.
     pub hook: Option<PathBuf>,
     #[serde(default)]
     pub hook_failed: bool,

@@ -25,7 +25,9 @@
 //!
 //! `activate_into` is idempotent (the same profile again changes nothing), switches profiles
 //! (undoing the previous one first), repairs an interrupted activation from the journal, and
-//! runs `activate.sh` when it changed something. Errors are `Diagnostic`s; on an error the home
+//! runs `activate.sh` when it changed something. A sandbox runs `activate.sh` inside, where
+//! `$HOME` is the home it sees: `activate_for_sandbox` hands the script back instead of running
+//! it, and `record_hook_outcome` records how it went. Errors are `Diagnostic`s; on an error the home
 //! is as it was (except for `activate.sh` failing, which leaves the links in place).
 
 pub mod apply;
@@ -61,6 +63,19 @@ pub struct Activated {
     pub changed: bool,
     /// Things to tell the user: skipped entries, what an undo left in place.
     pub warnings: Vec<String>,
+    /// `activate.sh`, when the caller is to run it (`HookRun::ByCaller`) and it must run: the
+    /// activation changed something, or its last run did not succeed.
+    pub pending_hook: Option<PathBuf>,
+}
+
+/// Who runs the profile's `activate.sh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookRun {
+    /// `activate` runs it, here, before it returns.
+    Here,
+    /// The caller runs it where the home is used (in a sandbox) and reports back with
+    /// `record_hook_outcome`; until then it counts as not yet run.
+    ByCaller,
 }
 
 /// Activates the profile at `profile_dir` into `home` and returns what it adds to a shell's
@@ -73,8 +88,32 @@ pub fn activate_into(profile_dir: &Path, home: &Path, state_dir: &Path) -> Resul
     Ok(done.env)
 }
 
+/// `activate_into` for a home a sandbox will use: `activate.sh` is not run here but returned
+/// (when it must run) for the caller to run inside.
+pub fn activate_for_sandbox(
+    profile_dir: &Path,
+    home: &Path,
+    state_dir: &Path,
+) -> Result<(ProfileEnv, Option<PathBuf>)> {
+    let done = activate_with(profile_dir, home, state_dir, HookRun::ByCaller)?;
+    for w in &done.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok((done.env, done.pending_hook))
+}
+
 /// `activate_into`, saying whether anything changed and what to warn about.
 pub fn activate(profile_dir: &Path, home: &Path, state_dir: &Path) -> Result<Activated> {
+    activate_with(profile_dir, home, state_dir, HookRun::Here)
+}
+
+/// `activate`, with `activate.sh` run as `hook` says.
+pub fn activate_with(
+    profile_dir: &Path,
+    home: &Path,
+    state_dir: &Path,
+    hook: HookRun,
+) -> Result<Activated> {
     let home = check_home(home)?;
     let profile = Profile::load(profile_dir)?;
     let wanted = links::wanted_links(&profile, &home, state_dir)?;
@@ -91,7 +130,7 @@ pub fn activate(profile_dir: &Path, home: &Path, state_dir: &Path) -> Result<Act
     if let Some(mut old) = files.read()? {
         early_plan = None;
         if old.state == TxState::Applied && is_in_place(&old, &profile.root, &home, &wanted) {
-            return refresh(old, &profile, &files, warnings);
+            return refresh(old, &profile, &files, warnings, hook);
         }
         let report =
             apply::undo(&mut old, &files).context("cannot undo the profile activated before")?;
@@ -109,13 +148,20 @@ pub fn activate(profile_dir: &Path, home: &Path, state_dir: &Path) -> Result<Act
             return Err(err);
         }
     };
-    let journal = apply::apply_plan(&plan, &files)?;
+    let mut journal = apply::apply_plan(&plan, &files)?;
     write_env_script(&journal, &files)?;
-    run_hook_recorded(journal, &files)?;
+    let pending_hook = match hook {
+        HookRun::Here => {
+            run_hook_recorded(journal, &files)?;
+            None
+        }
+        HookRun::ByCaller => defer_hook(&mut journal, &files)?,
+    };
     Ok(Activated {
         env: plan.env,
         changed: true,
         warnings,
+        pending_hook,
     })
 }
 
@@ -149,6 +195,7 @@ fn refresh(
     profile: &Profile,
     files: &StateFiles,
     warnings: Vec<String>,
+    hook_run: HookRun,
 ) -> Result<Activated> {
     let env = plan::profile_env(profile).keeping_tools_of(&journal.env);
     let hook = profile.hook();
@@ -158,13 +205,18 @@ fn refresh(
         files.write(&journal)?;
         write_env_script(&journal, files)?;
     }
+    let mut pending_hook = None;
     if journal.hook_failed {
-        run_hook_recorded(journal, files)?;
+        match hook_run {
+            HookRun::Here => run_hook_recorded(journal, files)?,
+            HookRun::ByCaller => pending_hook = defer_hook(&mut journal, files)?,
+        }
     }
     Ok(Activated {
         env,
         changed: false,
         warnings,
+        pending_hook,
     })
 }
 
@@ -194,6 +246,33 @@ fn run_hook_recorded(mut journal: Journal, files: &StateFiles) -> Result<()> {
         files.write(&journal)?;
     }
     result
+}
+
+/// Marks `activate.sh` as not yet run (so that a run that never happens is retried) and returns
+/// it for the caller to run.
+fn defer_hook(journal: &mut Journal, files: &StateFiles) -> Result<Option<PathBuf>> {
+    let Some(hook) = journal.hook.clone() else {
+        return Ok(None);
+    };
+    if !journal.hook_failed {
+        journal.hook_failed = true;
+        files.write(journal)?;
+    }
+    Ok(Some(hook))
+}
+
+/// Records how a run of `activate.sh` by the caller (see `HookRun::ByCaller`) went.
+pub fn record_hook_outcome(state_dir: &Path, succeeded: bool) -> Result<()> {
+    let files = StateFiles::new(state_dir);
+    let _lock = files.lock()?;
+    let Some(mut journal) = files.read()? else {
+        return Ok(());
+    };
+    if journal.state == TxState::Applied && journal.hook_failed == succeeded {
+        journal.hook_failed = !succeeded;
+        files.write(&journal)?;
+    }
+    Ok(())
 }
 
 fn write_env_script(journal: &Journal, files: &StateFiles) -> Result<()> {

@@ -118,7 +118,11 @@ impl ProfileStatus {
         let names: Vec<&str> = self.env.vars.iter().map(|(k, _)| k.as_str()).collect();
         out.push_str(&format!("variables {}\n", names.join(" ")));
         if let Some(h) = &self.hook {
-            let how = if self.hook_failed { "failed" } else { "ran" };
+            let how = if self.hook_failed {
+                "failed or not run yet"
+            } else {
+                "ran"
+            };
             out.push_str(&format!("hook      {} ({how})\n", h.display()));
         }
         out.push_str(&format!(

@@ -209,3 +209,104 @@ fn profile_tools_are_built_once_and_come_after_the_projects() {
     );
     assert!(!stderr(&o).contains("warn"), "{}", stderr(&o));
 }
+
+/// A profile whose activate.sh records the home it sees, links inside it, logs each run, and
+/// fails while `fail` exists in the profile.
+fn profile_with_hook(f: &Fixture) -> PathBuf {
+    let p = f.profile_copy();
+    std::fs::write(
+        p.join("activate.sh"),
+        "#!/bin/sh\necho hook-output\necho \"$HOME\" > \"$HOME/.hook-home\"\n\
+         ln -sfn \"$HOME/.hook-home\" \"$HOME/.hook-link\"\n\
+         [ -e \"$AGENTENV_PROFILE/fail\" ] && exit 3\necho ran >> \"$AGENTENV_PROFILE/hook-runs\"\n",
+    )
+    .unwrap();
+    p
+}
+
+fn hook_runs(p: &std::path::Path) -> usize {
+    std::fs::read_to_string(p.join("hook-runs"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn activate_sh_runs_inside_with_the_home_seen_there() {
+    let f = fixture!();
+    let p = profile_with_hook(&f);
+    let show = ["sh", "-c", "cat ~/.hook-home; cat ~/.hook-link; echo $HOME"];
+    let o = with_profile(&f, &p, &show);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "the script's output is not the command's: {out}"
+    );
+    assert_eq!(lines[0], lines[2], "the script saw the home the shell sees");
+    assert_eq!(
+        lines[1], lines[2],
+        "a link it made inside the home works inside"
+    );
+    assert!(stderr(&o).contains("hook-output"), "{}", stderr(&o));
+    assert_eq!(hook_runs(&p), 1);
+
+    // Nothing changed: it does not run again.
+    assert!(with_profile(&f, &p, &["true"]).status.success());
+    assert_eq!(hook_runs(&p), 1);
+
+    // A change to the links runs it again; it fails: a clear error, exit 1, no command run.
+    std::fs::write(p.join("home/.new-dotfile"), "x\n").unwrap();
+    std::fs::write(p.join("fail"), "").unwrap();
+    let o = with_profile(&f, &p, &["echo", "command-ran"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("activate.sh exited with 3"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("command-ran"));
+
+    // Fixed: the next start runs it again, and the command after it.
+    std::fs::remove_file(p.join("fail")).unwrap();
+    let o = with_profile(&f, &p, &["echo", "command-ran"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "command-ran\n");
+    assert_eq!(hook_runs(&p), 2);
+}
+
+#[test]
+fn up_runs_activate_sh_inside_before_the_environment_starts() {
+    let f = fixture!();
+    let p = profile_with_hook(&f);
+    let mut up = f.agentenv();
+    up.arg("up").arg("--profile").arg(&p);
+    let o = run(up);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).lines().last().unwrap().to_string();
+    assert_eq!(
+        stdout(&o).lines().count(),
+        1,
+        "only the id on stdout: {}",
+        stdout(&o)
+    );
+    let mut exec = f.agentenv();
+    exec.args([
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "cat ~/.hook-home; echo $HOME",
+    ]);
+    let o = run(exec);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out} {}", stderr(&o));
+    assert_eq!(lines[0], lines[1]);
+    assert_eq!(hook_runs(&p), 1);
+    let mut down = f.agentenv();
+    down.args(["down", &id]);
+    assert!(run(down).status.success());
+}

@@ -56,6 +56,37 @@ impl Compute for LinuxNamespaces {
         supervise(child, Reap::Child)
     }
 
+    /// `run` enters the user and PID namespaces in the calling process, which works once: a
+    /// process cannot leave a user namespace, and its PID namespace for children dies with
+    /// that environment's PID 1. So here `run` happens in a child of its own.
+    fn run_aside(&self, spec: &SandboxSpec, launch: &Launch) -> Result<i32> {
+        block_supervised_signals()?;
+        let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        // SAFETY: agentenv is single-threaded here (no runtime, no helper threads), so the
+        // child can run ordinary code until it exits.
+        match unsafe { fork() }.context("cannot fork")? {
+            ForkResult::Child => {
+                drop(read_end);
+                let code = self.run(spec, launch).unwrap_or_else(|e| {
+                    report_error(&write_end, &e);
+                    1
+                });
+                // SAFETY: _exit leaves without running the parent's destructors or atexit hooks.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(write_end);
+                // The child forwards signals on to the environment as `run` does.
+                let code = supervise(child, Reap::Child)?;
+                // Everything that held the pipe's write end has exited by now.
+                match read_setup_error(read_end)? {
+                    Some(diag) => Err(diag.into()),
+                    None => Ok(code),
+                }
+            }
+        }
+    }
+
     fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> Result<i32> {
         let AgentSetup { listener, log } = agent;
         let (child, report) = fork_pid1(spec, |plan, pipe| {
