@@ -75,9 +75,13 @@ impl EnvDirs {
 
     /// The directories a sandbox of this environment needs; the backend creates them once the
     /// kernel has granted its namespaces, so a refused start leaves nothing behind.
-    pub fn dirs_to_create(&self) -> Vec<PathBuf> {
-        let store = self.store_view();
-        vec![self.home(), self.staging(), store.upper, store.work]
+    pub fn dirs_to_create(&self, store: &StoreView) -> Vec<PathBuf> {
+        vec![
+            self.home(),
+            self.staging(),
+            store.upper.clone(),
+            store.work.clone(),
+        ]
     }
 
     /// Records which project and shell this environment belongs to.

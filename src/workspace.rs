@@ -19,6 +19,7 @@ use crate::profile::env::quote;
 use crate::profile::ProfileEnv;
 use crate::proto::message::{ExecSpec, WinSize};
 use crate::runtime::{RunningEnv, Runtime};
+use crate::store::LayerClaim;
 
 /// Host variables that describe the terminal and locale, not the host; they pass through.
 const PASSED_THROUGH: &[&str] = &[
@@ -165,8 +166,9 @@ impl Workspace {
                     self.base_env(),
                     &self.target.display_name(),
                 );
+                let layer = self.claim_layer()?;
                 // The environment itself starts after this one: keep this process clean.
-                compute.run_aside(&self.sandbox_spec(network), &launch)?
+                compute.run_aside(&self.sandbox_spec(network, &layer), &launch)?
             }
         };
         crate::profile::record_hook_outcome(&self.env_dirs.profile_state(), code == 0)?;
@@ -292,13 +294,26 @@ impl Workspace {
         }
     }
 
-    /// The sandbox this environment runs in.
-    pub fn sandbox_spec(&self, network: Network) -> SandboxSpec {
+    /// The right to mount the environment's store layer, or a scratch layer above it while
+    /// another sandbox of the environment holds it. Hold it as long as the sandbox runs.
+    pub fn claim_layer(&self) -> Result<LayerClaim> {
+        let layer = LayerClaim::acquire(self.env_dirs.store_view(), &self.env_dirs.root)?;
+        if layer.is_scratch() {
+            tracing::info!(
+                "another sandbox of {} holds its /nix layer: this one writes to /nix in a scratch layer, dropped when it ends",
+                self.env_dirs.id
+            );
+        }
+        Ok(layer)
+    }
+
+    /// The sandbox this environment runs in, with the store view `layer` gives.
+    pub fn sandbox_spec(&self, network: Network, layer: &LayerClaim) -> SandboxSpec {
         SandboxSpec {
             project: self.project.clone(),
             home: self.user.home.clone(),
             home_source: self.env_dirs.home(),
-            store: self.env_dirs.store_view(),
+            store: layer.view().clone(),
             staging: self.env_dirs.staging(),
             user: self.user.clone(),
             network,
@@ -306,7 +321,7 @@ impl Workspace {
             shell: self.devenv.shell.clone(),
             env_tool: self.devenv.env_tool.clone(),
             profile: self.profile.as_ref().map(|p| p.dir.clone()),
-            create_dirs: self.env_dirs.dirs_to_create(),
+            create_dirs: self.env_dirs.dirs_to_create(layer.view()),
         }
     }
 }

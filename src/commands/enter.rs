@@ -62,7 +62,9 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
     }
 
     let launch = ws.launch(&cwd_inside, &mode);
-    let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network), &launch)?;
+    let layer = ws.claim_layer()?;
+    let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network, &layer), &launch)?;
+    drop(layer);
     ws.env_dirs.record(&ws.target)?;
     Ok(code)
 }

@@ -52,7 +52,11 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     let log_path = runtime.env_dir(&id).join("agent.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
-    let spec = ws.sandbox_spec(args.opts.network);
+    let layer = ws.claim_layer()?;
+    if layer.is_scratch() {
+        tracing::warn!("another sandbox of {id} holds its /nix layer: until `agentenv down {id}`, this environment writes to /nix in a scratch layer, dropped when it stops");
+    }
+    let spec = ws.sandbox_spec(args.opts.network, &layer);
     let pid = match LinuxNamespaces.start(&spec, AgentSetup { listener, log }) {
         Ok(pid) => pid,
         Err(e) => {
@@ -60,6 +64,8 @@ pub fn run(args: &UpArgs) -> Result<i32> {
             return Err(e);
         }
     };
+    // The environment's PID 1 inherited the claim's lock and keeps it while it runs.
+    layer.hand_over();
     runtime.record(&RunState {
         id: id.clone(),
         name: args.name.clone(),

@@ -24,10 +24,10 @@ pub enum RootOp {
         file: bool,
         read_only: bool,
     },
-    /// A copy-on-write view: `lower` below, writes into `upper`.
+    /// A copy-on-write view: `lowers` below (the first on top), writes into `upper`.
     Overlay {
         path: PathBuf,
-        lower: PathBuf,
+        lowers: Vec<PathBuf>,
         upper: PathBuf,
         work: PathBuf,
         userxattr: bool,
@@ -216,19 +216,20 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
             Ok(())
         }
         RootOp::Overlay {
-            lower,
+            lowers,
             upper,
             work,
             userxattr,
             ..
         } => {
-            for p in [lower, upper, work] {
+            for p in lowers.iter().chain([upper, work]) {
                 check_overlay_path(p)?;
             }
             sys.mkdir_all(&target, 0o755)?;
+            let lowers: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
             let mut data = format!(
                 "lowerdir={},upperdir={},workdir={}",
-                lower.display(),
+                lowers.join(":"),
                 upper.display(),
                 work.display()
             );
@@ -346,7 +347,7 @@ mod tests {
             ops: vec![
                 RootOp::Overlay {
                     path: p("/nix"),
-                    lower: p("/nix"),
+                    lowers: vec![p("/nix")],
                     upper: p("/u"),
                     work: p("/w"),
                     userxattr: true,

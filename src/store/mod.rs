@@ -1,11 +1,15 @@
 //! Layer 1: each environment's copy-on-write view of the host's Nix store. On Linux it is an
 //! overlay mount: the host's `/nix` below, the environment's own layer above, so anything
 //! built or written inside stays in the environment. Creating it is one mount, whatever the
-//! size of the store.
+//! size of the store. One sandbox at a time writes an environment's layer (`LayerClaim`).
+
+pub mod claim;
 
 use std::path::{Path, PathBuf};
 
 use crate::guest::rootfs::RootOp;
+
+pub use claim::LayerClaim;
 
 /// Where the host keeps the store that every view starts from.
 pub const HOST_NIX: &str = "/nix";
@@ -13,7 +17,8 @@ pub const HOST_NIX: &str = "/nix";
 /// A store view: which store is below, and where this environment's writes go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreView {
-    pub lower: PathBuf,
+    /// Read-only layers, the first on top.
+    pub lowers: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
 }
@@ -27,7 +32,18 @@ impl StoreView {
     /// A view of `lower` with its layer kept in `layer_dir`.
     pub fn new(lower: &Path, layer_dir: &Path) -> Self {
         Self {
-            lower: lower.to_path_buf(),
+            lowers: vec![lower.to_path_buf()],
+            upper: layer_dir.join("upper"),
+            work: layer_dir.join("work"),
+        }
+    }
+
+    /// This view with its layer made read-only and a new layer in `layer_dir` above it.
+    pub fn with_layer_above(&self, layer_dir: &Path) -> Self {
+        let mut lowers = vec![self.upper.clone()];
+        lowers.extend(self.lowers.iter().cloned());
+        Self {
+            lowers,
             upper: layer_dir.join("upper"),
             work: layer_dir.join("work"),
         }
@@ -38,7 +54,7 @@ impl StoreView {
     pub fn root_op(&self, userxattr: bool) -> RootOp {
         RootOp::Overlay {
             path: PathBuf::from(HOST_NIX),
-            lower: self.lower.clone(),
+            lowers: self.lowers.clone(),
             upper: self.upper.clone(),
             work: self.work.clone(),
             userxattr,

@@ -105,6 +105,55 @@ fn writes_to_nix_stay_in_the_environment() {
 }
 
 #[test]
+fn a_run_beside_another_sees_its_store_and_keeps_its_own_writes_apart() {
+    let f = fixture!();
+    if !crate::support::is_root() {
+        crate::support::skip(module_path!(), "the store is writable only by root");
+        return;
+    }
+    // The first run writes to /nix, then holds the environment until the second is done.
+    let mut first = f.agentenv();
+    first.args([
+        ".",
+        "--",
+        "sh",
+        "-c",
+        "echo a > /nix/store/from-first && touch first-ready && \
+         while [ ! -e second-done ]; do sleep 0.05; done",
+    ]);
+    let mut first = first.spawn().unwrap();
+    let ready = f.flake.join("first-ready");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = f.run_in(&[
+        "sh",
+        "-c",
+        "cat /nix/store/from-first && echo b > /nix/store/from-second && cat /nix/store/from-second; touch second-done",
+    ]);
+    assert_eq!(stdout(&o), "a\nb\n", "{}", stderr(&o));
+    assert!(first.wait().unwrap().success());
+    let env = &f.envs()[0];
+    assert!(
+        crate::support::list(&env.join("scratch")).is_empty(),
+        "the second run's scratch layer is gone"
+    );
+    // The environment keeps what its owner wrote, not what the run beside it wrote.
+    let o = f.run_in(&[
+        "sh",
+        "-c",
+        "cat /nix/store/from-first; [ -e /nix/store/from-second ] && echo leaked || echo dropped",
+    ]);
+    assert_eq!(stdout(&o), "a\ndropped\n", "{}", stderr(&o));
+    assert!(!env.join("store/upper/store/from-second").exists());
+}
+
+#[test]
 fn project_files_belong_to_the_caller() {
     let f = fixture!();
     let o = f.run_in(&["sh", "-c", "echo made > made-inside && mkdir -p sub/dir"]);

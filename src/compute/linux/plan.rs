@@ -213,10 +213,12 @@ mod tests {
         let mut sources: Vec<_> = plan
             .ops
             .iter()
-            .filter_map(|o| match o {
-                RootOp::Bind { source, .. } => Some(source.display().to_string()),
-                RootOp::Overlay { lower, .. } => Some(lower.display().to_string()),
-                _ => None,
+            .flat_map(|o| match o {
+                RootOp::Bind { source, .. } => vec![source.display().to_string()],
+                RootOp::Overlay { lowers, .. } => {
+                    lowers.iter().map(|l| l.display().to_string()).collect()
+                }
+                _ => vec![],
             })
             .collect();
         sources.sort();
