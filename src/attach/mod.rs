@@ -5,6 +5,7 @@
 //! job, activating the profile `profile`'s; waiting and forwarding signals is `process`'s.
 
 pub mod caps;
+pub mod cgroup_tree;
 pub mod cgroups;
 pub mod facts;
 pub mod graft;

@@ -1,6 +1,7 @@
 //! Which containers are running, from two kinds of sources: runc's state files (read in
 //! microseconds, no daemon asked; podman's names from its storage file) and the podman and
-//! docker CLIs when they are installed. Only lists and looks up PIDs; choosing is `target`'s.
+//! docker CLIs when they are installed (the cgroup tree, for runtimes neither knows, is
+//! `cgroup_tree`'s). Only lists and looks up PIDs; choosing is `target`'s.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ pub enum Engine {
     Podman,
     Docker,
     Containerd,
+    CriO,
     Runc,
 }
 
@@ -26,6 +28,7 @@ impl fmt::Display for Engine {
             Engine::Podman => "podman",
             Engine::Docker => "docker",
             Engine::Containerd => "containerd",
+            Engine::CriO => "cri-o",
             Engine::Runc => "runc",
         })
     }
@@ -276,7 +279,7 @@ pub fn pid_from_cli(c: &Container) -> Option<i32> {
     let program = match c.engine {
         Engine::Podman => "podman",
         Engine::Docker => "docker",
-        Engine::Containerd | Engine::Runc => return None,
+        Engine::Containerd | Engine::CriO | Engine::Runc => return None,
     };
     run_cli(program, &["inspect", "-f", "{{.State.Pid}}", &c.id])?
         .trim()

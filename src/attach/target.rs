@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 
+use super::cgroup_tree;
 use super::runtimes::{self, Container};
 use crate::diag::Diagnostic;
 
@@ -147,6 +148,9 @@ pub fn resolve_target(arg: &str) -> Result<Target> {
     if !settled {
         runtimes::merge(&mut list, runtimes::from_clis());
     }
+    if match_containers(&query, &list).is_empty() {
+        runtimes::merge(&mut list, cgroup_tree::from_cgroups());
+    }
     let found = match_containers(&query, &list);
     match found.as_slice() {
         [one] => {
@@ -172,7 +176,9 @@ fn unknown_target(arg: &str, running: &[Container]) -> Diagnostic {
     };
     let mut d = Diagnostic::new(what);
     d = if running.is_empty() {
-        d.detail("no containers are running (asked: runc state files, podman, docker)")
+        d.detail(
+            "no containers are running (asked: runc state files, podman, docker, the cgroup tree)",
+        )
     } else {
         d.detail(format!("running containers: {}", describe_list(running)))
     };

@@ -262,3 +262,41 @@ fn docker_container_by_name_and_short_id() {
     assert_eq!(c.snapshot(), before);
     assert!(c.is_running());
 }
+
+#[test]
+fn container_of_an_unknown_runtime_is_found_in_the_cgroup_tree() {
+    let rt = runtime!("docker", Runtime::docker());
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    // Neither runc's state files nor any CLI can tell of it: the state directories are hidden
+    // behind empty mounts in a mount namespace of the test's, and PATH holds only nix and git.
+    let only_nix = f.tmp.path().join("only-nix");
+    std::fs::create_dir_all(&only_nix).unwrap();
+    for tool in ["nix", "git"] {
+        let path = crate::support::find_in_path(tool).expect("on PATH");
+        std::os::unix::fs::symlink(path, only_nix.join(tool)).unwrap();
+    }
+    let hide = "for d in /run/runc /run/docker/runtime-runc /run/containerd/runc /run/user; do \
+                [ -d $d ] && mount -t tmpfs none $d; done; \
+                [ -z \"$(ls /run/docker/runtime-runc)\" ] || exit 99; \
+                exec env PATH=\"$0\" \"$@\"";
+    let attach = f.attach_cmd(
+        &c.id[..12],
+        &[],
+        &["sh", "-c", "hostname; echo \"$GREETING\""],
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--", "sh", "-c", hide])
+        .arg(&only_nix)
+        .arg(attach.get_program())
+        .args(attach.get_args())
+        .envs(attach.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(attach.get_current_dir().unwrap());
+    let o = run(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{}\nhello from the agentenv example\n", &c.id[..12])
+    );
+    assert!(c.is_running());
+}

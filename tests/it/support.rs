@@ -383,3 +383,10 @@ impl Pty {
         }
     }
 }
+
+/// The first `name` on PATH.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
