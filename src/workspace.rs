@@ -139,17 +139,9 @@ impl Workspace {
             return Ok(());
         };
         let dir = p.dir.clone();
-        // Run it directly if it may be; a profile on a noexec mount (sshfs often is) gets 126.
-        let run_hook = "if [ -x \"$1\" ]; then \"$1\"; rc=$?; [ \"$rc\" -ne 126 ] && exit \"$rc\"; fi; exec sh \"$1\"";
-        let mode = LaunchMode::Command(vec![
-            "sh".into(),
-            "-c".into(),
-            run_hook.into(),
-            "activate.sh".into(),
-            hook.clone().into(),
-        ]);
-        // Everything, the shellHook's output too, goes to stderr: stdout is the command's.
-        let mut rc_script = String::from("exec </dev/null >&2\n");
+        let mode = LaunchMode::Command(crate::profile::hook::hook_command(&hook));
+        // The shellHook's output too goes to stderr.
+        let mut rc_script = String::from(crate::profile::hook::OUTPUT_TO_STDERR);
         rc_script.push_str(&self.rc_script_for(&dir, false));
         let code = match socket {
             Some(socket) => {

@@ -70,13 +70,23 @@ impl AttachHome {
     }
 
     /// Activates `profile` into the home (a no-op when it is there already), adds the
-    /// profile's built tools, and gives what changed to the session's user.
-    pub fn activate(&self, profile: &Path, tools_cache: &Path) -> Result<ProfileEnv> {
+    /// profile's built tools, and gives what changed to the session's user. Returns the
+    /// profile's environment and its `activate.sh` when that is to run in the target.
+    pub fn activate(
+        &self,
+        profile: &Path,
+        tools_cache: &Path,
+    ) -> Result<(ProfileEnv, Option<PathBuf>)> {
         let home = self.home();
         let new = !home.exists();
         std::fs::create_dir_all(&home)
             .with_context(|| format!("cannot create {}", home.display()))?;
-        let done = crate::profile::activate(profile, &home, &self.profile_state())?;
+        let done = crate::profile::activate_with(
+            profile,
+            &home,
+            &self.profile_state(),
+            crate::profile::HookRun::ByCaller,
+        )?;
         for w in &done.warnings {
             tracing::warn!("{w}");
         }
@@ -89,7 +99,7 @@ impl AttachHome {
         if new || done.changed {
             give_tree(&home, self.uid, self.gid)?;
         }
-        Ok(env)
+        Ok((env, done.pending_hook))
     }
 
     /// Makes the directory `rel` in the home, where a tree below the home is attached.

@@ -23,6 +23,7 @@ use crate::guest::launch::LaunchMode;
 use crate::nix::devenv::load_or_evaluate;
 use crate::nix::flake::FlakeTarget;
 use crate::paths::StateDirs;
+use crate::profile::hook::{hook_command, hook_failed, OUTPUT_TO_STDERR};
 use crate::profile::Profile;
 use crate::store::HOST_NIX;
 
@@ -85,12 +86,14 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     tracing::debug!(?outcome, target = %target.label, "toolbox ready");
 
     let mut trees = Vec::new();
+    let mut pending_hook = None;
     let profile_env = match &profile {
         Some(dir) => {
             sweep_homes(&state);
             let home = AttachHome::for_session(&state, &target, dir, &home_at, user.uid, user.gid);
-            let env = home.activate(dir, &state.cache.join("profile-tools"))?;
+            let (env, hook) = home.activate(dir, &state.cache.join("profile-tools"))?;
             trees = profile_trees(dir, &home, &home_at, &target_root)?;
+            pending_hook = hook.map(|h| (h, dir.clone(), home.profile_state()));
             Some(env)
         }
         None => None,
@@ -115,6 +118,33 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         target,
     };
     tracing::debug!(graft = ?plan.graft, foreign = ?plan.foreign, "attaching");
+    if let Some((hook, dir, profile_state)) = pending_hook {
+        // In the target, as the session's user, where $HOME is the home the session sees.
+        let mut facts = facts;
+        facts.cwd = dir;
+        let mut hook_plan = plan.clone();
+        hook_plan.launch = plan_session_launch(
+            &devenv,
+            &facts,
+            &hook_plan.user,
+            &LaunchMode::Command(hook_command(&hook)),
+            &hook_plan.target.name,
+            &caller_env,
+            profile_env.as_ref(),
+        );
+        let mut script = OUTPUT_TO_STDERR.as_bytes().to_vec();
+        script.append(&mut hook_plan.launch.script);
+        hook_plan.launch.script = script;
+        let code = run_session(&hook_plan)?;
+        crate::profile::record_hook_outcome(&profile_state, code == 0)?;
+        if code != 0 {
+            return Err(hook_failed(
+                &hook,
+                Some(code),
+                "the profile's links are in place; fix the script and attach again (that runs it again), or attach with --no-profile",
+            ));
+        }
+    }
     run_session(&plan)
 }
 

@@ -11,6 +11,23 @@ use anyhow::{Context, Result};
 
 use crate::diag::Diagnostic;
 
+/// The command that runs `hook` inside an environment or a target: directly if it may be
+/// executed, else (a profile on a noexec mount, as sshfs often is, gives 126) with sh.
+pub fn hook_command(hook: &Path) -> Vec<std::ffi::OsString> {
+    let run = "if [ -x \"$1\" ]; then \"$1\"; rc=$?; [ \"$rc\" -ne 126 ] && exit \"$rc\"; fi; exec sh \"$1\"";
+    vec![
+        "sh".into(),
+        "-c".into(),
+        run.into(),
+        "activate.sh".into(),
+        hook.as_os_str().to_owned(),
+    ]
+}
+
+/// Put first in the script that runs `hook_command`: everything it and the set-up before it
+/// print goes to stderr (stdout is the user's command's) and it reads nothing.
+pub const OUTPUT_TO_STDERR: &str = "exec </dev/null >&2\n";
+
 /// Runs `hook` for the profile at `profile` activated into `home`.
 pub fn run_hook(hook: &Path, profile: &Path, home: &Path) -> Result<()> {
     let executable = std::fs::metadata(hook).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);

@@ -12,9 +12,14 @@ use crate::support::{run, stderr, stdout, wait_output, Fixture, Pty};
 use crate::{fixture, runtime};
 
 /// A copy of examples/profile (without its `tools`: their flake needs nixpkgs) with a dotfile
-/// only its owner may read.
+/// only its owner may read, and an activate.sh that records the home it ran with.
 fn profile_copy(f: &Fixture) -> PathBuf {
     let dir = f.profile_copy();
+    std::fs::write(
+        dir.join("activate.sh"),
+        "#!/bin/sh\necho hook-output\necho \"$HOME\" > \"$HOME/.hook-seen\"\n",
+    )
+    .unwrap();
     let manifest = dir.join("agentenv.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("tools =")).collect();
@@ -130,6 +135,10 @@ fn profile_is_in_the_session_and_never_in_the_target() {
     let (session, out) = start_session(cmd);
     let target_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:";
     assert_shows_profile(&out, &p, "/root", target_path);
+    assert!(
+        !out.contains("hook-output"),
+        "activate.sh's output is not the session's: {out}"
+    );
     assert_target_sees_nothing(&c, &p, "/root");
     let seen = c.exec(&["ls", "-A", "/root"]);
     assert_eq!(stdout(&seen), "", "the target's /root is its own");
@@ -145,6 +154,9 @@ fn profile_is_in_the_session_and_never_in_the_target() {
     assert_eq!(homes(&f).len(), 1);
     let o = with_profile(&f, &p, &c.name, &[], "cat ~/note");
     assert_eq!(stdout(&o), "from-session\n", "{}", stderr(&o));
+    // activate.sh ran in the target, with the home the session sees.
+    let o = with_profile(&f, &p, &c.name, &[], "cat ~/.hook-seen");
+    assert_eq!(stdout(&o), "/root\n", "{}", stderr(&o));
     let o = with_profile(
         &f,
         &p,
