@@ -39,7 +39,7 @@ fn check(name: &'static str, result: Result<String, (String, String)>) -> Check 
 }
 
 pub fn run(json: bool) -> Result<i32> {
-    let mut checks = vec![check_nix(), check_store()];
+    let mut checks = vec![check_nix(), check_store(), check_store_access()];
     checks.push(check_userns_limits());
     checks.push(check_overlay_fs());
     checks.push(check_sandbox());
@@ -107,6 +107,67 @@ fn check_store() -> Check {
             ))
         },
     )
+}
+
+/// Whether nix can use its store as this user: as root, the local store with its build users;
+/// otherwise through nix-daemon. Evaluating a dev shell builds, so either missing fails there.
+fn check_store_access() -> Check {
+    let Ok(nix) = NixCli::find() else {
+        return check(
+            "nix store access",
+            Err((
+                "no nix (see above)".into(),
+                "install nix (see above)".into(),
+            )),
+        );
+    };
+    let out = nix
+        .command()
+        .args(["store", "ping"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    check("nix store access", store_access_verdict(out.as_ref().ok()))
+}
+
+/// The verdict on `nix store ping`'s output (`None`: it did not run).
+fn store_access_verdict(out: Option<&std::process::Output>) -> Result<String, (String, String)> {
+    let Some(out) = out else {
+        return Err((
+            "`nix store ping` did not run".into(),
+            "check the nix installation (see above)".into(),
+        ));
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // nix 2.8 prints it on stderr, later versions on stdout.
+    let url = stdout
+        .lines()
+        .chain(stderr.lines())
+        .find_map(|l| l.strip_prefix("Store URL: "))
+        .unwrap_or("?")
+        .to_string();
+    if !out.status.success() {
+        let said = stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("error:"))
+            .unwrap_or("nix store ping failed")
+            .trim()
+            .to_string();
+        let fix = if stderr.contains("cannot connect to socket") {
+            "start nix-daemon: `sudo systemctl start nix-daemon`, or `sudo nix-daemon &` where systemd does not run; then be in the group it allows (`sudo usermod -aG nix-users $USER` on Debian)"
+        } else {
+            "run `nix store ping` to see what nix needs"
+        };
+        return Err((said, fix.into()));
+    }
+    if let Some(line) = stderr.lines().find(|l| l.contains("build-users-group")) {
+        return Err((
+            format!("nix can reach {url} but cannot build: {}", line.trim()),
+            "on Debian `sudo apt-get install nix-setup-systemd` (it makes the build users); elsewhere reinstall nix, or set `build-users-group =` in /etc/nix/nix.conf to build as root".into(),
+        ));
+    }
+    Ok(format!("{url} store, reachable"))
 }
 
 fn check_userns_limits() -> Check {
@@ -274,5 +335,46 @@ fn probe_sandbox() -> Result<()> {
                 anyhow::bail!("{msg}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{ExitStatus, Output};
+
+    fn output(code: i32, stdout: &str, stderr: &str) -> Output {
+        Output {
+            status: ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn store_access_names_a_dead_daemon_and_missing_build_users() {
+        let ok = output(0, "Store URL: daemon\nVersion: 2.8.0\n", "");
+        assert_eq!(
+            store_access_verdict(Some(&ok)),
+            Ok("daemon store, reachable".into())
+        );
+        let refused = output(
+            1,
+            "Store URL: daemon\n",
+            "error: cannot connect to socket at '/nix/var/nix/daemon-socket/socket': Connection refused\n",
+        );
+        let (detail, fix) = store_access_verdict(Some(&refused)).unwrap_err();
+        assert!(detail.contains("Connection refused"), "{detail}");
+        assert!(fix.contains("nix-daemon"), "{fix}");
+        let no_group = output(
+            0,
+            "Store URL: local\n",
+            "warning: the group 'nixbld' specified in 'build-users-group' does not exist\n",
+        );
+        let (detail, fix) = store_access_verdict(Some(&no_group)).unwrap_err();
+        assert!(detail.contains("cannot build"), "{detail}");
+        assert!(fix.contains("nix-setup-systemd"), "{fix}");
+        assert!(store_access_verdict(None).is_err());
     }
 }
