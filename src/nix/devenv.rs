@@ -321,6 +321,19 @@ fn evaluation_error(nix: &NixCli, target: &FlakeTarget, stderr: &str) -> anyhow:
     for line in stderr_details(stderr) {
         d = d.detail(line);
     }
+    // Not the flake's fault: nix itself cannot reach or use its store.
+    if stderr.contains("cannot connect to socket") {
+        return d
+            .hint("nix-daemon is not running: `sudo systemctl start nix-daemon`, or `sudo nix-daemon &` where systemd does not run")
+            .hint("`agentenv doctor` checks the rest")
+            .into();
+    }
+    if stderr.contains("build-users-group") {
+        return d
+            .hint("nix's build users are missing: on Debian `sudo apt-get install nix-setup-systemd`; elsewhere reinstall nix")
+            .hint("`agentenv doctor` checks the rest")
+            .into();
+    }
     d.hint(format!(
         "fix the error above; `nix develop {}` shows the same",
         target.installable()

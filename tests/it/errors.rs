@@ -87,6 +87,21 @@ fn nix_not_installed_says_how_to_install_it() {
 }
 
 #[test]
+fn a_nix_daemon_that_does_not_answer_is_named() {
+    let f = fixture!();
+    let mut c = f.agentenv();
+    let socket = f.tmp.path().join("no-daemon.sock");
+    c.env("NIX_REMOTE", format!("unix://{}", socket.display()))
+        .args([".", "--", "true"]);
+    let o = run(c);
+    assert_clean_failure(
+        &f,
+        &o,
+        &["cannot connect to socket", "nix-daemon is not running"],
+    );
+}
+
+#[test]
 fn refused_user_namespaces_name_the_sysctl() {
     let f = fixture!();
     if !crate::support::is_root() {
