@@ -3,7 +3,7 @@
 //! views), `profile` (layer 2: dotfiles, skills, tools), `compute` (layer 0: backends), `guest`
 //! (what runs inside: root, init, agent), `proto` (host <-> guest), `attach` (running
 //! containers and processes), `workspace` and `runtime` (a project as an environment, and the
-//! running ones), `commands` (one file per verb).
+//! running ones), `terminal` (the caller's terminal), `commands` (one file per verb).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -23,5 +23,6 @@ pub mod profile;
 pub mod proto;
 pub mod runtime;
 pub mod store;
+pub mod terminal;
 pub mod util;
 pub mod workspace;

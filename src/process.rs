@@ -93,7 +93,7 @@ pub fn supervise(child: Pid, reap: Reap) -> Result<i32> {
     }
 }
 
-fn reap_children(child: Pid, reap: Reap) -> Result<Option<i32>> {
+pub(crate) fn reap_children(child: Pid, reap: Reap) -> Result<Option<i32>> {
     let target = match reap {
         Reap::Child => Some(child),
         Reap::All => None,

@@ -16,4 +16,5 @@ pub mod runtimes;
 pub mod script;
 pub mod session;
 pub mod target;
+pub mod terminal;
 pub mod user;

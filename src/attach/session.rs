@@ -25,6 +25,7 @@ use super::mountapi::{LinuxMountApi, MountApi, TreeFd};
 use super::places::TreeGraft;
 use super::script::SCRIPT_FD;
 use super::target::Target;
+use super::terminal::{self, MasterChannel};
 use super::user::SessionUser;
 use crate::compute::linux::read_setup_error;
 use crate::diag::Diagnostic;
@@ -44,6 +45,8 @@ pub struct SessionPlan {
     /// The target's `cgroup.procs` files to join.
     pub cgroups: Vec<PathBuf>,
     pub launch: Launch,
+    /// A terminal of the session's own, relayed to the caller's (see `terminal`).
+    pub own_terminal: bool,
 }
 
 /// The order the session process joins namespaces in: those only the host's root may join
@@ -107,12 +110,24 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
             .with_context(|| format!("cannot join the PID namespace of {}", plan.target.label))?;
     }
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let channel = match plan.own_terminal {
+        true => Some(MasterChannel::new()?),
+        false => None,
+    };
     // SAFETY: agentenv is single-threaded here (its CLI calls have finished and it runs no
     // helper threads), so the child may run ordinary code until it execs or exits.
     match unsafe { fork() }.context("cannot fork")? {
         ForkResult::Child => {
             drop(read_end);
-            let code = session_main(plan, toolbox.as_ref(), &trees, joins, write_end);
+            let channel = channel.map(|c| c.session);
+            let code = session_main(
+                plan,
+                toolbox.as_ref(),
+                &trees,
+                joins,
+                write_end,
+                channel.as_ref(),
+            );
             // SAFETY: _exit leaves without running the parent's destructors or atexit hooks.
             unsafe { libc::_exit(code) }
         }
@@ -124,7 +139,14 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
                 let _ = nix::sys::wait::waitpid(child, None);
                 return Err(diag.into());
             }
-            supervise(child, Reap::Child)
+            let master = match channel {
+                Some(c) => terminal::receive_master(&c.host)?,
+                None => None,
+            };
+            match master {
+                Some(master) => terminal::relay(master, child),
+                None => supervise(child, Reap::Child),
+            }
         }
     }
 }
@@ -167,6 +189,7 @@ fn session_main(
     trees: &[TreeFd],
     joins: Vec<(Namespace, File)>,
     error_pipe: OwnedFd,
+    master_channel: Option<&OwnedFd>,
 ) -> i32 {
     let prepared = (|| -> Result<Exec> {
         join_cgroups(&plan.cgroups);
@@ -189,6 +212,17 @@ fn session_main(
         if nix::unistd::chdir(&plan.launch.cwd).is_err() {
             tracing::debug!("{} is gone; starting in /", plan.launch.cwd.display());
             nix::unistd::chdir("/").context("cannot enter /")?;
+        }
+        if let Some(channel) = master_channel {
+            match terminal::open_private_pty(plan.user.uid, plan.user.gid) {
+                Ok(Some((master, slave))) => {
+                    terminal::send_master(channel, &master)?;
+                    drop(master);
+                    terminal::take_terminal(slave)?;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{e:#}; the session uses your terminal directly"),
+            }
         }
         pass_script(&plan.launch.script)?;
         let exec = Exec::of(&plan.launch)?;

@@ -116,6 +116,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         user,
         launch,
         target,
+        own_terminal: crate::attach::terminal::wanted(),
     };
     tracing::debug!(graft = ?plan.graft, foreign = ?plan.foreign, "attaching");
     if let Some((hook, dir, profile_state)) = pending_hook {
@@ -123,6 +124,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         let mut facts = facts;
         facts.cwd = dir;
         let mut hook_plan = plan.clone();
+        hook_plan.own_terminal = false;
         hook_plan.launch = plan_session_launch(
             &devenv,
             &facts,

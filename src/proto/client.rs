@@ -2,7 +2,6 @@
 //! process list or a shutdown, and for an exec stream the local stdio both ways (in raw mode
 //! on a terminal), passing on signals and window-size changes, until its exit status comes.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -12,9 +11,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::frame::handshake;
-use super::message::{ExecSpec, Request, Response, WinSize};
+use super::message::{ExecSpec, Request, Response};
 use super::{read_frame, write_frame, Frame};
 use crate::diag::Diagnostic;
+pub use crate::terminal::local_winsize;
+use crate::terminal::RawMode;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -66,55 +67,6 @@ pub fn shutdown(socket: &Path, grace_ms: u64) -> Result<()> {
         let _ = read_frame(&mut s).await;
         Ok(())
     })
-}
-
-/// The local terminal's size.
-pub fn local_winsize() -> Option<WinSize> {
-    let mut ws: libc::winsize = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    for fd in [0, 1, 2] {
-        // SAFETY: TIOCGWINSZ writes into `ws`, which lives across the call.
-        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
-            return Some(WinSize {
-                rows: ws.ws_row,
-                cols: ws.ws_col,
-            });
-        }
-    }
-    None
-}
-
-/// Puts the local terminal in raw mode while alive.
-struct RawMode {
-    saved: nix::sys::termios::Termios,
-}
-
-impl RawMode {
-    fn enter() -> Option<Self> {
-        let stdin = std::io::stdin();
-        if !stdin.is_terminal() {
-            return None;
-        }
-        let saved = nix::sys::termios::tcgetattr(&stdin).ok()?;
-        let mut raw = saved.clone();
-        nix::sys::termios::cfmakeraw(&mut raw);
-        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSADRAIN, &raw).ok()?;
-        Some(Self { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(
-            std::io::stdin(),
-            nix::sys::termios::SetArg::TCSADRAIN,
-            &self.saved,
-        );
-    }
 }
 
 /// Whether stdio is streamed as frames even where descriptors could be passed (for tests and

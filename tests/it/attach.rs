@@ -150,13 +150,45 @@ fn interactive_shell_on_a_terminal() {
     let before = c.snapshot();
     let mut cmd = f.agentenv();
     cmd.args(["attach", &c.name]);
+    let pts = format!("/proc/{}/root/dev/pts", c.pid);
+    let pts_before = crate::support::list(std::path::Path::new(&pts));
     let mut pty = Pty::spawn(cmd);
+    set_winsize(&pty, 33, 101);
     pty.expect(&format!("(agentenv:{})", c.name));
     pty.send("echo $((6*7))-$AGENTENV_ATTACH\n");
     pty.expect(&format!("42-{}", c.name));
+    // A terminal of the session's own, sized like the caller's, that the target never sees.
+    pty.send("echo \"t=$(tty) s=$(stty size)\"\n");
+    pty.expect("t=/dev/pts/0 s=33 101");
+    assert_eq!(crate::support::list(std::path::Path::new(&pts)), pts_before);
+    set_winsize(&pty, 40, 120);
+    pty.send("echo \"resized=$(stty size)\"\n");
+    pty.expect("resized=40 120");
+    // Ctrl-C reaches the session's foreground command through its terminal.
+    pty.send("sleep 30\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    pty.send("\x03");
+    pty.send("echo interrupted=$?\n");
+    pty.expect("interrupted=130");
     pty.send("exit 3\n");
     assert_eq!(pty.wait().code(), Some(3), "{}", pty.text());
     assert_eq!(c.snapshot(), before, "no shell history or other file left");
+}
+
+/// Sets the size of the terminal `pty` gives its process (SIGWINCH follows).
+fn set_winsize(pty: &Pty, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads `ws`, which lives across the call.
+    assert_eq!(
+        unsafe { libc::ioctl(pty.master().as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
 }
 
 #[test]
@@ -193,6 +225,16 @@ fn rootless_podman_container() {
     assert_eq!(&lines[2..], ["x", "hello from the agentenv example"]);
     assert_eq!(c.snapshot(), before);
     assert!(c.is_running());
+
+    // A terminal of the session's own, in the container's user namespace too.
+    let mut cmd = f.agentenv();
+    cmd.args(["attach", &format!("pid:{}", c.pid)]);
+    let mut pty = Pty::spawn(cmd);
+    pty.send("echo t=$(tty)\n");
+    pty.expect("t=/dev/pts/0");
+    pty.send("exit 0\n");
+    assert!(pty.wait().success(), "{}", pty.text());
+    assert_eq!(c.snapshot(), before);
 
     // A store of its own, merged with the toolbox's inside the container's user namespace.
     let own = rt.start(

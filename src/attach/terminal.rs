@@ -1,0 +1,289 @@
+//! A terminal of the session's own, for an attach from a terminal: a new devpts instance
+//! mounted over `/dev/pts` in the session's copy of the target's mount namespace (the target
+//! never sees it), a pty from it as the shell's controlling terminal, and on the host side a
+//! relay between the caller's terminal, in raw mode, and the pty's master, as ssh does. Inside,
+//! `tty` names `/dev/pts/0`; after the session ends, nothing it left running can write to the
+//! caller's terminal.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::unistd::Pid;
+
+use crate::process::{reap_children, supervised_signals, Reap};
+use crate::terminal::RawMode;
+
+/// Whether the session gets a terminal of its own: the caller's stdin and stdout are one.
+pub fn wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
+/// The channel on which the session process hands the pty's master to the host side.
+pub struct MasterChannel {
+    pub host: OwnedFd,
+    pub session: OwnedFd,
+}
+
+impl MasterChannel {
+    pub fn new() -> Result<Self> {
+        let (host, session) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("cannot create a socket pair")?;
+        Ok(Self { host, session })
+    }
+}
+
+/// In the session process, in its private mount namespace and still privileged there: a new
+/// devpts instance over `/dev/pts` and a pty from it, its slave given to `uid`:`gid` and sized
+/// like the caller's terminal. `None` where the target has no `/dev/pts` to mount over.
+pub fn open_private_pty(uid: u32, gid: u32) -> Result<Option<(OwnedFd, OwnedFd)>> {
+    let pts = Path::new("/dev/pts");
+    if !pts.is_dir() {
+        return Ok(None);
+    }
+    nix::mount::mount(
+        Some("devpts"),
+        pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .context("cannot mount a devpts instance of the session's own")?;
+    let master = nix::fcntl::open(
+        "/dev/pts/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("cannot open /dev/pts/ptmx")?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads the int behind the pointer, which lives across the call.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot unlock the pty");
+    }
+    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor (or -1).
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot open the pty's slave");
+    }
+    // SAFETY: the ioctl returned a fresh descriptor that nothing else owns.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    nix::unistd::fchown(
+        &slave,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .context("cannot give the pty to the session's user")?;
+    copy_winsize(0, slave.as_raw_fd());
+    Ok(Some((master, slave)))
+}
+
+/// Sends the pty's master to the host side.
+pub fn send_master(channel: &OwnedFd, master: &OwnedFd) -> Result<()> {
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        channel.as_raw_fd(),
+        &[IoSlice::new(b"m")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .context("cannot hand the pty to agentenv")?;
+    Ok(())
+}
+
+/// Makes `slave` the controlling terminal and the stdio of this process, in a session of its
+/// own (which the shell then leads).
+pub fn take_terminal(slave: OwnedFd) -> Result<()> {
+    nix::unistd::setsid().context("cannot start a session")?;
+    // SAFETY: TIOCSCTTY takes an int argument by value; `slave` is open for the call.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot take the pty as terminal");
+    }
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
+        if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot put the pty on stdio");
+        }
+    }
+    Ok(())
+}
+
+/// The master the session process sent, if it sent one (it does not where the target has no
+/// `/dev/pts`). Call once the session process has started its shell.
+pub fn receive_master(channel: &OwnedFd) -> Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = match recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    ) {
+        Ok(msg) => msg,
+        Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e).context("cannot receive the session's pty"),
+    };
+    for cmsg in msg.cmsgs().context("cannot read the session's pty")? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel installed this descriptor for us; nothing else owns it.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Relays between the caller's terminal and the session's pty until the session process
+/// `child` exits, and returns its exit code. Resizes follow the caller's terminal; other
+/// signals go to the session (its terminal is its own, so none reached it).
+pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
+    let sfd = SignalFd::with_flags(&supervised_signals(), SfdFlags::SFD_NONBLOCK)
+        .context("cannot create a signalfd")?;
+    let _raw = RawMode::enter();
+    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .context("cannot make the pty non-blocking")?;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut to_session: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    let (mut stdin_open, mut master_open) = (true, true);
+    loop {
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let master_events = match to_session.is_empty() {
+            true => PollFlags::POLLIN,
+            false => PollFlags::POLLIN | PollFlags::POLLOUT,
+        };
+        if master_open {
+            fds.push(PollFd::new(master.as_fd(), master_events));
+        }
+        // Read more from the caller only once what it typed has reached the session.
+        if stdin_open && to_session.is_empty() {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("cannot wait for the session's terminal"),
+        }
+        let ready: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        let mut at = 1;
+        if master_open {
+            let r = ready[at];
+            at += 1;
+            if r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                master_open = copy_out(&master, &stdout, &mut buf)?;
+            }
+            if master_open && r.contains(PollFlags::POLLOUT) {
+                write_some(&master, &mut to_session);
+            }
+        }
+        if stdin_open && at < ready.len() && !ready[at].is_empty() {
+            match nix::unistd::read(&stdin, &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    to_session.extend_from_slice(&buf[..n]);
+                    write_some(&master, &mut to_session);
+                }
+            }
+        }
+        if !ready[0].is_empty() {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => {
+                        if let Some(code) = reap_children(child, Reap::Child)? {
+                            // What the shell wrote last is still in the pty.
+                            if master_open {
+                                let _ = copy_out(&master, &stdout, &mut buf);
+                            }
+                            return Ok(code);
+                        }
+                    }
+                    Ok(Signal::SIGWINCH) => copy_winsize(0, master.as_raw_fd()),
+                    Ok(sig) => {
+                        let _ = nix::sys::signal::kill(child, sig);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Copies what the pty has to stdout; false once the pty is closed (no slave left open).
+fn copy_out(master: &OwnedFd, stdout: &std::io::Stdout, buf: &mut [u8]) -> Result<bool> {
+    use std::io::Write;
+    loop {
+        match nix::unistd::read(master, buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => return Ok(false),
+            Ok(n) => {
+                let mut out = stdout.lock();
+                out.write_all(&buf[..n])
+                    .and_then(|_| out.flush())
+                    .context("cannot write to the terminal")?;
+            }
+            Err(nix::errno::Errno::EAGAIN) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("cannot read the session's terminal"),
+        }
+    }
+}
+
+/// Writes what the pty takes of `pending` now and keeps the rest.
+fn write_some(master: &OwnedFd, pending: &mut Vec<u8>) {
+    while !pending.is_empty() {
+        match nix::unistd::write(master, pending) {
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return,
+            Err(_) => {
+                pending.clear();
+                return;
+            }
+        }
+    }
+}
+
+/// Gives the terminal `to` the size of the terminal `from`, if `from` is one.
+fn copy_winsize(from: RawFd, to: RawFd) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes into `ws` and TIOCSWINSZ reads it; it lives across both calls.
+    unsafe {
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
