@@ -198,6 +198,8 @@ fn init_logging(verbose: u8) {
 
 /// Parses the command line, runs the verb, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    // Only stdin, stdout and stderr pass into environments and targets.
+    crate::process::close_inherited_fds();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.verb {

@@ -19,6 +19,36 @@ pub const FORWARDED: [Signal; 8] = [
     Signal::SIGALRM,
 ];
 
+/// Closes every descriptor this process inherited beyond stdin, stdout and stderr. Called
+/// first thing: a descriptor from the caller (a directory, a socket) would reach past the
+/// sandbox into the host for any process inside that found it, as it would into an attached
+/// target.
+pub fn close_inherited_fds() {
+    // SAFETY: close_range(2) only closes descriptors; at start-up nothing in this process
+    // refers to any above 2.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc == 0 {
+        return;
+    }
+    // Kernels before 5.9: one by one, as /proc lists them (the listing's own fd included,
+    // which is why they are collected before any is closed).
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        // SAFETY: closing a descriptor nothing in this process uses (see above); one already
+        // closed (the listing's own) gives EBADF, which is harmless.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
 /// The forwarded signals and SIGCHLD.
 pub fn supervised_signals() -> SigSet {
     let mut set = SigSet::empty();

@@ -89,14 +89,18 @@ impl Drop for LayerClaim {
     }
 }
 
-/// An exclusive lock on `path` if no one holds it; `create` makes the file if missing.
+/// An exclusive lock on `path` if no one holds it; `create` makes the file if missing. The
+/// lock is held through a read-only descriptor: the sandbox's PID 1 keeps it open.
 fn try_lock(path: &Path, create: bool) -> Result<Option<Flock<File>>> {
-    let file = match File::options()
-        .create(create)
-        .truncate(false)
-        .write(true)
-        .open(path)
-    {
+    if create {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),

@@ -342,3 +342,24 @@ fn container_of_an_unknown_runtime_is_found_in_the_cgroup_tree() {
     );
     assert!(c.is_running());
 }
+
+#[test]
+fn descriptors_of_the_caller_beyond_stdio_do_not_reach_the_target() {
+    let rt = runtime!("descriptors", Runtime::podman());
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let mut cmd = f.attach_cmd(
+        &c.name,
+        &["--user", "ana"],
+        &[
+            "sh",
+            "-c",
+            "ls /proc/self/fd/9/ >/dev/null 2>&1 && echo leaked; ls /proc/self/fd",
+        ],
+    );
+    crate::support::with_host_root_at_fd_9(&mut cmd);
+    let o = run(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // ls's own listing is the one descriptor beyond stdio.
+    assert_eq!(stdout(&o), "0\n1\n2\n3\n", "{}", stderr(&o));
+}

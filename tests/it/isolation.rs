@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::fixture;
-use crate::support::{stderr, stdout};
+use crate::support::{run, stderr, stdout};
 
 #[test]
 fn host_files_outside_the_project_are_invisible() {
@@ -151,6 +151,34 @@ fn a_run_beside_another_sees_its_store_and_keeps_its_own_writes_apart() {
     ]);
     assert_eq!(stdout(&o), "a\ndropped\n", "{}", stderr(&o));
     assert!(!env.join("store/upper/store/from-second").exists());
+}
+
+#[test]
+fn descriptors_of_the_caller_beyond_stdio_do_not_reach_inside() {
+    let f = fixture!();
+    let probe = "ls /proc/self/fd/9/ >/dev/null 2>&1 && echo leaked-to-command; \
+                 for fd in /proc/1/fd/*; do [ -d \"$fd/\" ] && echo leaked-to-pid-1; done; echo checked";
+    let mut c = f.agentenv();
+    c.args([".", "--", "sh", "-c", probe]);
+    crate::support::with_host_root_at_fd_9(&mut c);
+    let o = run(c);
+    assert_eq!(stdout(&o), "checked\n", "{}", stderr(&o));
+
+    // A persistent environment started with it holds nothing of the caller's either.
+    let mut up = f.agentenv();
+    up.arg("up");
+    crate::support::with_host_root_at_fd_9(&mut up);
+    let o = run(up);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).lines().last().unwrap().to_string();
+    let mut exec = f.agentenv();
+    exec.args(["exec", &id, "--", "sh", "-c", probe]);
+    crate::support::with_host_root_at_fd_9(&mut exec);
+    let o = run(exec);
+    assert_eq!(stdout(&o), "checked\n", "{}", stderr(&o));
+    let mut down = f.agentenv();
+    down.args(["down", &id]);
+    assert!(run(down).status.success());
 }
 
 #[test]

@@ -390,3 +390,21 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+/// Makes `cmd` start with the host's `/` open at fd 9 (not close-on-exec), as a careless or
+/// hostile caller might leave it.
+pub fn with_host_root_at_fd_9(cmd: &mut Command) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let root = std::fs::File::open("/").unwrap();
+    // SAFETY: only dup2 (async-signal-safe) between fork and exec; `root` outlives the spawn
+    // because the closure owns it.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(root.as_raw_fd(), 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
