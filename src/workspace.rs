@@ -181,6 +181,10 @@ impl Workspace {
     /// dev shell's, its tools after) and, for an interactive shell, its init snippets.
     pub fn rc_script_for(&self, cwd: &Path, interactive: bool) -> String {
         let mut script = self.devenv.rc_script_for(cwd);
+        // nix's script may carry the builder's SHELL (a nologin that does not exist inside);
+        // programs that start $SHELL (tmux, editors, agents) need the environment's bash.
+        let shell = quote(&self.devenv.shell.to_string_lossy());
+        script.push_str(&format!("\nexport SHELL={shell}\n"));
         if let Some(p) = &self.profile {
             for dir in &p.env.path_prepend {
                 let q = quote(&dir.to_string_lossy());

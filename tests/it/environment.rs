@@ -21,6 +21,9 @@ const RUNTIME_VARS: &[&str] = &[
     "NIX_GCROOT",
     "PATH",
     "AGENTENV_HOME",
+    // nix 2.8's script keeps the builder's SHELL (/usr/sbin/nologin); agentenv sets the
+    // environment's bash (checked below).
+    "SHELL",
 ];
 
 fn environ(bytes: &[u8]) -> BTreeMap<String, String> {
@@ -89,6 +92,12 @@ fn command_environment_matches_nix_develop() {
             got[tmp]
         );
     }
+    // SHELL is a bash of the environment that exists inside.
+    assert!(
+        got["SHELL"].starts_with("/nix/store/") && got["SHELL"].ends_with("/bin/bash"),
+        "SHELL={}",
+        got["SHELL"]
+    );
 }
 
 /// Runs an interactive shell on a pty, sends `script`, and returns what it printed between
