@@ -200,7 +200,7 @@ fn init_logging(verbose: u8) {
 pub fn main() -> ExitCode {
     // Only stdin, stdout and stderr pass into environments and targets.
     crate::process::close_inherited_fds();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(verbose_after_verb(std::env::args_os().collect()));
     init_logging(cli.verbose);
     let result = match cli.verb {
         None => commands::enter::run(&cli.enter),
@@ -232,8 +232,62 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `agentenv -v VERB ...` as `agentenv VERB -v ...`: a flag before the verb would otherwise
+/// count as an option of `agentenv PATH` and make the verb a path.
+fn verbose_after_verb(mut args: Vec<OsString>) -> Vec<OsString> {
+    let is_verbose = |a: &OsString| {
+        let a = a.to_string_lossy();
+        a == "--verbose" || (a.len() > 1 && a.starts_with('-') && a[1..].bytes().all(|b| b == b'v'))
+    };
+    let lead = args.iter().skip(1).take_while(|a| is_verbose(a)).count();
+    let verb = args.get(1 + lead).map(|a| a.to_string_lossy().into_owned());
+    if lead > 0 && verb.is_some_and(|v| is_verb(&v)) {
+        let flags: Vec<OsString> = args.drain(1..1 + lead).collect();
+        args.splice(2..2, flags);
+    }
+    args
+}
+
+/// True if `word` names a verb (a directory of that name is reached as `./word`).
+pub fn is_verb(word: &str) -> bool {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == word || c.get_all_aliases().any(|a| a == word))
+}
+
 /// The directory a path argument is relative to.
 pub fn current_dir() -> anyhow::Result<PathBuf> {
     use anyhow::Context;
     std::env::current_dir().context("cannot read the current directory (was it removed?)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn verbose_before_a_verb_moves_after_it() {
+        assert_eq!(
+            verbose_after_verb(args(&["agentenv", "-vv", "doctor", "--json"])),
+            args(&["agentenv", "doctor", "-vv", "--json"])
+        );
+        assert_eq!(
+            verbose_after_verb(args(&["agentenv", "-v", "--verbose", "up", "p"])),
+            args(&["agentenv", "up", "-v", "--verbose", "p"])
+        );
+        // Before a path, or alone: unchanged.
+        for a in [
+            &["agentenv", "-v", "./up"][..],
+            &["agentenv", "-v", ".", "--", "true"],
+            &["agentenv", "-v"],
+            &["agentenv", "--refresh", "up"],
+        ] {
+            assert_eq!(verbose_after_verb(args(a)), args(a));
+        }
+    }
 }

@@ -16,6 +16,22 @@ use crate::workspace::Workspace;
 
 pub fn run(args: &EnterArgs) -> Result<i32> {
     let cwd = current_dir()?;
+    let (path, _) = args.path.split_once('#').unwrap_or((&args.path, ""));
+    if crate::cli::is_verb(path) && !cwd.join(path).exists() {
+        // `agentenv --no-profile ps`: an option before the verb made it a path (exit 2, as
+        // for any bad usage).
+        let err = anyhow::Error::from(
+            Diagnostic::new(format!(
+                "'{path}' was read as a path: an option came before it"
+            ))
+            .hint(format!(
+                "put options after the verb: `agentenv {path} [OPTIONS]`"
+            ))
+            .hint(format!("a directory named {path} is written `./{path}`")),
+        );
+        eprint!("{}", crate::diag::render(&err));
+        return Ok(2);
+    }
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
     let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
     let cwd_inside = ws.cwd_inside(&cwd);

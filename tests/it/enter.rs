@@ -171,3 +171,22 @@ fn window_size_changes_reach_the_command() {
     }
     pty.child.kill().ok();
 }
+
+#[test]
+fn verbose_may_come_before_a_verb_and_other_options_may_not() {
+    let f = fixture!();
+    let mut c = f.agentenv();
+    c.args(["-v", "ps", "--json"]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "[]");
+    let mut c = f.agentenv();
+    c.args(["--no-profile", "ps"]);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("put options after the verb"),
+        "{}",
+        stderr(&o)
+    );
+}
