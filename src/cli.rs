@@ -92,8 +92,9 @@ pub struct UpArgs {
     #[arg(value_name = "PATH[#NAME]", default_value = ".")]
     pub path: String,
 
-    /// A name to find the environment by (unique among running ones).
-    #[arg(long)]
+    /// A name to find the environment by (unique among running ones; letters, digits, `.`,
+    /// `_` and `-`).
+    #[arg(long, value_parser = parse_env_name)]
     pub name: Option<String>,
 
     #[command(flatten)]
@@ -104,7 +105,7 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The environment: an id (or unique prefix), a name, or a project path.
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub env: String,
 
     /// Pass stdin to the command (always on with a terminal).
@@ -132,7 +133,7 @@ pub struct ExecArgs {
 #[derive(Debug, Args)]
 pub struct DownArgs {
     /// The environment: an id (or unique prefix), a name, or a project path.
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub env: String,
 
     /// Also delete its home and store layer.
@@ -230,6 +231,18 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// An environment's name: it shares the ENV argument with ids and project paths, so it may
+/// not look like a path.
+fn parse_env_name(name: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name == "." || name == ".." || !name.chars().all(allowed) {
+        return Err(
+            "use letters, digits, '.', '_' and '-' (a name must not look like a path)".into(),
+        );
+    }
+    Ok(name.to_string())
 }
 
 /// `agentenv -v VERB ...` as `agentenv VERB -v ...`: a flag before the verb would otherwise

@@ -20,11 +20,12 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     let runtime = ws.runtime();
     let id = ws.env_dirs.id.clone();
     if let Some(name) = &args.name {
-        if let Some(other) = runtime
-            .list()
-            .into_iter()
-            .find(|e| e.state.name.as_deref() == Some(name) && e.state.id != id)
-        {
+        // Names and ids are looked up through the same ENV argument: neither may shadow the
+        // other.
+        if let Some(other) = runtime.list().into_iter().find(|e| {
+            e.state.id != id
+                && (e.state.name.as_deref() == Some(name) || e.state.id.starts_with(name.as_str()))
+        }) {
             return Err(Diagnostic::new(format!(
                 "the name '{name}' is taken by the running environment {}",
                 other.state.id
@@ -32,13 +33,34 @@ pub fn run(args: &UpArgs) -> Result<i32> {
             .hint("pick another --name, or stop that one with `agentenv down`")
             .into());
         }
+        if id.starts_with(name.as_str()) && name != &id {
+            return Err(Diagnostic::new(format!(
+                "the name '{name}' is a prefix of this environment's id {id}"
+            ))
+            .hint("pick a name that does not look like an id")
+            .into());
+        }
     }
     let _lock = runtime.lock_for_start(&id)?;
     if let Some(running) = runtime.get(&id) {
-        if running.state.profile != profile {
+        // Already up: the same again prints its id; anything else would be silently ignored.
+        let differs = if running.state.profile != profile {
+            Some("another profile".to_string())
+        } else if running.state.network != args.opts.network {
+            Some(format!("--network {}", running.state.network))
+        } else {
+            match (&args.name, &running.state.name) {
+                (Some(new), Some(old)) if new != old => Some(format!("the name '{old}'")),
+                (Some(_), None) => Some("no name".to_string()),
+                _ => None,
+            }
+        };
+        if let Some(what) = differs {
             return Err(
-                Diagnostic::new(format!("{id} is running already, with another profile"))
-                    .hint(format!("stop it first: `agentenv down {id}`"))
+                Diagnostic::new(format!("{id} is running already, with {what}"))
+                    .hint(format!(
+                        "stop it first (`agentenv down {id}`), or use it as it is"
+                    ))
                     .into(),
             );
         }

@@ -23,6 +23,15 @@ pub enum Network {
     None,
 }
 
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::Host => "host",
+            Network::None => "none",
+        })
+    }
+}
+
 /// Everything a backend needs to run one environment.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {

@@ -17,6 +17,7 @@ use tokio::sync::{watch, Mutex};
 use super::launch::{plan_launch, Launch, LaunchMode};
 use super::pipe::AsyncPipe;
 use super::reaper::Reaper;
+use crate::diag::Diagnostic;
 use crate::process::reset_signals_for_exec;
 use crate::proto::frame::{data_header, HEADER};
 use crate::proto::message::{ExecSpec, ExitStatus, Response, WinSize};
@@ -84,6 +85,15 @@ struct Spawned {
 }
 
 fn spawn(launch: &Launch, stdio: StdioPlan) -> Result<Spawned> {
+    // Spawning would blame the program for a missing working directory.
+    if !launch.cwd.is_dir() {
+        return Err(Diagnostic::new(format!(
+            "no such directory inside the environment: {}",
+            launch.cwd.display()
+        ))
+        .hint("give --cwd a directory of the project or the home")
+        .into());
+    }
     if let Some(dir) = launch.script_path.parent() {
         std::fs::create_dir_all(dir)?;
     }

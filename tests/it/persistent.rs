@@ -510,3 +510,50 @@ fn framed_streams_carry_stdio_with_backpressure() {
     assert!(child.wait().unwrap().success());
     assert_eq!(total, 200 << 20);
 }
+
+#[test]
+fn up_refuses_what_it_would_ignore_and_env_arguments_that_match_by_accident() {
+    let f = fixture!();
+    let agentenv = |args: &[&str]| {
+        let mut c = f.agentenv();
+        c.args(args);
+        run(c)
+    };
+    for bad in ["", "/tmp/x", "a b", ".."] {
+        let o = agentenv(&["up", "--name", bad]);
+        assert_eq!(o.status.code(), Some(2), "--name {bad:?}: {}", stderr(&o));
+    }
+    let o = agentenv(&["up", "--name", "web"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let env = Running {
+        f: &f,
+        id: stdout(&o).lines().last().unwrap().to_string(),
+    };
+    // An empty ENV (say, an unset variable) is bad usage, not a prefix of every id.
+    for verb in [&["down", ""][..], &["exec", "", "--", "true"]] {
+        let o = agentenv(verb);
+        assert_eq!(o.status.code(), Some(2), "{verb:?}: {}", stderr(&o));
+    }
+    // The same again prints its id; other options are refused, not ignored.
+    let o = agentenv(&["up", "--name", "web"]);
+    assert_eq!(stdout(&o).trim(), env.id, "{}", stderr(&o));
+    for (args, says) in [
+        (&["up", "--name", "web2"][..], "with the name 'web'"),
+        (
+            &["up", "--name", "web", "--network", "none"],
+            "with --network host",
+        ),
+    ] {
+        let o = agentenv(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(stdout(&env.exec(&["echo", "still-up"])), "still-up\n");
+    let o = agentenv(&["exec", "web", "--cwd", "/nonexistent", "--", "pwd"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no such directory inside the environment: /nonexistent"),
+        "{}",
+        stderr(&o)
+    );
+}
