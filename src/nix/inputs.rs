@@ -1,5 +1,6 @@
 //! The files that define a flake's dev environment (flake.nix, flake.lock, every git-tracked
-//! `.nix` file, nix's own config files) and their stamps, so that a warm start can tell with
+//! `.nix` file and lock file, the files those name by relative path, nix's own config files)
+//! and their stamps, so that a warm start can tell with
 //! `stat` alone that nothing changed. Deciding what to do with a change is the cache's job.
 
 use std::collections::BTreeSet;
@@ -10,6 +11,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use super::referenced;
 
 /// The paths whose content defines a dev environment, and the directories in which a new one
 /// could appear.
@@ -44,21 +47,37 @@ pub struct DirStamp {
     pub names: String,
 }
 
-/// Lists the inputs of the flake at `root`: tracked files when it is in a git repository
-/// (flakes see only those), otherwise every `.nix` file below it.
+/// Lists the inputs of the flake at `root`: its `.nix` files and lock files, tracked ones when
+/// it is in a git repository (flakes see only those), otherwise every `.nix` file below it;
+/// and the files those name by relative path (see `referenced`).
 pub fn discover(root: &Path) -> Result<InputSet> {
     let mut files: BTreeSet<PathBuf> = BTreeSet::new();
     files.insert(root.join("flake.nix"));
     files.insert(root.join("flake.lock"));
     let repo = git_root(root);
+    let tracked: BTreeSet<PathBuf> = match &repo {
+        Some(repo) => git_tracked_files(repo)?
+            .into_iter()
+            .map(|rel| repo.join(rel))
+            .collect(),
+        None => BTreeSet::new(),
+    };
     match &repo {
-        Some(repo) => {
-            for rel in git_tracked_nix_files(repo)? {
-                files.insert(repo.join(rel));
-            }
-        }
+        Some(_) => files.extend(
+            tracked
+                .iter()
+                .filter(|f| is_nix_input(f) || f.file_name().is_some_and(|n| n == "flake.lock"))
+                .cloned(),
+        ),
         None => walk_nix_files(root, &mut files),
     }
+    let nix_files: Vec<PathBuf> = files.iter().filter(|f| is_nix_input(f)).cloned().collect();
+    let named = referenced::named_paths(&nix_files, root);
+    let candidates = match &repo {
+        Some(_) => tracked,
+        None => referenced::existing_below(&named),
+    };
+    files.extend(referenced::inputs_named(&named, &candidates));
     let scope = repo.as_deref().unwrap_or(root);
     for conf in nix_config_files() {
         files.insert(conf);
@@ -97,11 +116,16 @@ fn git_root(start: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-fn git_tracked_nix_files(repo: &Path) -> Result<Vec<PathBuf>> {
+/// A `.nix` file of the flake: read for the paths it names.
+fn is_nix_input(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "nix")
+}
+
+fn git_tracked_files(repo: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["ls-files", "-z", "--", "*.nix", "flake.lock", "*/flake.lock"])
+        .args(["ls-files", "-z"])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .output()

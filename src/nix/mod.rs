@@ -6,3 +6,4 @@ pub mod cli;
 pub mod devenv;
 pub mod flake;
 pub mod inputs;
+pub mod referenced;

@@ -103,6 +103,33 @@ fn edit_to_an_imported_nix_file_re_evaluates() {
 }
 
 #[test]
+fn edit_to_a_file_the_flake_names_re_evaluates() {
+    let f = fixture!();
+    let o = f.run_in(&["hello"]);
+    assert!(
+        stdout(&o).starts_with("hello from the agentenv example, from "),
+        "{}",
+        stderr(&o)
+    );
+    // build-tools.sh is named as `./build-tools.sh` in flake.nix: not a .nix file, still an input.
+    let script = std::fs::read_to_string(f.flake.join("build-tools.sh")).unwrap();
+    f.write(
+        "build-tools.sh",
+        &script.replace(
+            "${GREETING:-hello}, from",
+            "${GREETING:-hello}, rebuilt, from",
+        ),
+    );
+    let o = f.run_in(&["hello"]);
+    assert!(
+        stdout(&o).starts_with("hello from the agentenv example, rebuilt, from "),
+        "{} {}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+#[test]
 fn unrelated_file_changes_keep_the_cache_warm() {
     let f = fixture!();
     let spy = NixSpy::new(&f);
@@ -110,6 +137,8 @@ fn unrelated_file_changes_keep_the_cache_warm() {
     let cold = spy.calls();
     std::fs::write(f.flake.join("notes.txt"), "not an input").unwrap();
     std::fs::create_dir_all(f.flake.join("build")).unwrap();
+    // Nor is a tracked source file that no .nix file names.
+    f.write("src/main.rs", "fn main() {}\n");
     assert!(spy.run(&f, &[".", "--", "true"]).status.success());
     assert_eq!(
         spy.calls(),
