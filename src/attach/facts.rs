@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use nix::sched::CloneFlags;
 
 use super::target::Target;
+use crate::diag::Diagnostic;
 use crate::store::HOST_NIX;
 
 /// One entry of a directory of the target (its root, or where a tree needs a mount point).
@@ -119,6 +120,7 @@ pub fn read_facts(target: &Target) -> Result<TargetFacts> {
     let environ = std::fs::read(&environ_path)
         .with_context(|| format!("cannot read {}", environ_path.display()))?;
     let root_dir = proc_dir.join("root");
+    check_proc(target, &root_dir)?;
     Ok(TargetFacts {
         environ: parse_environ(&environ),
         cwd: std::fs::read_link(proc_dir.join("cwd"))
@@ -132,6 +134,22 @@ pub fn read_facts(target: &Target) -> Result<TargetFacts> {
             .filter(|ns| !same_namespace(&proc_dir, *ns))
             .collect(),
     })
+}
+
+/// The session's bash reads its start-up script as `/proc/self/fd/N` in the target's root: a
+/// root without `/proc` (a chroot, say) cannot run it. lstat: `self` read from the host does not
+/// resolve in a procfs of another PID namespace.
+fn check_proc(target: &Target, root_dir: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(root_dir.join("proc/self")).is_ok() {
+        return Ok(());
+    }
+    Err(Diagnostic::new(format!("the root of {} has no /proc", target.label))
+        .detail("the session reads its start-up script through /proc/self in the target's root")
+        .hint(format!(
+            "mount one there (`mkdir -p {0}/proc && mount -t proc proc {0}/proc`), or attach to a process whose root has one",
+            root_dir.display()
+        ))
+        .into())
 }
 
 /// `KEY=VALUE` strings separated by NUL bytes; entries without `=` are dropped.

@@ -7,6 +7,7 @@
 pub mod caps;
 pub mod cgroup_tree;
 pub mod cgroups;
+pub mod crun;
 pub mod facts;
 pub mod graft;
 pub mod home;

@@ -1,5 +1,5 @@
-//! Which containers are running, from two kinds of sources: runc's state files (read in
-//! microseconds, no daemon asked; podman's names from its storage file) and the podman and
+//! Which containers are running, from two kinds of sources: runc's and crun's state files (read
+//! in microseconds, no daemon asked; podman's names from its storage file) and the podman and
 //! docker CLIs when they are installed (the cgroup tree, for runtimes neither knows, is
 //! `cgroup_tree`'s). Only lists and looks up PIDs; choosing is `target`'s.
 
@@ -20,6 +20,7 @@ pub enum Engine {
     Containerd,
     CriO,
     Runc,
+    Crun,
 }
 
 impl fmt::Display for Engine {
@@ -30,6 +31,7 @@ impl fmt::Display for Engine {
             Engine::Containerd => "containerd",
             Engine::CriO => "cri-o",
             Engine::Runc => "runc",
+            Engine::Crun => "crun",
         })
     }
 }
@@ -102,7 +104,7 @@ struct RuncConfig {
     labels: Vec<String>,
 }
 
-/// The containers whose runc state file names a live init process.
+/// The containers whose runc or crun state file names a live init process.
 pub fn from_state_files() -> Vec<Container> {
     let mut found = Vec::new();
     for (root, engine) in state_roots() {
@@ -115,6 +117,7 @@ pub fn from_state_files() -> Vec<Container> {
             }
         }
     }
+    found.extend(super::crun::from_state_files());
     found
 }
 
@@ -148,7 +151,7 @@ fn read_state(path: &Path, engine: Engine) -> Option<Container> {
 
 /// A podman container's names, from the `containers.json` of the storage its bundle
 /// (`.../overlay-containers/ID/userdata`) lives in.
-fn podman_names(bundle: &Path, id: &str) -> Vec<String> {
+pub(super) fn podman_names(bundle: &Path, id: &str) -> Vec<String> {
     #[derive(Deserialize)]
     struct Entry {
         id: String,
@@ -193,15 +196,52 @@ pub fn from_clis() -> Vec<Container> {
             found.extend(parse_ps(&out, Engine::Podman));
         }
     }
-    let docker_socket = Path::new("/var/run/docker.sock").exists()
-        || std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty());
-    if docker_socket && find_executable("docker").is_some() {
+    if docker_reachable() {
         let format = "{{.ID}}\t{{.Names}}";
         if let Some(out) = run_cli("docker", &["ps", "--no-trunc", "--format", format]) {
             found.extend(parse_ps(&out, Engine::Docker));
         }
     }
     found
+}
+
+/// Every container the podman and docker CLIs know, running or not, with its status as they
+/// word it (`Exited (0) 2 minutes ago`, `Created`). Slow: only for explaining an error.
+pub fn all_from_clis() -> Vec<(Container, String)> {
+    let format = "{{.ID}}\t{{.Names}}\t{{.Status}}";
+    let mut found = Vec::new();
+    let clis = [
+        (
+            "podman",
+            Engine::Podman,
+            find_executable("podman").is_some(),
+        ),
+        ("docker", Engine::Docker, docker_reachable()),
+    ];
+    for (program, engine, _) in clis.into_iter().filter(|c| c.2) {
+        if let Some(out) = run_cli(program, &["ps", "-a", "--no-trunc", "--format", format]) {
+            found.extend(parse_ps_all(&out, engine));
+        }
+    }
+    found
+}
+
+/// Lines of `ID<TAB>NAME[,NAME...]<TAB>STATUS`.
+fn parse_ps_all(out: &str, engine: Engine) -> Vec<(Container, String)> {
+    out.lines()
+        .filter_map(|line| {
+            let (head, status) = line.rsplit_once('\t')?;
+            let c = parse_ps(head, engine).pop()?;
+            Some((c, status.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Whether a docker daemon may answer: asking the CLI when none does takes a while.
+fn docker_reachable() -> bool {
+    let socket = Path::new("/var/run/docker.sock").exists()
+        || std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty());
+    socket && find_executable("docker").is_some()
 }
 
 fn run_cli(program: &str, args: &[&str]) -> Option<String> {
@@ -254,7 +294,7 @@ pub fn parse_ps(out: &str, engine: Engine) -> Vec<Container> {
 }
 
 /// `from` merged into `into`: one entry per id, names joined, a known PID kept, and the
-/// engine a CLI named preferred over a bare `runc`.
+/// engine a CLI named preferred over a bare `runc` or `crun`.
 pub fn merge(into: &mut Vec<Container>, from: Vec<Container>) {
     for c in from {
         match into.iter_mut().find(|e| e.id == c.id) {
@@ -265,7 +305,7 @@ pub fn merge(into: &mut Vec<Container>, from: Vec<Container>) {
                     }
                 }
                 e.pid = e.pid.or(c.pid);
-                if e.engine == Engine::Runc {
+                if matches!(e.engine, Engine::Runc | Engine::Crun) {
                     e.engine = c.engine;
                 }
             }
@@ -279,7 +319,7 @@ pub fn pid_from_cli(c: &Container) -> Option<i32> {
     let program = match c.engine {
         Engine::Podman => "podman",
         Engine::Docker => "docker",
-        Engine::Containerd | Engine::CriO | Engine::Runc => return None,
+        Engine::Containerd | Engine::CriO | Engine::Runc | Engine::Crun => return None,
     };
     run_cli(program, &["inspect", "-f", "{{.State.Pid}}", &c.id])?
         .trim()
@@ -335,6 +375,18 @@ mod tests {
             None,
             "a reused PID is not the container"
         );
+    }
+
+    #[test]
+    fn ps_a_lines_give_the_status_as_worded() {
+        let out = "abc\tweb\tExited (137) 2 seconds ago\ndef\tdb,alias\tCreated\n";
+        let list = parse_ps_all(out, Engine::Docker);
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].0.names, vec!["web"]);
+        assert_eq!(list[0].0.pid, None);
+        assert_eq!(list[0].1, "Exited (137) 2 seconds ago");
+        assert_eq!(list[1].0.names, vec!["db", "alias"]);
+        assert_eq!(list[1].1, "Created");
     }
 
     #[test]

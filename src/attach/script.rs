@@ -297,7 +297,8 @@ mod tests {
         assert_eq!(l.cwd, Path::new("/srv"));
         let s = String::from_utf8(l.script).unwrap();
         assert!(s.starts_with("exec 200<&-\nexport A=1\n"), "{s}");
-        assert!(s.ends_with("unset HISTFILE\nexec 'true'\n"), "{s}");
+        assert!(s.contains("unset HISTFILE\ntype -P -- 'true' "), "{s}");
+        assert!(s.ends_with("exit 127; }\nexec 'true'\n"), "{s}");
     }
 
     fn profile_env() -> ProfileEnv {

@@ -26,7 +26,7 @@ use super::places::TreeGraft;
 use super::script::SCRIPT_FD;
 use super::target::Target;
 use super::terminal::{self, MasterChannel};
-use super::user::SessionUser;
+use super::user::{unmapped, SessionUser, UNMAPPED_HINT};
 use crate::compute::linux::read_setup_error;
 use crate::diag::Diagnostic;
 use crate::guest::init::report_error;
@@ -290,19 +290,46 @@ fn pass_script(script: &[u8]) -> Result<()> {
 }
 
 fn become_user(user: &SessionUser) -> Result<()> {
+    use nix::errno::Errno;
+    // EINVAL: an id the target's user namespace does not map (checked before, unless the map
+    // could not be read).
+    let refused = |e: Errno, what: &str, id: u32, doing: String| match e {
+        Errno::EINVAL => anyhow::Error::from(unmapped(what, id)),
+        e => anyhow::Error::from(e).context(doing),
+    };
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    if let Err(e) = nix::unistd::setgroups(&groups) {
+    match nix::unistd::setgroups(&groups) {
         // A user namespace whose setgroups is "deny" keeps the groups it has.
-        if e != nix::errno::Errno::EPERM {
-            return Err(e).context("cannot set the session's groups");
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(Errno::EINVAL) => {
+            let list: Vec<String> = user.groups.iter().map(u32::to_string).collect();
+            return Err(Diagnostic::new(format!(
+                "a group of the session ({}) is not mapped in the target's user namespace",
+                list.join(", ")
+            ))
+            .hint(UNMAPPED_HINT)
+            .into());
         }
+        Err(e) => return Err(e).context("cannot set the session's groups"),
     }
     let gid = Gid::from_raw(user.gid);
     let uid = Uid::from_raw(user.uid);
-    nix::unistd::setresgid(gid, gid, gid)
-        .with_context(|| format!("cannot become group {} in the target", user.gid))?;
-    nix::unistd::setresuid(uid, uid, uid)
-        .with_context(|| format!("cannot become user {} in the target", user.uid))
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| {
+        refused(
+            e,
+            "gid",
+            user.gid,
+            format!("cannot become group {} in the target", user.gid),
+        )
+    })?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| {
+        refused(
+            e,
+            "uid",
+            user.uid,
+            format!("cannot become user {} in the target", user.uid),
+        )
+    })
 }
 
 /// execve's arguments, made before the identity changes.

@@ -163,9 +163,36 @@ pub fn resolve_target(arg: &str) -> Result<Target> {
                 })?;
             Target::of_container(one, pid)
         }
-        [] => Err(unknown_target(arg, &list).into()),
+        [] => Err(match stopped_container(&query) {
+            Some(d) => d,
+            None => unknown_target(arg, &list),
+        }
+        .into()),
         many => Err(ambiguous_target(arg, many).into()),
     }
+}
+
+/// Whether `query` names one container that exists but does not run, as the CLIs see it.
+fn stopped_container(query: &str) -> Option<Diagnostic> {
+    let all = runtimes::all_from_clis();
+    let containers: Vec<Container> = all.iter().map(|(c, _)| c.clone()).collect();
+    let [one] = match_containers(query, &containers)[..] else {
+        return None;
+    };
+    let (_, status) = all.iter().find(|(c, _)| c.id == one.id)?;
+    Some(not_running(one, status))
+}
+
+fn not_running(c: &Container, status: &str) -> Diagnostic {
+    let name = c.names.first().map_or(c.short_id(), String::as_str);
+    Diagnostic::new(format!(
+        "container {} exists but is not running ({status})",
+        c.describe()
+    ))
+    .hint(format!(
+        "start it: `{} start {name}`, then attach again",
+        c.engine
+    ))
 }
 
 fn unknown_target(arg: &str, running: &[Container]) -> Diagnostic {
@@ -177,12 +204,13 @@ fn unknown_target(arg: &str, running: &[Container]) -> Diagnostic {
     let mut d = Diagnostic::new(what);
     d = if running.is_empty() {
         d.detail(
-            "no containers are running (asked: runc state files, podman, docker, the cgroup tree)",
+            "no containers are running (asked: runc and crun state files, podman, docker, the cgroup tree)",
         )
     } else {
         d.detail(format!("running containers: {}", describe_list(running)))
     };
     d.hint("use a name or id from `podman ps` or `docker ps`, or a process: `agentenv attach pid:1234`")
+        .hint("a rootless container of another user is attached by its PID: `agentenv attach pid:$(podman inspect -f '{{.State.Pid}}' NAME)`, with podman run as that user")
 }
 
 fn ambiguous_target(arg: &str, many: &[&Container]) -> Diagnostic {
@@ -275,6 +303,23 @@ mod tests {
         );
         let d = unknown_target("nope", &[]);
         assert!(d.details[0].starts_with("no containers are running"));
+        assert!(d.hints[1].contains("rootless container of another user"));
+        assert!(d.hints[1].contains("podman inspect -f '{{.State.Pid}}' NAME"));
+    }
+
+    #[test]
+    fn a_stopped_container_is_named_with_its_status() {
+        let mut web = c("3f2a9c12d5f1aa", "web", Engine::Docker);
+        web.pid = None;
+        let d = not_running(&web, "Exited (137) 2 seconds ago");
+        assert_eq!(
+            d.message,
+            "container web (3f2a9c12d5f1, docker) exists but is not running (Exited (137) 2 seconds ago)"
+        );
+        assert_eq!(
+            d.hints,
+            vec!["start it: `docker start web`, then attach again"]
+        );
     }
 
     #[test]

@@ -65,6 +65,23 @@ fn parse_group(text: &str) -> Vec<(String, u32, Vec<String>)> {
         .collect()
 }
 
+/// The id `text` names if it is all digits (None: a name). 4294967295 is refused: it is -1
+/// to setresuid and setresgid, which leave the id unchanged, so the session would stay root.
+fn numeric_id(text: &str, what: &str) -> Result<Option<u32>> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    match text.parse::<u32>() {
+        Ok(id) if id != u32::MAX => Ok(Some(id)),
+        _ => Err(Diagnostic::new(format!(
+            "{what} id {text} is out of range: ids go from 0 to {}",
+            u32::MAX - 1
+        ))
+        .hint("pass an id of the target's, e.g. `--user 1000` or `--user 1000:1000`")
+        .into()),
+    }
+}
+
 /// Resolves `spec` (None: root) against the target's passwd and group texts.
 pub fn choose_user(spec: Option<&str>, passwd: &str, group: &str) -> Result<SessionUser> {
     let users = parse_passwd(passwd);
@@ -76,9 +93,9 @@ pub fn choose_user(spec: Option<&str>, passwd: &str, group: &str) -> Result<Sess
         },
         None => ("0", None),
     };
-    let entry = match user_part.parse::<u32>() {
-        Ok(uid) => users.iter().find(|e| e.uid == uid).cloned(),
-        Err(_) => Some(
+    let entry = match numeric_id(user_part, "user")? {
+        Some(uid) => users.iter().find(|e| e.uid == uid).cloned(),
+        None => Some(
             users
                 .iter()
                 .find(|e| e.name == user_part)
@@ -91,12 +108,12 @@ pub fn choose_user(spec: Option<&str>, passwd: &str, group: &str) -> Result<Sess
     };
     let uid = match &entry {
         Some(e) => e.uid,
-        None => user_part.parse().unwrap_or(0),
+        None => numeric_id(user_part, "user")?.unwrap_or(0),
     };
     let gid = match group_part {
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => groups
+        Some(g) => match numeric_id(g, "group")? {
+            Some(gid) => gid,
+            None => groups
                 .iter()
                 .find(|(name, _, _)| name == g)
                 .map(|(_, gid, _)| *gid)
@@ -131,6 +148,85 @@ pub fn resolve_user(spec: Option<&str>, root: &Path) -> Result<SessionUser> {
     choose_user(spec, &read("etc/passwd"), &read("etc/group"))
 }
 
+/// Refuses a session whose ids the target's user namespace does not map, which the kernel
+/// would refuse later with a bare EINVAL. `proc_dir` is the target's `/proc/PID`; a map that
+/// cannot be read is not checked.
+pub fn check_mapped(user: &SessionUser, proc_dir: &Path) -> Result<()> {
+    let mut gids = vec![user.gid];
+    gids.extend(user.groups.iter().filter(|g| **g != user.gid));
+    for (what, file, ids) in [("uid", "uid_map", vec![user.uid]), ("gid", "gid_map", gids)] {
+        let Ok(map) = std::fs::read_to_string(proc_dir.join(file)) else {
+            continue;
+        };
+        let ranges = id_ranges(&map);
+        if let Some(id) = ids.iter().find(|id| !is_mapped(&ranges, **id)) {
+            return Err(unmapped(what, *id)
+                .detail(format!("it maps {what}s {}", describe_ranges(&ranges)))
+                .into());
+        }
+    }
+    Ok(())
+}
+
+/// The error for an id the target's user namespace does not map.
+pub fn unmapped(what: &str, id: u32) -> Diagnostic {
+    Diagnostic::new(format!(
+        "{what} {id} is not mapped in the target's user namespace"
+    ))
+    .hint(UNMAPPED_HINT)
+}
+
+/// What to do about an id the target's user namespace does not map.
+pub const UNMAPPED_HINT: &str =
+    "run as an id the target maps, e.g. a user of its /etc/passwd: `--user NAME`";
+
+/// The ids inside the namespace that a `uid_map` or `gid_map` maps, as sorted, merged
+/// (first, count) ranges. The first column is the namespace's own id whoever reads the file.
+fn id_ranges(map: &str) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = map
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            (f.len() == 3 && f[2] > 0).then(|| (f[0], f[2]))
+        })
+        .collect();
+    ranges.sort();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (first, count) in ranges {
+        match merged.last_mut() {
+            Some(last) if last.0 + last.1 >= first => {
+                last.1 = last.1.max(first + count - last.0);
+            }
+            _ => merged.push((first, count)),
+        }
+    }
+    merged
+}
+
+fn is_mapped(ranges: &[(u64, u64)], id: u32) -> bool {
+    let id = u64::from(id);
+    ranges
+        .iter()
+        .any(|(first, count)| id >= *first && id < first + count)
+}
+
+fn describe_ranges(ranges: &[(u64, u64)]) -> String {
+    if ranges.is_empty() {
+        return "none".into();
+    }
+    ranges
+        .iter()
+        .map(|(first, count)| match count {
+            1 => first.to_string(),
+            _ => format!("{first}-{}", first + count - 1),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +258,61 @@ mod tests {
         assert_eq!((u.uid, u.gid, u.name, u.home), (4242, 4343, None, None));
         let u = choose_user(Some("4242"), "", "").unwrap();
         assert_eq!(u.gid, 4242);
+    }
+
+    #[test]
+    fn ids_that_setresuid_would_ignore_or_that_do_not_fit_are_refused() {
+        for spec in ["4294967295:1000", "1000:4294967295", "4294967295"] {
+            let e = choose_user(Some(spec), PASSWD, GROUP).unwrap_err();
+            assert!(e.to_string().contains("4294967295 is out of range"), "{e}");
+            assert!(e.to_string().contains("0 to 4294967294"), "{e}");
+        }
+        let e = choose_user(Some("99999999999"), PASSWD, GROUP).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "user id 99999999999 is out of range: ids go from 0 to 4294967294"
+        );
+        let e = choose_user(Some("ana:99999999999"), PASSWD, GROUP).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("group id 99999999999 is out of range"));
+        let u = choose_user(Some("4294967294"), "", "").unwrap();
+        assert_eq!(u.uid, 4294967294);
+    }
+
+    #[test]
+    fn id_maps_are_read_as_ranges_inside_the_namespace() {
+        let rootless = "         0       1000          1\n         1     100000      65536\n";
+        let ranges = id_ranges(rootless);
+        assert_eq!(ranges, vec![(0, 65537)]);
+        assert!(is_mapped(&ranges, 0) && is_mapped(&ranges, 65536));
+        assert!(!is_mapped(&ranges, 70000));
+        assert_eq!(describe_ranges(&ranges), "0-65536");
+        let host = id_ranges("0 0 4294967295\n");
+        assert!(is_mapped(&host, 4294967294));
+        let gaps = id_ranges("1000 5000 10\n0 4000 1\n");
+        assert_eq!(describe_ranges(&gaps), "0, 1000-1009");
+        assert_eq!(describe_ranges(&id_ranges("")), "none");
+    }
+
+    #[test]
+    fn unmapped_ids_are_named_before_the_kernel_refuses_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("uid_map"), "0 100000 65536\n").unwrap();
+        std::fs::write(tmp.path().join("gid_map"), "0 100000 65536\n").unwrap();
+        let mut u = choose_user(Some("70000:1000"), "", "").unwrap();
+        let e = check_mapped(&u, tmp.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "uid 70000 is not mapped in the target's user namespace"
+        );
+        u.uid = 1000;
+        check_mapped(&u, tmp.path()).unwrap();
+        u.groups.push(80000);
+        let e = check_mapped(&u, tmp.path()).unwrap_err();
+        assert!(e.to_string().starts_with("gid 80000 is not mapped"), "{e}");
+        let none = tempfile::tempdir().unwrap();
+        check_mapped(&u, none.path()).unwrap();
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::attach::places::{find_spot, Spot, TreeGraft};
 use crate::attach::script::{plan_session_launch, session_home};
 use crate::attach::session::{run_session, SessionPlan};
 use crate::attach::target::{resolve_target, Target};
-use crate::attach::user::resolve_user;
+use crate::attach::user::{check_mapped, resolve_user};
 use crate::cli::current_dir;
 use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
@@ -61,7 +61,7 @@ pub struct AttachArgs {
 
     /// A running container (podman, docker, containerd: id, name, or a unique prefix of
     /// either) or a process (`1234`, `pid:1234`).
-    #[arg(value_name = "TARGET")]
+    #[arg(value_name = "TARGET", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub target: String,
 
     /// Run this command instead of an interactive shell, and exit with its code.
@@ -76,6 +76,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let facts = read_facts(&target)?;
     let target_root = PathBuf::from(format!("/proc/{}/root", target.pid));
     let user = resolve_user(args.user.as_deref(), &target_root)?;
+    check_mapped(&user, &PathBuf::from(format!("/proc/{}", target.pid)))?;
     let state = StateDirs::from_env()?;
     let home_at: PathBuf = session_home(&facts, &user).components().collect();
     let profile = match chosen_profile(args.profile.as_deref(), args.no_profile, &state)? {
@@ -147,7 +148,15 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
             ));
         }
     }
-    run_session(&plan)
+    let code = run_session(&plan)?;
+    // A target that ends takes the processes of its PID namespace with it, the session too.
+    if code == 128 + 9 && !plan.target.still_running() {
+        eprintln!(
+            "agentenv: {} exited; the session ended with it",
+            plan.target.label
+        );
+    }
+    Ok(code)
 }
 
 /// The toolbox: `--flake`, else the flake around `cwd`.

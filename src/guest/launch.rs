@@ -62,6 +62,25 @@ pub fn shell_quote(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A line that ends the script with 127 and `agentenv: PROGRAM: command not found` when exec
+/// would find no `program`: bash's own message would name the script, a path of ours. A file
+/// that exists but cannot run is left to exec (126).
+fn not_found_check(program: &[u8]) -> Vec<u8> {
+    let q = shell_quote(program);
+    let mut line = b"type -P -- ".to_vec();
+    line.extend_from_slice(&q);
+    line.extend_from_slice(b" >/dev/null");
+    if program.contains(&b'/') {
+        line.extend_from_slice(b" || [ -e ");
+        line.extend_from_slice(&q);
+        line.extend_from_slice(b" ]");
+    }
+    line.extend_from_slice(b" || { printf 'agentenv: %s: command not found\\n' ");
+    line.extend_from_slice(&q);
+    line.extend_from_slice(b" >&2; exit 127; }\n");
+    line
+}
+
 /// Plans the start of `mode` with nix's script `rc_script` (already adjusted to `cwd`).
 pub fn plan_launch(
     rc_script: &str,
@@ -85,6 +104,9 @@ pub fn plan_launch(
         }
         LaunchMode::Command(cmd) => {
             script.extend_from_slice(rc_script.as_bytes());
+            if let Some(program) = cmd.first() {
+                script.extend_from_slice(&not_found_check(program.as_bytes()));
+            }
             script.extend_from_slice(b"exec");
             for arg in cmd {
                 script.push(b' ');
@@ -154,12 +176,56 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(l.script).unwrap(),
-            "export A=1\nexec 'echo' 'it'\\''s'\n"
+            "export A=1\n\
+             type -P -- 'echo' >/dev/null || \
+             { printf 'agentenv: %s: command not found\\n' 'echo' >&2; exit 127; }\n\
+             exec 'echo' 'it'\\''s'\n"
         );
         assert_eq!(
             l.argv,
             vec![OsString::from("bash"), OsString::from(SCRIPT_PATH)]
         );
+    }
+
+    /// Runs the command part of a planned script with bash, in `dir`.
+    fn run_planned(cmd: &[&str], dir: &Path) -> std::process::Output {
+        let l = plan_launch(
+            "",
+            Path::new("/b"),
+            &LaunchMode::Command(cmd.iter().map(OsString::from).collect()),
+            dir,
+            vec![],
+            "p",
+        );
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(OsString::from_vec(l.script))
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_command_that_is_not_found_is_named_without_the_scripts_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = run_planned(&["agentenv-no-such-command", "x"], tmp.path());
+        assert_eq!(o.status.code(), Some(127));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "agentenv: agentenv-no-such-command: command not found\n"
+        );
+        let o = run_planned(&["./missing"], tmp.path());
+        assert_eq!(o.status.code(), Some(127));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "agentenv: ./missing: command not found\n"
+        );
+        // A file that cannot run is exec's to refuse.
+        std::fs::write(tmp.path().join("plain"), "").unwrap();
+        let o = run_planned(&["./plain"], tmp.path());
+        assert_eq!(o.status.code(), Some(126));
+        let o = run_planned(&["sh", "-c", "exit 3"], tmp.path());
+        assert_eq!(o.status.code(), Some(3), "a command on PATH still runs");
     }
 
     #[test]

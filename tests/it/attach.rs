@@ -132,6 +132,50 @@ fn target_never_sees_the_toolbox_and_is_unchanged_after_detach() {
 }
 
 #[test]
+fn a_command_that_is_not_found_is_named_with_127() {
+    let rt = runtime!("not_found", Runtime::podman());
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let o = attach(&f, &c.name, &["agentenv-no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "agentenv: agentenv-no-such-command: command not found\n"
+    );
+}
+
+#[test]
+fn a_session_whose_target_exits_says_so() {
+    let rt = runtime!("target_exits", Runtime::podman());
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    let mut cmd = f.attach_cmd(&c.name, &[], &["sh", "-c", "echo ready; exec sleep 60"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut session = cmd.spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(session.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "ready\n");
+    let mut kill = rt.cli();
+    kill.args(["kill", &c.id]);
+    let killed = run(kill);
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    let o = wait_output(session);
+    assert_eq!(o.status.code(), Some(128 + 9), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "agentenv: {} ({}, podman) exited; the session ended with it\n",
+            c.name,
+            &c.id[..12]
+        )
+    );
+}
+
+#[test]
 fn writes_to_the_targets_files_reach_the_target() {
     let rt = runtime!("writes", Runtime::podman());
     let f = fixture!();

@@ -26,6 +26,17 @@ fn death_by_signal_gives_128_plus_the_signal() {
 }
 
 #[test]
+fn a_command_that_is_not_found_is_named_with_127() {
+    let f = fixture!();
+    let o = f.run_in(&["agentenv-no-such-command", "x"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "agentenv: agentenv-no-such-command: command not found\n"
+    );
+}
+
+#[test]
 fn stdin_stdout_and_stderr_pass_straight_through() {
     let f = fixture!();
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
