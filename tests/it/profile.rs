@@ -307,6 +307,15 @@ fn the_profile_comes_from_the_environment_or_the_config_file() {
     );
     t.ok(&["profile", "activate"]);
     assert!(t.home.join(".bashrc").is_symlink());
+    let config = write(
+        &t.agentenv_home,
+        "config/config.toml",
+        format!("profile = \"{p}\"\nprofiles = \"x\"\n").as_bytes(),
+        0o644,
+    );
+    let err = t.fails(&["profile", "activate"]);
+    let place = format!("{}:2:1: unknown field `profiles`", config.display());
+    assert!(err.contains(&place) && err.contains("hint: "), "{err}");
     std::fs::remove_file(t.agentenv_home.join("config/config.toml")).unwrap();
     let err = t.fails(&["profile", "activate"]);
     assert!(err.starts_with("error: no profile given"), "{err}");
