@@ -201,6 +201,11 @@ fn init_logging(verbose: u8) {
 pub fn main() -> ExitCode {
     // Only stdin, stdout and stderr pass into environments and targets.
     crate::process::close_inherited_fds();
+    // An empty AGENTENV_PROFILE means none (as shells make it with `AGENTENV_PROFILE=`); clap
+    // would take it for an empty --profile. No other thread runs yet.
+    if std::env::var_os("AGENTENV_PROFILE").is_some_and(|v| v.is_empty()) {
+        std::env::remove_var("AGENTENV_PROFILE");
+    }
     let cli = Cli::parse_from(verbose_after_verb(std::env::args_os().collect()));
     init_logging(cli.verbose);
     let result = match cli.verb {

@@ -1,4 +1,4 @@
-//! Small helpers shared by several layers: PATH lookup, atomic writes.
+//! Small helpers shared by several layers: PATH lookup, atomic writes, shell words.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +22,18 @@ pub fn find_in_dirs(name: &str, dirs: impl IntoIterator<Item = PathBuf>) -> Opti
 
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `s` as one word for a POSIX shell, for a command shown to the user: as it is when nothing in
+/// it is special to a shell, else in single quotes.
+pub fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    // `#` starts a comment only at the start of a word.
+    let safe = !s.is_empty() && !s.starts_with('#') && s.chars().all(|c| plain(c) || c == '#');
+    match safe {
+        true => s.to_string(),
+        false => crate::profile::env::quote(s),
+    }
 }
 
 /// Writes `data` to `path` through a temporary file and a rename, so readers see the old
@@ -92,5 +104,20 @@ pub fn lock_file(path: &Path, what: &str) -> Result<nix::fcntl::Flock<std::fs::F
                 .map_err(|(_, e)| e)
                 .with_context(|| format!("cannot lock {}", path.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_a_shell_would_split_them() {
+        assert_eq!(shell_word("/src/app#tools"), "/src/app#tools");
+        assert_eq!(shell_word("/tmp/my proj"), "'/tmp/my proj'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("#x"), "'#x'");
+        assert_eq!(shell_word("a$b"), "'a$b'");
+        assert_eq!(shell_word(""), "''");
     }
 }

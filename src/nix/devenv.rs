@@ -15,7 +15,7 @@ use super::flake::FlakeTarget;
 use super::inputs;
 use crate::diag::Diagnostic;
 use crate::paths::StateDirs;
-use crate::util::{find_in_dirs, write_atomic};
+use crate::util::{find_in_dirs, shell_word, write_atomic};
 
 /// The nix system agentenv runs on, e.g. `x86_64-linux`.
 pub fn current_system() -> String {
@@ -301,11 +301,8 @@ fn evaluation_error(nix: &NixCli, target: &FlakeTarget, stderr: &str) -> anyhow:
                     d = d.detail(format!("{kind}: {}", names.join(", ")));
                 }
                 if let Some((_, names)) = outputs.iter().find(|(k, _)| k == "devShells") {
-                    d = d.hint(format!(
-                        "pick one: `agentenv {}#{}`",
-                        target.root.display(),
-                        names[0]
-                    ));
+                    let pick = format!("{}#{}", target.root.display(), names[0]);
+                    d = d.hint(format!("pick one: `agentenv {}`", shell_word(&pick)));
                 }
             }
             _ => d = d.detail(format!("it has no devShells or packages for {system}")),
@@ -334,11 +331,15 @@ fn evaluation_error(nix: &NixCli, target: &FlakeTarget, stderr: &str) -> anyhow:
             .hint("`agentenv doctor` checks the rest")
             .into();
     }
-    d.hint(format!(
+    d.hint(develop_hint(target)).into()
+}
+
+/// Where to see nix's own error: the command, quoted for a shell where the path needs it.
+fn develop_hint(target: &FlakeTarget) -> String {
+    format!(
         "fix the error above; `nix develop {}` shows the same",
-        target.installable()
-    ))
-    .into()
+        shell_word(&target.installable())
+    )
 }
 
 /// Names under `devShells.<system>` and `packages.<system>`, from `nix flake show --json`.
@@ -383,6 +384,18 @@ mod tests {
             env.rc_script_for(Path::new("/home/a/p")),
             "out='/home/a/p/outputs/out'\nexport out\n"
         );
+    }
+
+    #[test]
+    fn the_nix_develop_hint_is_quoted_for_a_shell() {
+        let target = |root: &str, attr: Option<&str>| FlakeTarget {
+            root: root.into(),
+            attr: attr.map(String::from),
+        };
+        let hint = develop_hint(&target("/tmp/my proj", None));
+        assert!(hint.contains("`nix develop '/tmp/my proj'`"), "{hint}");
+        let hint = develop_hint(&target("/src/app", Some("tools")));
+        assert!(hint.contains("`nix develop /src/app#tools`"), "{hint}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::diag::Diagnostic;
+use super::manifest::toml_diagnostic;
 
 /// The profile directory: `arg` if given, else the one configured in `config` (relative to
 /// `home`, `~/` allowed), else none.
@@ -35,7 +35,9 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
 }
 
 fn read_configured_profile(config: &Path) -> Result<Option<String>> {
+    // Unknown keys are refused, as in the manifest: a misspelt key must not pass silently.
     #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Config {
         profile: Option<String>,
     }
@@ -45,15 +47,33 @@ fn read_configured_profile(config: &Path) -> Result<Option<String>> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", config.display())),
     };
     let parsed: Config = toml::from_str(&text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| super::manifest::line_col(&text, s.start))
-            .unwrap_or((1, 1));
-        Diagnostic::new(format!(
-            "invalid configuration {}:{line}:{col}: {}",
-            config.display(),
-            e.message().trim_end()
-        ))
+        toml_diagnostic("invalid configuration", config, &text, &e).hint(
+            "the one key there is `profile = \"~/config\"`, the profile to use (docs/profile.md)",
+        )
     })?;
     Ok(parsed.profile.filter(|p| !p.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("config.toml");
+        std::fs::write(&config, "# mine\nprofil = \"~/config\"\n").unwrap();
+        let err = chosen_profile(None, tmp.path(), &config).unwrap_err();
+        let text = crate::diag::render(&err);
+        let place = format!(
+            "invalid configuration {}:2:1: unknown field `profil`",
+            config.display()
+        );
+        assert!(text.contains(&place), "{text}");
+        assert!(text.contains("   2 | profil = "), "{text}");
+        assert!(text.contains("hint: "), "{text}");
+        std::fs::write(&config, "profile = \"~/config\"\n").unwrap();
+        let dir = chosen_profile(None, tmp.path(), &config).unwrap();
+        assert_eq!(dir, Some(tmp.path().join("config")));
+    }
 }

@@ -34,20 +34,32 @@ struct Fences {
     home_real: PathBuf,
     profile: PathBuf,
     profile_real: PathBuf,
+    /// agentenv's own state, which holds `state` (see `own_state`).
     state: PathBuf,
+}
+
+/// The directory of agentenv's state that no link may touch: the profile state directory, or,
+/// in the XDG layout (`~/.local/state/agentenv/profile`), the whole `agentenv` directory that
+/// holds it, which is agentenv's alone.
+pub fn own_state(state: &Path) -> PathBuf {
+    let state = lexical_normal(state);
+    match state.parent() {
+        Some(parent) if parent.file_name() == Some("agentenv".as_ref()) => parent.to_path_buf(),
+        _ => state,
+    }
 }
 
 /// Lists the links `profile` asks for in `home`. `state` is agentenv's own state directory,
 /// which no link may touch.
 pub fn wanted_links(profile: &Profile, home: &Path, state: &Path) -> Result<WantedLinks> {
     let fences = Fences {
-        home: home.to_path_buf(),
+        home: lexical_normal(home),
         home_real: std::fs::canonicalize(home)
             .with_context(|| format!("cannot resolve the home directory {}", home.display()))?,
         profile: profile.root.clone(),
         profile_real: std::fs::canonicalize(&profile.root)
             .with_context(|| format!("cannot resolve {}", profile.root.display()))?,
-        state: state.to_path_buf(),
+        state: own_state(state),
     };
     if fences.home_real.starts_with(&fences.profile_real) {
         return Err(Diagnostic::new(format!(
@@ -156,29 +168,85 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, std::fs::FileTy
 
 /// A profile entry that is a symlink must not loop, nor lead back into `$HOME` (outside the
 /// profile): the link made from it would point, through it, at itself or at the user's files.
+/// A dangling one is judged by where it points, as a path: once that exists (the activation
+/// itself may make it), it would be a cycle all the same.
 fn check_source(path: &Path, f: &Fences) -> Result<()> {
-    match std::fs::canonicalize(path) {
-        Ok(real) => {
-            if real.starts_with(&f.home_real) && !real.starts_with(&f.profile_real) {
-                return Err(Diagnostic::new(format!(
-                    "{} resolves to {}, inside the home directory: linking it would make a cycle",
-                    path.display(),
-                    real.display()
-                ))
-                .hint("a profile holds the files themselves: copy the file into the profile instead of linking to it")
-                .into());
-            }
-            Ok(())
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Diagnostic::new(format!(
-            "{} is a symlink cycle",
-            path.display()
+    let cycle = || -> anyhow::Error {
+        Diagnostic::new(format!("{} is a symlink cycle", path.display()))
+            .hint("fix or remove that symlink in the profile")
+            .into()
+    };
+    let (leads_to, verb) = match std::fs::canonicalize(path) {
+        Ok(real) => (vec![real], "resolves to"),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(cycle()),
+        Err(_) => (dangling_targets(path).ok_or_else(cycle)?, "points to"),
+    };
+    let inside = |p: &PathBuf, a: &Path, b: &Path| p.starts_with(a) || p.starts_with(b);
+    let into_home = leads_to
+        .iter()
+        .find(|p| inside(p, &f.home, &f.home_real) && !inside(p, &f.profile, &f.profile_real));
+    if let Some(target) = into_home {
+        return Err(Diagnostic::new(format!(
+            "{} {verb} {}, inside the home directory: linking it would make a cycle",
+            path.display(),
+            target.display()
         ))
-        .hint("fix or remove that symlink in the profile")
-        .into()),
-        // A dangling symlink links as one; it harms nothing.
-        Err(_) => Ok(()),
+        .hint("a profile holds the files themselves: copy the file into the profile instead of linking to it")
+        .into());
     }
+    Ok(())
+}
+
+/// Where the dangling symlink `path` leads, hop by hop: each target taken against its link's
+/// directory and normalised, as written and with the part that exists resolved. `None` for a
+/// chain too long to follow (as the kernel would refuse it).
+fn dangling_targets(path: &Path) -> Option<Vec<PathBuf>> {
+    let mut seen = Vec::new();
+    let mut at = path.to_path_buf();
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&at) else {
+            return Some(seen);
+        };
+        let dir = at.parent().unwrap_or(Path::new("/"));
+        let written = lexical_normal(&dir.join(&target));
+        at = resolve_existing(&lexical_normal(&resolve_existing(dir).join(&target)));
+        seen.push(written);
+        seen.push(at.clone());
+    }
+    None
+}
+
+/// `path` with its longest existing prefix resolved and the rest appended as it is.
+fn resolve_existing(path: &Path) -> PathBuf {
+    for prefix in path.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(prefix) {
+            let rest = path.strip_prefix(prefix).unwrap_or(Path::new(""));
+            return if rest.as_os_str().is_empty() {
+                real
+            } else {
+                real.join(rest)
+            };
+        }
+    }
+    path.to_path_buf()
+}
+
+/// An absolute `path` without `.` and `..`, worked out on the text alone.
+pub fn lexical_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                // `..` of the root is the root.
+                if out.parent().is_some() {
+                    out.pop();
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A link may not land in the profile, hold the profile, or touch agentenv's state.

@@ -170,17 +170,8 @@ fn absolute_dir(dir: &Path) -> Result<PathBuf> {
 /// Parses and checks a manifest; errors name the file, line and column.
 pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
     let manifest: Manifest = toml::from_str(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-        let mut d = Diagnostic::new(format!(
-            "invalid profile manifest {}:{line}:{col}: {}",
-            path.display(),
-            e.message().trim_end()
-        ));
-        if let Some(src) = text.lines().nth(line - 1) {
-            d = d.detail(format!("{line:>4} | {src}"));
-            d = d.detail(format!("{:>4} | {}^", "", " ".repeat(col - 1)));
-        }
-        d.hint("every key is described in docs/profile.md")
+        toml_diagnostic("invalid profile manifest", path, text, &e)
+            .hint("every key is described in docs/profile.md")
     })?;
     check_manifest(&manifest, text, path)?;
     Ok(manifest)
@@ -230,6 +221,22 @@ fn check_manifest(m: &Manifest, text: &str, path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A TOML error in the file `path` (holding `text`): `<what> path:line:col: message`, with the
+/// line shown and the place marked.
+pub fn toml_diagnostic(what: &str, path: &Path, text: &str, e: &toml::de::Error) -> Diagnostic {
+    let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+    let mut d = Diagnostic::new(format!(
+        "{what} {}:{line}:{col}: {}",
+        path.display(),
+        e.message().trim_end()
+    ));
+    if let Some(src) = text.lines().nth(line - 1) {
+        d = d.detail(format!("{line:>4} | {src}"));
+        d = d.detail(format!("{:>4} | {}^", "", " ".repeat(col - 1)));
+    }
+    d
 }
 
 /// 1-based line and column (in characters) of byte offset `at` in `text`.

@@ -122,7 +122,7 @@ pub fn activate_with(
     // the plan must wait for its undo).
     let mut early_plan = match files.journal().exists() {
         true => None,
-        false => Some(plan::plan_links(&profile, &wanted, &home)?),
+        false => Some(plan::plan_links(&profile, &wanted, &home, state_dir)?),
     };
     let _lock = files.lock()?;
     let mut warnings = wanted.warnings.clone();
@@ -139,7 +139,9 @@ pub fn activate_with(
             previous = Some(old.profile.clone());
         }
     }
-    let plan = match early_plan.map_or_else(|| plan::plan_links(&profile, &wanted, &home), Ok) {
+    let plan = match early_plan
+        .map_or_else(|| plan::plan_links(&profile, &wanted, &home, state_dir), Ok)
+    {
         Ok(plan) => plan,
         Err(err) => {
             if let Some(prev) = previous {
@@ -224,7 +226,7 @@ fn refresh(
 fn restore_previous(profile_dir: &Path, home: &Path, files: &StateFiles) {
     let back = Profile::load(profile_dir).and_then(|p| {
         let wanted = links::wanted_links(&p, home, &files.dir)?;
-        let plan = plan::plan_links(&p, &wanted, home)?;
+        let plan = plan::plan_links(&p, &wanted, home, &files.dir)?;
         let journal = apply::apply_plan(&plan, files)?;
         write_env_script(&journal, files)
     });

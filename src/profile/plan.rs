@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::env::ProfileEnv;
-use super::links::{is_missing, wanted_links, WantedLinks};
+use super::links::{is_missing, lexical_normal, wanted_links, WantedLinks};
 use super::manifest::{Layout, Profile};
 use crate::diag::Diagnostic;
 
@@ -82,11 +82,19 @@ enum Known {
 pub fn plan_activation(profile_dir: &Path, home: &Path, state: &Path) -> Result<ActivationPlan> {
     let profile = Profile::load(profile_dir)?;
     let wanted = wanted_links(&profile, home, state)?;
-    plan_links(&profile, &wanted, home)
+    plan_links(&profile, &wanted, home, state)
 }
 
-/// Plans making `wanted` in `home` as it is now.
-pub fn plan_links(profile: &Profile, wanted: &WantedLinks, home: &Path) -> Result<ActivationPlan> {
+/// Plans making `wanted` in `home` as it is now. `state` is agentenv's state directory: taking
+/// its lock creates it before anything is applied, so a missing directory on its way is not
+/// the plan's to create (nor to remove on undo).
+pub fn plan_links(
+    profile: &Profile,
+    wanted: &WantedLinks,
+    home: &Path,
+    state: &Path,
+) -> Result<ActivationPlan> {
+    let state = lexical_normal(state);
     let home_real = std::fs::canonicalize(home)
         .with_context(|| format!("cannot resolve the home directory {}", home.display()))?;
     let profile_real = std::fs::canonicalize(&profile.root)
@@ -116,7 +124,7 @@ pub fn plan_links(profile: &Profile, wanted: &WantedLinks, home: &Path) -> Resul
             let k = if free {
                 Known::Created
             } else {
-                inspect_parent(&at, &home_real, &profile_real, &mut plan)?
+                inspect_parent(&at, &home_real, &profile_real, &state, &mut plan)?
             };
             if matches!(k, Known::Created) {
                 plan.dirs.push(at.clone());
@@ -150,10 +158,12 @@ fn inspect_parent(
     at: &Path,
     home_real: &Path,
     profile_real: &Path,
+    state: &Path,
     plan: &mut ActivationPlan,
 ) -> Result<Known> {
     let meta = match std::fs::symlink_metadata(at) {
         Ok(m) => m,
+        Err(e) if is_missing(&e) && state.starts_with(at) => return Ok(Known::Dir),
         Err(e) if is_missing(&e) => return Ok(Known::Created),
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", at.display())),
     };

@@ -332,6 +332,70 @@ fn links_into_agentenv_state_are_refused() {
 }
 
 #[test]
+fn a_dangling_profile_symlink_into_home_is_refused() {
+    let f = Fixture::new();
+    let link = f.profile.join("home/.notyet");
+    let chain = f.profile.join("home/.chain");
+    for target in [
+        f.home.join(".notyet"),
+        // Relative to the link's directory, through `..`.
+        PathBuf::from("../../home/.notyet"),
+        f.home.join("a/../.notyet"),
+    ] {
+        symlink(&target, &link).unwrap();
+        let err = f.error();
+        assert!(
+            err.contains("inside the home directory"),
+            "{target:?}: {err}"
+        );
+        std::fs::remove_file(&link).unwrap();
+    }
+    // Through another dangling link outside both.
+    let hop = f.home.parent().unwrap().join("hop");
+    symlink(f.home.join(".later"), &hop).unwrap();
+    symlink(&hop, &chain).unwrap();
+    assert!(
+        f.error().contains("inside the home directory"),
+        "{}",
+        f.error()
+    );
+    std::fs::remove_file(&chain).unwrap();
+    // Dangling elsewhere, or into the profile itself, links as it is.
+    symlink("/nowhere/at/all", &link).unwrap();
+    symlink(f.profile.join("not-yet"), &chain).unwrap();
+    assert_eq!(f.plan().unwrap().links.len(), 2);
+}
+
+#[test]
+fn the_state_directory_in_the_home_is_not_the_plans_to_create() {
+    let f = Fixture::new();
+    f.file("home/.local/bin/tool", "x");
+    let state = f.home.join(".local/state/agentenv/profile");
+    let plan = plan_activation(&f.profile, &f.home, &state).unwrap();
+    assert_eq!(plan.dirs, [f.home.join(".local/bin")]);
+    assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
+}
+
+#[test]
+fn links_into_agentenvs_state_area_are_refused() {
+    let f = Fixture::new();
+    f.file("x", "x");
+    f.file(
+        "agentenv.toml",
+        "[links]\n\"x\" = \".local/state/agentenv/foo\"\n",
+    );
+    let state = f.home.join(".local/state/agentenv/profile");
+    let err = plan_activation(&f.profile, &f.home, &state).unwrap_err();
+    assert!(err.to_string().contains("agentenv's own state"), "{err}");
+    // Beside it, in the state home of other programs, is fine.
+    f.file(
+        "agentenv.toml",
+        "[links]\n\"x\" = \".local/state/other/foo\"\n",
+    );
+    assert!(plan_activation(&f.profile, &f.home, &state).is_ok());
+}
+
+#[test]
 fn a_home_manager_package_links_its_home_files() {
     let f = Fixture::new();
     f.file("activate", "#!/bin/sh\n");

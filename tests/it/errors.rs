@@ -2,6 +2,7 @@
 //! behind (no cache entry, no environment directory).
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::fixture;
@@ -160,4 +161,60 @@ fn refused_user_namespaces_name_the_sysctl() {
     assert!(err.contains("user.max_user_namespaces = 0"), "{err}");
     assert!(err.contains("sysctl"), "{err}");
     assert_eq!(f.envs(), envs_before, "nothing new was created");
+}
+
+#[test]
+fn a_project_the_user_cannot_read_is_named_not_called_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let locked = root.join("locked");
+    std::fs::create_dir_all(locked.join("sub")).unwrap();
+    std::fs::write(locked.join("flake.nix"), "{}").unwrap();
+    // Owned by whoever runs the tests, and shut to the user agentenv runs as: as root, the
+    // unprivileged test user (root reads everything); otherwise this user, with mode 000.
+    let as_user = |arg: &Path| {
+        let mut c = Command::new(crate::support::agentenv_bin());
+        if crate::support::is_root() {
+            let user = nix::unistd::User::from_name("agentenv-test")
+                .ok()
+                .flatten()?;
+            c = Command::new("setpriv");
+            c.arg(format!("--reuid={}", user.uid))
+                .arg(format!("--regid={}", user.gid))
+                .arg("--init-groups")
+                .arg(crate::support::agentenv_bin());
+        }
+        c.arg(arg)
+            .args(["--", "true"])
+            .env("HOME", &root)
+            .env("AGENTENV_HOME", root.join("state"))
+            .current_dir("/");
+        Some(run(c))
+    };
+    let mode = if crate::support::is_root() {
+        0o700
+    } else {
+        0o000
+    };
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(mode)).unwrap();
+    for arg in [locked.clone(), locked.join("sub")] {
+        let Some(o) = as_user(&arg) else {
+            crate::support::skip(
+                module_path!(),
+                "no user agentenv-test (scripts/test.sh creates it)",
+            );
+            return;
+        };
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        let want = format!(
+            "error: cannot read {}: permission denied\n",
+            locked.display()
+        );
+        assert!(err.starts_with(&want), "{}: {err}", arg.display());
+        assert!(err.contains("hint: "), "{err}");
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
 }

@@ -56,6 +56,8 @@ pub struct TestHome {
     pub root: PathBuf,
     pub home: PathBuf,
     pub agentenv_home: PathBuf,
+    /// Without AGENTENV_HOME: agentenv keeps its state where it does for a user, in the home.
+    pub state_in_home: bool,
 }
 
 impl TestHome {
@@ -71,15 +73,27 @@ impl TestHome {
             root,
             home,
             agentenv_home,
+            state_in_home: false,
+        }
+    }
+
+    /// A home with agentenv's state in it, at the XDG default `~/.local/state/agentenv`.
+    pub fn with_default_state() -> Self {
+        Self {
+            state_in_home: true,
+            ..Self::new()
         }
     }
 
     /// The profile state directory agentenv uses for this home.
     pub fn state(&self) -> PathBuf {
-        self.agentenv_home.join("state/profile")
+        match self.state_in_home {
+            true => self.home.join(".local/state/agentenv/profile"),
+            false => self.agentenv_home.join("state/profile"),
+        }
     }
 
-    /// `agentenv ARGS` with HOME and AGENTENV_HOME pointing here.
+    /// `agentenv ARGS` with HOME and AGENTENV_HOME (unless `state_in_home`) pointing here.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentenv"));
         cmd.args(args)
@@ -89,6 +103,12 @@ impl TestHome {
             .env_remove("AGENTENV_PROFILE")
             .env_remove("XDG_STATE_HOME")
             .env_remove("AGENTENV_TEST_PAUSE_AFTER_STEPS");
+        if self.state_in_home {
+            cmd.env_remove("AGENTENV_HOME")
+                .env_remove("XDG_CONFIG_HOME")
+                .env_remove("XDG_DATA_HOME")
+                .env_remove("XDG_CACHE_HOME");
+        }
         cmd
     }
 

@@ -16,5 +16,6 @@ mod persistent;
 mod profile;
 mod profile_env;
 mod profile_install;
+mod profile_layout;
 mod rootless;
 pub mod support;

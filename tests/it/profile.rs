@@ -307,9 +307,46 @@ fn the_profile_comes_from_the_environment_or_the_config_file() {
     );
     t.ok(&["profile", "activate"]);
     assert!(t.home.join(".bashrc").is_symlink());
+    let config = write(
+        &t.agentenv_home,
+        "config/config.toml",
+        format!("profile = \"{p}\"\nprofiles = \"x\"\n").as_bytes(),
+        0o644,
+    );
+    let err = t.fails(&["profile", "activate"]);
+    let place = format!("{}:2:1: unknown field `profiles`", config.display());
+    assert!(err.contains(&place) && err.contains("hint: "), "{err}");
     std::fs::remove_file(t.agentenv_home.join("config/config.toml")).unwrap();
     let err = t.fails(&["profile", "activate"]);
     assert!(err.starts_with("error: no profile given"), "{err}");
+}
+
+#[test]
+fn an_empty_agentenv_profile_counts_as_unset() {
+    let t = TestHome::new();
+    let p = profile_in(&t, "config");
+    write(
+        &t.agentenv_home,
+        "config/config.toml",
+        format!("profile = \"{p}\"\n").as_bytes(),
+        0o644,
+    );
+    let run = |args: &[&str]| {
+        t.command(args)
+            .env("AGENTENV_PROFILE", "")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["profile", "activate", "--dry-run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("activate {p} into")));
+    // Not a usage error about a --profile nobody passed: the path is looked at.
+    let missing = t.root.join("missing");
+    let out = run(&[&missing.display().to_string(), "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: no such directory"), "{err}");
 }
 
 /// Runs `activate` on a bad profile and checks the error and that nothing changed.
