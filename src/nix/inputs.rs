@@ -186,15 +186,18 @@ pub fn stamp_files(files: &[PathBuf]) -> Result<Vec<FileStamp>> {
         .iter()
         .map(|path| {
             let stat = stat_of(path);
+            // Streamed: a named binary can be megabytes, and a persistent environment's PID 1
+            // is forked from this process with its heap.
             let hash = match stat {
                 None => None,
                 Some(_) => Some(
-                    blake3::hash(
-                        &std::fs::read(path)
-                            .with_context(|| format!("cannot read {}", path.display()))?,
-                    )
-                    .to_hex()
-                    .to_string(),
+                    std::fs::File::open(path)
+                        .and_then(|f| {
+                            let mut h = blake3::Hasher::new();
+                            h.update_reader(f)?;
+                            Ok(h.finalize().to_hex().to_string())
+                        })
+                        .with_context(|| format!("cannot read {}", path.display()))?,
                 ),
             };
             Ok(FileStamp {
