@@ -150,13 +150,25 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     }
     let code = run_session(&plan)?;
     // A target that ends takes the processes of its PID namespace with it, the session too.
-    if code == 128 + 9 && !plan.target.still_running() {
+    if code == 128 + 9 && target_ends_soon(&plan.target) {
         eprintln!(
             "agentenv: {} exited; the session ended with it",
             plan.target.label
         );
     }
     Ok(code)
+}
+
+/// True if `target` is gone or goes within half a second: a dying PID 1 of a namespace waits
+/// for every process in it to be reaped (the session included) before it exits itself.
+fn target_ends_soon(target: &Target) -> bool {
+    for _ in 0..50 {
+        if !target.still_running() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
 }
 
 /// The toolbox: `--flake`, else the flake around `cwd`.
