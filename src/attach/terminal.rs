@@ -193,26 +193,8 @@ pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
             .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
         drop(fds);
-        let mut at = 1;
-        if master_open {
-            let r = ready[at];
-            at += 1;
-            if r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                master_open = copy_out(&master, &stdout, &mut buf)?;
-            }
-            if master_open && r.contains(PollFlags::POLLOUT) {
-                write_some(&master, &mut to_session);
-            }
-        }
-        if stdin_open && at < ready.len() && !ready[at].is_empty() {
-            match nix::unistd::read(&stdin, &mut buf) {
-                Ok(0) | Err(_) => stdin_open = false,
-                Ok(n) => {
-                    to_session.extend_from_slice(&buf[..n]);
-                    write_some(&master, &mut to_session);
-                }
-            }
-        }
+        // Signals first: a resize the caller made before typing must reach the session before
+        // what was typed.
         if !ready[0].is_empty() {
             while let Ok(Some(info)) = sfd.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
@@ -230,6 +212,26 @@ pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
                         let _ = nix::sys::signal::kill(child, sig);
                     }
                     Err(_) => {}
+                }
+            }
+        }
+        let mut at = 1;
+        if master_open {
+            let r = ready[at];
+            at += 1;
+            if r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                master_open = copy_out(&master, &stdout, &mut buf)?;
+            }
+            if master_open && r.contains(PollFlags::POLLOUT) {
+                write_some(&master, &mut to_session);
+            }
+        }
+        if stdin_open && at < ready.len() && !ready[at].is_empty() {
+            match nix::unistd::read(&stdin, &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    to_session.extend_from_slice(&buf[..n]);
+                    write_some(&master, &mut to_session);
                 }
             }
         }
