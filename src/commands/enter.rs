@@ -17,7 +17,8 @@ use crate::workspace::Workspace;
 pub fn run(args: &EnterArgs) -> Result<i32> {
     let cwd = current_dir()?;
     let (path, _) = args.path.split_once('#').unwrap_or((&args.path, ""));
-    if crate::cli::is_verb(path) && !cwd.join(path).exists() {
+    // The stat first: building the verb list is not for the warm path.
+    if !cwd.join(path).exists() && crate::cli::is_verb(path) {
         // `agentenv --no-profile ps`: an option before the verb made it a path (exit 2, as
         // for any bad usage).
         let err = anyhow::Error::from(
