@@ -53,6 +53,19 @@ impl EnvDirs {
         }
     }
 
+    /// The lock of the environment's store layer (see `store::LayerClaim`): beside the
+    /// environments, not in one, so that taking it makes no environment directory.
+    pub fn store_lock(&self) -> PathBuf {
+        let envs = self.root.parent().unwrap_or(&self.root);
+        envs.with_file_name("locks")
+            .join(format!("{}.store", self.id))
+    }
+
+    /// Where runs beside the layer's owner keep their scratch layers.
+    pub fn scratch_layers(&self) -> PathBuf {
+        self.root.join("scratch")
+    }
+
     /// The environment's private `$HOME`.
     pub fn home(&self) -> PathBuf {
         self.root.join("home")

@@ -293,7 +293,11 @@ impl Workspace {
     /// The right to mount the environment's store layer, or a scratch layer above it while
     /// another sandbox of the environment holds it. Hold it as long as the sandbox runs.
     pub fn claim_layer(&self) -> Result<LayerClaim> {
-        let layer = LayerClaim::acquire(self.env_dirs.store_view(), &self.env_dirs.root)?;
+        let layer = LayerClaim::acquire(
+            self.env_dirs.store_view(),
+            &self.env_dirs.store_lock(),
+            &self.env_dirs.scratch_layers(),
+        )?;
         if layer.is_scratch() {
             tracing::info!(
                 "another sandbox of {} holds its /nix layer: this one writes to /nix in a scratch layer, dropped when it ends",

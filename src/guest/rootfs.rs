@@ -236,6 +236,11 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
             if *userxattr {
                 data.push_str(",userxattr");
             }
+            if lowers.len() > 1 {
+                // A scratch layer above a layer another sandbox owns: with the index on (a
+                // kernel default on some systems) the mount would be refused as busy.
+                data.push_str(",index=off");
+            }
             sys.mount(
                 Some(Path::new("overlay")),
                 &target,

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::inputs::{dirs_unchanged, files_unchanged, DirStamp, FileStamp};
 use crate::util::{hash_parts, write_atomic};
 
-/// Bumped whenever the layout of index records or entries changes.
-const FORMAT: u32 = 1;
+/// Bumped whenever the layout of index records or entries changes, or what counts as an
+/// input does (2: the files `.nix` files name by relative path).
+const FORMAT: u32 = 2;
 
 /// The on-disk cache rooted at `<cache>/devenv`.
 #[derive(Debug, Clone)]

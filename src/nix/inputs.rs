@@ -55,29 +55,36 @@ pub fn discover(root: &Path) -> Result<InputSet> {
     files.insert(root.join("flake.nix"));
     files.insert(root.join("flake.lock"));
     let repo = git_root(root);
-    let tracked: BTreeSet<PathBuf> = match &repo {
-        Some(repo) => git_tracked_files(repo)?
-            .into_iter()
-            .map(|rel| repo.join(rel))
-            .collect(),
-        None => BTreeSet::new(),
-    };
     match &repo {
-        Some(_) => files.extend(
-            tracked
-                .iter()
-                .filter(|f| is_nix_input(f) || f.file_name().is_some_and(|n| n == "flake.lock"))
-                .cloned(),
-        ),
+        Some(repo) => {
+            let specs = ["*.nix", "flake.lock", "*/flake.lock"].map(String::from);
+            files.extend(git_tracked_files(repo, &specs)?);
+        }
         None => walk_nix_files(root, &mut files),
     }
     let nix_files: Vec<PathBuf> = files.iter().filter(|f| is_nix_input(f)).cloned().collect();
     let named = referenced::named_paths(&nix_files, root);
     let candidates = match &repo {
-        Some(_) => tracked,
+        // Only below the named paths: a monorepo's whole file list is not read.
+        Some(repo) => {
+            let specs: Vec<String> = named
+                .iter()
+                .filter_map(|p| p.strip_prefix(repo).ok())
+                .map(|rel| format!(":(literal){}", rel.display()))
+                .collect();
+            match specs.is_empty() {
+                true => BTreeSet::new(),
+                false => git_tracked_files(repo, &specs)?.into_iter().collect(),
+            }
+        }
         None => referenced::existing_below(&named),
     };
-    files.extend(referenced::inputs_named(&named, &candidates));
+    // Regular files only: a submodule, a FIFO or a socket is no input to hash.
+    files.extend(
+        referenced::inputs_named(&named, &candidates)
+            .into_iter()
+            .filter(|f| std::fs::metadata(f).is_ok_and(|m| m.is_file())),
+    );
     let scope = repo.as_deref().unwrap_or(root);
     for conf in nix_config_files() {
         files.insert(conf);
@@ -121,11 +128,13 @@ fn is_nix_input(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "nix")
 }
 
-fn git_tracked_files(repo: &Path) -> Result<Vec<PathBuf>> {
+/// The files git tracks in `repo` that match `pathspecs`, as absolute paths.
+fn git_tracked_files(repo: &Path, pathspecs: &[String]) -> Result<Vec<PathBuf>> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["ls-files", "-z"])
+        .args(["ls-files", "-z", "--"])
+        .args(pathspecs)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .output()
@@ -146,7 +155,7 @@ fn git_tracked_files(repo: &Path) -> Result<Vec<PathBuf>> {
         .stdout
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
-        .map(|s| PathBuf::from(std::ffi::OsStr::from_bytes(s)))
+        .map(|s| repo.join(std::ffi::OsStr::from_bytes(s)))
         .collect())
 }
 
@@ -278,6 +287,31 @@ mod tests {
         assert!(!inputs.files.contains(&root.join(".hidden/b.nix")));
         assert!(!inputs.files.contains(&root.join("nix/readme.md")));
         assert!(inputs.dirs.contains(&root.join("nix/sub")));
+    }
+
+    #[test]
+    fn named_paths_bring_regular_files_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("flake.nix"), "{ t = ./tools; s = ./build.sh; }").unwrap();
+        std::fs::write(root.join("build.sh"), "echo").unwrap();
+        std::fs::create_dir_all(root.join("tools/sub")).unwrap();
+        std::fs::write(root.join("tools/sub/tool"), "x").unwrap();
+        nix::unistd::mkfifo(&root.join("tools/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::os::unix::fs::symlink(root.join("tools/sub"), root.join("tools/link")).unwrap();
+        let inputs = discover(root).unwrap();
+        assert!(inputs.files.contains(&root.join("build.sh")));
+        assert!(inputs.files.contains(&root.join("tools/sub/tool")));
+        assert!(
+            !inputs.files.contains(&root.join("tools/pipe")),
+            "a FIFO would block"
+        );
+        assert!(
+            !inputs.files.contains(&root.join("tools/link")),
+            "a directory"
+        );
+        // Stamping them reads each file, and must not block or fail.
+        stamp_files(&inputs.files).unwrap();
     }
 
     #[test]

@@ -4,44 +4,52 @@
 //! meanwhile sees the layer read-only under a scratch layer of its own: it has everything the
 //! environment has, and what it writes to `/nix` is dropped when it ends.
 
-use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use rustix::fs::{flock, FlockOperation, Mode, OFlags};
 
 use super::StoreView;
+
+/// A `.new-` scratch directory with no lock file yet is a claim being made, unless older.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 
 /// The right to mount a view of an environment's store; see the module's documentation.
 pub struct LayerClaim {
     view: StoreView,
     /// The scratch layer's directory, removed when the claim is dropped.
     scratch: Option<PathBuf>,
-    _lock: Flock<File>,
+    /// Locked with flock(2) and never unlocked explicitly: the lock lasts until every copy of
+    /// the descriptor is closed, so a sandbox's PID 1 that inherited it keeps it after this
+    /// process has dropped its own.
+    _lock: OwnedFd,
 }
 
 impl LayerClaim {
-    /// Claims `view`'s layer, or, while another sandbox holds it, a scratch layer above it.
-    /// `env_dir` is the environment's state directory, which keeps the lock and scratch layers.
-    pub fn acquire(view: StoreView, env_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(env_dir)
-            .with_context(|| format!("cannot create {}", env_dir.display()))?;
-        let scratch_root = env_dir.join("scratch");
-        if let Some(lock) = try_lock(&env_dir.join("store.lock"), true)? {
-            sweep(&scratch_root);
+    /// Claims `view`'s layer through the lock file `lock`, or, while another sandbox holds it,
+    /// a scratch layer above it in `scratch_root`.
+    pub fn acquire(view: StoreView, lock: &Path, scratch_root: &Path) -> Result<Self> {
+        if let Some(dir) = lock.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        if let Some(lock) = try_lock(lock, true)? {
+            sweep(scratch_root);
             return Ok(Self {
                 view,
                 scratch: None,
                 _lock: lock,
             });
         }
-        std::fs::create_dir_all(&scratch_root)
+        std::fs::create_dir_all(scratch_root)
             .with_context(|| format!("cannot create {}", scratch_root.display()))?;
-        // Locked under a name the sweep skips, then renamed: a sweep never takes a layer that
-        // is being made.
+        // Locked under a name the sweep leaves alone while young, then renamed: a sweep never
+        // takes a layer that is being made.
         let fresh = tempfile::Builder::new()
             .prefix(".new-")
-            .tempdir_in(&scratch_root)
+            .tempdir_in(scratch_root)
             .with_context(|| format!("cannot create a directory in {}", scratch_root.display()))?;
         let lock = try_lock(&fresh.path().join("lock"), true)?
             .context("cannot lock a fresh scratch layer")?;
@@ -52,8 +60,10 @@ impl LayerClaim {
             .map(|n| n.trim_start_matches(".new-").to_string())
             .unwrap_or_default();
         let dir = scratch_root.join(format!("{}-{name}", std::process::id()));
-        std::fs::rename(fresh.keep(), &dir)
+        std::fs::rename(fresh.path(), &dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        // Renamed away: nothing is left for the TempDir to remove.
+        let _ = fresh.keep();
         tracing::debug!(dir = %dir.display(), "the store layer is in use: a scratch layer above it");
         Ok(Self {
             view: view.with_layer_above(&dir),
@@ -72,7 +82,7 @@ impl LayerClaim {
         self.scratch.is_some()
     }
 
-    /// Leaves the claim to the sandbox that inherited its lock (a persistent environment): the
+    /// Leaves the claim to the sandbox that inherited its lock (a persistent environment): its
     /// scratch layer, if any, stays until that sandbox is gone and a later claim sweeps it.
     pub fn hand_over(mut self) {
         self.scratch = None;
@@ -89,37 +99,49 @@ impl Drop for LayerClaim {
     }
 }
 
-/// An exclusive lock on `path` if no one holds it; `create` makes the file if missing. The
-/// lock is held through a read-only descriptor: the sandbox's PID 1 keeps it open.
-fn try_lock(path: &Path, create: bool) -> Result<Option<Flock<File>>> {
+/// An exclusive lock on `path` if no one holds it; `create` makes the file if missing. Held
+/// through a read-only descriptor, as the sandbox's PID 1 keeps it open.
+fn try_lock(path: &Path, create: bool) -> Result<Option<OwnedFd>> {
+    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC;
     if create {
-        File::options()
-            .create(true)
-            .truncate(false)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        flags |= OFlags::CREATE;
     }
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let fd = match rustix::fs::open(path, flags, Mode::from_raw_mode(0o644)) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) if !create => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
     };
-    Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock).ok())
+    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(fd)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
 }
 
 /// Removes scratch layers whose sandbox is gone (killed before it could clean up, or a
-/// persistent environment since stopped).
+/// persistent environment since stopped), and the remains of claims that never finished.
 fn sweep(scratch_root: &Path) {
     let Ok(entries) = std::fs::read_dir(scratch_root) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if let Ok(Some(_lock)) = try_lock(&path.join("lock"), false) {
+        let lock = path.join("lock");
+        let gone = if lock.exists() {
+            matches!(try_lock(&lock, false), Ok(Some(_)))
+        } else if entry.file_name().to_string_lossy().starts_with('.') {
+            // Still being made, unless long abandoned.
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > ABANDONED_AFTER)
+        } else {
+            // A named layer always has its lock: this is a half-removed one.
+            true
+        };
+        if gone {
             tracing::debug!(dir = %path.display(), "removing a scratch layer left behind");
             let _ = crate::util::remove_tree(&path);
         }
@@ -135,11 +157,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let env = tmp.path();
         let view = StoreView::over_host(&env.join("store"));
-        let first = LayerClaim::acquire(view.clone(), env).unwrap();
+        let first =
+            LayerClaim::acquire(view.clone(), &env.join("lock"), &env.join("scratch")).unwrap();
         assert!(!first.is_scratch());
         assert_eq!(first.view(), &view);
 
-        let second = LayerClaim::acquire(view.clone(), env).unwrap();
+        let second =
+            LayerClaim::acquire(view.clone(), &env.join("lock"), &env.join("scratch")).unwrap();
         assert!(second.is_scratch());
         let v = second.view();
         assert_eq!(v.lowers, vec![view.upper.clone(), PathBuf::from("/nix")]);
@@ -149,7 +173,7 @@ mod tests {
         assert!(!dir.exists(), "a scratch layer goes with its claim");
 
         drop(first);
-        let again = LayerClaim::acquire(view, env).unwrap();
+        let again = LayerClaim::acquire(view, &env.join("lock"), &env.join("scratch")).unwrap();
         assert!(!again.is_scratch(), "the layer is free again");
     }
 
@@ -158,16 +182,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let env = tmp.path();
         let view = StoreView::over_host(&env.join("store"));
-        let first = LayerClaim::acquire(view.clone(), env).unwrap();
-        let live = LayerClaim::acquire(view.clone(), env).unwrap();
+        let first =
+            LayerClaim::acquire(view.clone(), &env.join("lock"), &env.join("scratch")).unwrap();
+        let live =
+            LayerClaim::acquire(view.clone(), &env.join("lock"), &env.join("scratch")).unwrap();
         let live_dir = live.view().upper.parent().unwrap().to_path_buf();
         // Handed over to no sandbox: its lock is gone, its directory stays, as after a kill.
-        let gone = LayerClaim::acquire(view.clone(), env).unwrap();
+        let gone =
+            LayerClaim::acquire(view.clone(), &env.join("lock"), &env.join("scratch")).unwrap();
         let gone_dir = gone.view().upper.parent().unwrap().to_path_buf();
         gone.hand_over();
         assert!(gone_dir.is_dir());
         drop(first);
-        let _owner = LayerClaim::acquire(view, env).unwrap();
+        let _owner = LayerClaim::acquire(view, &env.join("lock"), &env.join("scratch")).unwrap();
         assert!(!gone_dir.exists(), "swept");
         assert!(live_dir.is_dir(), "a scratch layer in use stays");
     }

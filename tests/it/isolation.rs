@@ -154,6 +154,46 @@ fn a_run_beside_another_sees_its_store_and_keeps_its_own_writes_apart() {
 }
 
 #[test]
+fn a_run_beside_a_persistent_environment_keeps_its_writes_apart() {
+    let f = fixture!();
+    if !crate::support::is_root() {
+        crate::support::skip(module_path!(), "the store is writable only by root");
+        return;
+    }
+    let mut up = f.agentenv();
+    up.arg("up");
+    let o = run(up);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).lines().last().unwrap().to_string();
+    // `up` has exited: its environment's PID 1 still owns the layer. A run with another
+    // network does not use that environment, and must not write its layer.
+    let o = f.run_in_with(
+        &["--network", "none"],
+        &[
+            "sh",
+            "-c",
+            "echo side > /nix/store/from-beside && cat /nix/store/from-beside",
+        ],
+    );
+    assert_eq!(stdout(&o), "side\n", "{}", stderr(&o));
+    let env = &f.envs()[0];
+    assert!(!env.join("store/upper/store/from-beside").exists());
+    let mut exec = f.agentenv();
+    exec.args([
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "[ -e /nix/store/from-beside ] && echo seen || echo apart",
+    ]);
+    assert_eq!(stdout(&run(exec)), "apart\n");
+    let mut down = f.agentenv();
+    down.args(["down", &id]);
+    assert!(run(down).status.success());
+}
+
+#[test]
 fn descriptors_of_the_caller_beyond_stdio_do_not_reach_inside() {
     let f = fixture!();
     let probe = "ls /proc/self/fd/9/ >/dev/null 2>&1 && echo leaked-to-command; \

@@ -161,6 +161,13 @@ impl Fixture {
         c
     }
 
+    /// `agentenv OPTS... . -- ARGS...`
+    pub fn run_in_with(&self, opts: &[&str], args: &[&str]) -> Output {
+        let mut c = self.agentenv();
+        c.args(opts).arg(".").arg("--").args(args);
+        run(c)
+    }
+
     /// `agentenv . -- ARGS...`
     pub fn run_in(&self, args: &[&str]) -> Output {
         let mut c = self.agentenv();
