@@ -24,10 +24,13 @@ use nix::unistd::Pid;
 use crate::process::{reap_children, supervised_signals, Reap};
 use crate::terminal::RawMode;
 
-/// Whether the session gets a terminal of its own: the caller's stdin and stdout are one.
+/// Whether the session gets a terminal of its own: all three of the caller's stdio streams
+/// are a terminal (a pty merges stdout and stderr, which would take `2>log` away).
 pub fn wanted() -> bool {
     use std::io::IsTerminal;
-    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+    std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal()
 }
 
 /// The channel on which the session process hands the pty's master to the host side.
@@ -65,6 +68,16 @@ pub fn open_private_pty(uid: u32, gid: u32) -> Result<Option<(OwnedFd, OwnedFd)>
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .context("cannot mount a devpts instance of the session's own")?;
+    let opened = open_pty(uid, gid);
+    if opened.is_err() {
+        // The session goes on with the caller's terminal: give it back the target's /dev/pts.
+        let _ = nix::mount::umount2(pts, nix::mount::MntFlags::MNT_DETACH);
+    }
+    opened.map(Some)
+}
+
+/// A pty from the devpts instance just mounted at /dev/pts; see `open_private_pty`.
+fn open_pty(uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd)> {
     let master = nix::fcntl::open(
         "/dev/pts/ptmx",
         OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
@@ -96,7 +109,7 @@ pub fn open_private_pty(uid: u32, gid: u32) -> Result<Option<(OwnedFd, OwnedFd)>
     )
     .context("cannot give the pty to the session's user")?;
     copy_winsize(0, slave.as_raw_fd());
-    Ok(Some((master, slave)))
+    Ok((master, slave))
 }
 
 /// Sends the pty's master to the host side.

@@ -162,6 +162,17 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
 /// True if `target` is gone or goes within half a second: a dying PID 1 of a namespace waits
 /// for every process in it to be reaped (the session included) before it exits itself.
 fn target_ends_soon(target: &Target) -> bool {
+    // PF_EXITING in /proc/PID/stat's flags: the target has begun to exit. Only then wait.
+    const PF_EXITING: u64 = 0x4;
+    let flags = std::fs::read_to_string(format!("/proc/{}/stat", target.pid))
+        .ok()
+        .and_then(|stat| {
+            let after = &stat[stat.rfind(')')? + 1..];
+            after.split_whitespace().nth(6)?.parse::<u64>().ok()
+        });
+    if flags.is_some_and(|f| f & PF_EXITING == 0) {
+        return !target.still_running();
+    }
     for _ in 0..50 {
         if !target.still_running() {
             return true;
