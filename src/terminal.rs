@@ -54,3 +54,15 @@ impl Drop for RawMode {
         );
     }
 }
+
+/// Gives the terminal `fd` the size `ws` (its foreground processes get SIGWINCH).
+pub fn set_winsize(fd: std::os::fd::RawFd, ws: WinSize) {
+    let w = libc::winsize {
+        ws_row: ws.rows,
+        ws_col: ws.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ only reads `w`, which lives across the call; a bad fd gives EBADF.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &w) };
+}

@@ -107,6 +107,24 @@ pub fn lock_file(path: &Path, what: &str) -> Result<nix::fcntl::Flock<std::fs::F
     }
 }
 
+/// An absolute `path` without `.` and `..`, worked out on the text alone.
+pub fn lexical_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                // `..` of the root is the root.
+                if out.parent().is_some() {
+                    out.pop();
+                }
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

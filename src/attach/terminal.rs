@@ -22,7 +22,7 @@ use nix::sys::socket::{
 use nix::unistd::Pid;
 
 use crate::process::{reap_children, supervised_signals, Reap};
-use crate::terminal::RawMode;
+use crate::terminal::{local_winsize, set_winsize, RawMode};
 
 /// Whether the session gets a terminal of its own: all three of the caller's stdio streams
 /// are a terminal (a pty merges stdout and stderr, which would take `2>log` away).
@@ -108,7 +108,9 @@ fn open_pty(uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd)> {
         Some(nix::unistd::Gid::from_raw(gid)),
     )
     .context("cannot give the pty to the session's user")?;
-    copy_winsize(0, slave.as_raw_fd());
+    if let Some(ws) = local_winsize() {
+        set_winsize(slave.as_raw_fd(), ws);
+    }
     Ok((master, slave))
 }
 
@@ -220,7 +222,11 @@ pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
                             return Ok(code);
                         }
                     }
-                    Ok(Signal::SIGWINCH) => copy_winsize(0, master.as_raw_fd()),
+                    Ok(Signal::SIGWINCH) => {
+                        if let Some(ws) = local_winsize() {
+                            set_winsize(master.as_raw_fd(), ws);
+                        }
+                    }
                     Ok(sig) => {
                         let _ = nix::sys::signal::kill(child, sig);
                     }
@@ -283,22 +289,6 @@ fn write_some(master: &OwnedFd, pending: &mut Vec<u8>) {
                 pending.clear();
                 return;
             }
-        }
-    }
-}
-
-/// Gives the terminal `to` the size of the terminal `from`, if `from` is one.
-fn copy_winsize(from: RawFd, to: RawFd) {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes into `ws` and TIOCSWINSZ reads it; it lives across both calls.
-    unsafe {
-        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
-            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::process::reset_signals_for_exec;
 use crate::proto::frame::{data_header, HEADER};
 use crate::proto::message::{ExecSpec, ExitStatus, Response, WinSize};
 use crate::proto::{read_frame, write_frame, Frame};
+use crate::terminal::set_winsize;
 
 /// Where per-exec start-up scripts go inside.
 const SCRIPT_DIR: &str = "/run/agentenv";
@@ -51,17 +52,6 @@ fn launch_for(spec: &ExecSpec) -> Launch {
         &spec.prompt_name,
     )
     .with_script_path(&PathBuf::from(format!("{SCRIPT_DIR}/exec-{n}.sh")))
-}
-
-fn set_winsize(fd: i32, ws: WinSize) {
-    let w = libc::winsize {
-        ws_row: ws.rows,
-        ws_col: ws.cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ only reads `w`, which lives across the call; a bad fd gives EBADF.
-    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &w) };
 }
 
 /// What the process's stdio is.

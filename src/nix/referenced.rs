@@ -6,7 +6,9 @@
 //! (`./.`) and its parents are never counted, for the same reason.
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::util::lexical_normal;
 
 /// A named directory with more files than this is taken as a source tree, not an input.
 pub const MAX_FILES_IN_A_NAMED_DIR: usize = 256;
@@ -37,22 +39,6 @@ pub fn path_literals(text: &str) -> Vec<&str> {
     out
 }
 
-/// `base.join(rel)` with `.` and `..` resolved by name (nix resolves path literals the same
-/// way, without following symlinks).
-pub fn join_lexically(base: &Path, rel: &str) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in base.join(rel).components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// The paths the `.nix` files in `nix_files` name, resolved; never `root` (the flake's
 /// directory) or a directory above it.
 pub fn named_paths(nix_files: &[PathBuf], root: &Path) -> BTreeSet<PathBuf> {
@@ -62,7 +48,8 @@ pub fn named_paths(nix_files: &[PathBuf], root: &Path) -> BTreeSet<PathBuf> {
             continue;
         };
         for lit in path_literals(&text) {
-            let named = join_lexically(dir, lit);
+            // Resolved by name, as nix resolves path literals (no symlinks followed).
+            let named = lexical_normal(&dir.join(lit));
             if !root.starts_with(&named) {
                 out.insert(named);
             }
@@ -206,14 +193,6 @@ mod tests {
         assert_eq!(
             found.into_iter().collect::<Vec<_>>(),
             vec![base.join("build.sh"), base.join("pkgs/bin/tool")]
-        );
-    }
-
-    #[test]
-    fn parent_references_resolve_by_name() {
-        assert_eq!(
-            join_lexically(Path::new("/p/nix"), "../shared/./lib.nix"),
-            PathBuf::from("/p/shared/lib.nix")
         );
     }
 }

@@ -2,6 +2,7 @@
 //! skills, the manifest's extra links. Checks every path (nothing may leave `$HOME` or loop
 //! back into it); does not look at what is in `$HOME` now (that is the plan's job).
 
+use crate::util::lexical_normal;
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
@@ -229,24 +230,6 @@ fn resolve_existing(path: &Path) -> PathBuf {
         }
     }
     path.to_path_buf()
-}
-
-/// An absolute `path` without `.` and `..`, worked out on the text alone.
-pub fn lexical_normal(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                // `..` of the root is the root.
-                if out.parent().is_some() {
-                    out.pop();
-                }
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// A link may not land in the profile, hold the profile, or touch agentenv's state.

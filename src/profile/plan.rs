@@ -9,9 +9,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::env::ProfileEnv;
-use super::links::{is_missing, lexical_normal, wanted_links, WantedLinks};
+use super::links::{is_missing, wanted_links, WantedLinks};
 use super::manifest::{Layout, Profile};
 use crate::diag::Diagnostic;
+use crate::util::lexical_normal;
 
 /// What activating a profile into a home will do, in the order it is done: move the
 /// conflicts aside, create the directories, make the links.
