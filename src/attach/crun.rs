@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::runtimes::{podman_names, Container, Engine};
-use super::target::process_state;
+use super::target::is_live;
 
 /// crun's state directories: root's, and each rootless user's.
 fn state_roots() -> Vec<PathBuf> {
@@ -52,9 +52,7 @@ pub fn from_state_files() -> Vec<Container> {
 fn read_status(dir: &Path) -> Option<Container> {
     let id = dir.file_name()?.to_str()?.to_string();
     let status: Status = serde_json::from_slice(&std::fs::read(dir.join("status")).ok()?).ok()?;
-    // A stopped container keeps its state until it is removed; its PID may be reused.
-    let (start, state) = process_state(status.pid)?;
-    if state == 'Z' || (status.process_start_time != 0 && start != status.process_start_time) {
+    if !is_live(status.pid, status.process_start_time) {
         return None;
     }
     let spec: Spec = std::fs::read(dir.join("config.json"))
@@ -80,6 +78,7 @@ fn read_status(dir: &Path) -> Option<Container> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attach::target::process_state;
 
     /// crun's state directory for `id` in `root`: its status and its copy of the spec.
     fn state_dir(root: &Path, id: &str, status: serde_json::Value, spec: &str) -> PathBuf {

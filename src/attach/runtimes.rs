@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use super::target::process_state;
+use super::target::is_live;
 use crate::util::find_executable;
 
 /// The engine that runs a container, as named to the user.
@@ -123,9 +123,7 @@ pub fn from_state_files() -> Vec<Container> {
 
 fn read_state(path: &Path, engine: Engine) -> Option<Container> {
     let state: RuncState = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    // A stopped container keeps its state file until it is removed; its PID may be reused.
-    let (start, _) = process_state(state.init_process_pid)?;
-    if start != state.init_process_start {
+    if !is_live(state.init_process_pid, state.init_process_start) {
         return None;
     }
     let label = |key: &str| {
@@ -331,6 +329,7 @@ pub fn pid_from_cli(c: &Container) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attach::target::process_state;
 
     #[test]
     fn ps_lines_give_ids_names_and_pids() {

@@ -59,8 +59,14 @@ impl Target {
 
     /// Whether the same process (not a reuse of its PID) still runs.
     pub fn still_running(&self) -> bool {
-        process_state(self.pid).is_some_and(|(start, st)| start == self.start_time && st != 'Z')
+        is_live(self.pid, self.start_time)
     }
+}
+
+/// True if process `pid` runs and is the one that started at `start` (0: any); a zombie or a
+/// reused PID is not. State files outlive their containers, and PIDs are reused.
+pub fn is_live(pid: i32, start: u64) -> bool {
+    process_state(pid).is_some_and(|(s, st)| st != 'Z' && (start == 0 || s == start))
 }
 
 /// The start time and state letter of process `pid`, from `/proc/PID/stat`.
