@@ -3,12 +3,11 @@
 //! docker; the target's mounts, files and fds are the same after a session, its processes never
 //! see the toolbox, and it keeps running.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::containers::{Image, Runtime, TARGET_TOOL};
-use crate::support::{run, skip, stderr, stdout, wait_output, Fixture, Pty};
+use crate::support::{run, skip, spawn_until_ready, stderr, stdout, wait_output, Fixture, Pty};
 use crate::{fixture, runtime};
 
 fn attach(f: &Fixture, target: &str, cmd: &[&str]) -> Output {
@@ -84,16 +83,9 @@ fn target_never_sees_the_toolbox_and_is_unchanged_after_detach() {
     let f = fixture!();
     let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
     let before = c.snapshot();
-    let mut cmd = f.attach_cmd(&c.name, &[], &["sh", "-c", "echo ready; exec sleep 60"]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut session = cmd.spawn().unwrap();
-    let mut first = String::new();
-    BufReader::new(session.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first, "ready\n");
+    let cmd = f.attach_cmd(&c.name, &[], &["sh", "-c", "echo ready; exec sleep 60"]);
+    let (session, before_ready) = spawn_until_ready(cmd);
+    assert_eq!(before_ready, "", "the session printed nothing else first");
 
     // While attached: nothing of ours in the target's view.
     let root = format!("/proc/{}/root", c.pid);
@@ -149,16 +141,9 @@ fn a_session_whose_target_exits_says_so() {
     let rt = runtime!("target_exits", Runtime::podman());
     let f = fixture!();
     let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
-    let mut cmd = f.attach_cmd(&c.name, &[], &["sh", "-c", "echo ready; exec sleep 60"]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut session = cmd.spawn().unwrap();
-    let mut first = String::new();
-    BufReader::new(session.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first, "ready\n");
+    let cmd = f.attach_cmd(&c.name, &[], &["sh", "-c", "echo ready; exec sleep 60"]);
+    let (session, before_ready) = spawn_until_ready(cmd);
+    assert_eq!(before_ready, "", "the session printed nothing else first");
     let mut kill = rt.cli();
     kill.args(["kill", &c.id]);
     let killed = run(kill);

@@ -3,12 +3,11 @@
 //! the target: not in its view while a session runs, not in its files or mounts after; in a
 //! read-only container, one that lacks its `$HOME`, and a rootless one.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use crate::containers::{Container, Image, Runtime};
-use crate::support::{run, stderr, stdout, wait_output, Fixture, Pty};
+use crate::support::{run, spawn_until_ready, stderr, stdout, wait_output, Fixture, Pty};
 use crate::{fixture, runtime};
 
 /// A copy of examples/profile (without its `tools`: their flake needs nixpkgs) with a dotfile
@@ -76,24 +75,6 @@ fn assert_shows_profile(out: &str, p: &Path, home: &str, target_path: &str) {
     );
 }
 
-/// Starts `script` in a session and returns its output up to a line `ready`.
-fn start_session(mut cmd: Command) -> (std::process::Child, String) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut session = cmd.spawn().unwrap();
-    let mut reader = BufReader::new(session.stdout.take().unwrap());
-    let mut out = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 || line == "ready\n" {
-            break;
-        }
-        out.push_str(&line);
-    }
-    (session, out)
-}
-
 fn end_session(session: std::process::Child) {
     let pid = nix::unistd::Pid::from_raw(session.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -132,7 +113,7 @@ fn profile_is_in_the_session_and_never_in_the_target() {
         &["--profile", &profile_arg],
         &["sh", "-c", &script],
     );
-    let (session, out) = start_session(cmd);
+    let (session, out) = spawn_until_ready(cmd);
     let target_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:";
     assert_shows_profile(&out, &p, "/root", target_path);
     assert!(

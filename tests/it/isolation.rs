@@ -160,11 +160,7 @@ fn a_run_beside_a_persistent_environment_keeps_its_writes_apart() {
         crate::support::skip(module_path!(), "the store is writable only by root");
         return;
     }
-    let mut up = f.agentenv();
-    up.arg("up");
-    let o = run(up);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let id = stdout(&o).lines().last().unwrap().to_string();
+    let id = f.up(&[]);
     // `up` has exited: its environment's PID 1 still owns the layer. A run with another
     // network does not use that environment, and must not write its layer.
     let o = f.run_in_with(
@@ -188,9 +184,7 @@ fn a_run_beside_a_persistent_environment_keeps_its_writes_apart() {
         "[ -e /nix/store/from-beside ] && echo seen || echo apart",
     ]);
     assert_eq!(stdout(&run(exec)), "apart\n");
-    let mut down = f.agentenv();
-    down.args(["down", &id]);
-    assert!(run(down).status.success());
+    f.down(&id);
 }
 
 #[test]
@@ -216,9 +210,7 @@ fn descriptors_of_the_caller_beyond_stdio_do_not_reach_inside() {
     crate::support::with_host_root_at_fd_9(&mut exec);
     let o = run(exec);
     assert_eq!(stdout(&o), "checked\n", "{}", stderr(&o));
-    let mut down = f.agentenv();
-    down.args(["down", &id]);
-    assert!(run(down).status.success());
+    f.down(&id);
 }
 
 #[test]

@@ -306,7 +306,5 @@ fn up_runs_activate_sh_inside_before_the_environment_starts() {
     assert_eq!(lines.len(), 2, "{out} {}", stderr(&o));
     assert_eq!(lines[0], lines[1]);
     assert_eq!(hook_runs(&p), 1);
-    let mut down = f.agentenv();
-    down.args(["down", &id]);
-    assert!(run(down).status.success());
+    f.down(&id);
 }

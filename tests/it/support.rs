@@ -161,6 +161,32 @@ impl Fixture {
         c
     }
 
+    /// `agentenv up OPTS...` in the flake; returns the environment's id.
+    pub fn up(&self, opts: &[&str]) -> String {
+        let mut c = self.agentenv();
+        c.arg("up").args(opts);
+        let o = run(c);
+        assert!(
+            o.status.success(),
+            "up: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = String::from_utf8(o.stdout).unwrap();
+        out.lines().last().expect("up prints the id").to_string()
+    }
+
+    /// `agentenv down ID`, which must succeed.
+    pub fn down(&self, id: &str) {
+        let mut c = self.agentenv();
+        c.args(["down", id]);
+        let o = run(c);
+        assert!(
+            o.status.success(),
+            "down: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     /// `agentenv OPTS... . -- ARGS...`
     pub fn run_in_with(&self, opts: &[&str], args: &[&str]) -> Output {
         let mut c = self.agentenv();
@@ -414,4 +440,24 @@ pub fn with_host_root_at_fd_9(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Starts `cmd` (stdin from /dev/null, output piped) and returns it with its stdout up to a
+/// line `ready`, which it prints once set up.
+pub fn spawn_until_ready(mut cmd: Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "ready\n" {
+            break;
+        }
+        out.push_str(&line);
+    }
+    (child, out)
 }
