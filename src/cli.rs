@@ -242,10 +242,18 @@ pub fn main() -> ExitCode {
 /// not look like a path.
 fn parse_env_name(name: &str) -> Result<String, String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty() || name == "." || name == ".." || !name.chars().all(allowed) {
+    if name.is_empty() || !name.chars().all(allowed) {
         return Err(
             "use letters, digits, '.', '_' and '-' (a name must not look like a path)".into(),
         );
+    }
+    if name.chars().all(|c| c == '.') {
+        return Err(format!(
+            "'{name}' reads as a directory; use a name with a letter or digit"
+        ));
+    }
+    if name.len() > 64 {
+        return Err("use at most 64 characters".into());
     }
     Ok(name.to_string())
 }

@@ -217,7 +217,8 @@ pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
                         if let Some(code) = reap_children(child, Reap::Child)? {
                             // What the shell wrote last is still in the pty.
                             if master_open {
-                                let _ = copy_out(&master, &stdout, &mut buf);
+                                // Bounded: what the session left running may print on.
+                                let _ = copy_out(&master, &mut stdout.lock(), &mut buf, 64);
                             }
                             return Ok(code);
                         }
@@ -239,7 +240,7 @@ pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
             let r = ready[at];
             at += 1;
             if r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                master_open = copy_out(&master, &stdout, &mut buf)?;
+                master_open = copy_out(&master, &mut stdout.lock(), &mut buf, 1)?;
             }
             if master_open && r.contains(PollFlags::POLLOUT) {
                 write_some(&master, &mut to_session);
@@ -257,14 +258,19 @@ pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
     }
 }
 
-/// Copies what the pty has to stdout; false once the pty is closed (no slave left open).
-fn copy_out(master: &OwnedFd, stdout: &std::io::Stdout, buf: &mut [u8]) -> Result<bool> {
-    use std::io::Write;
-    loop {
+/// Reads at most `rounds` times what the pty has and copies it to stdout; false once the pty
+/// is closed (no slave left open). Bounded, so that a session printing without end cannot
+/// keep the relay from reading what is typed (a Ctrl-C) or a signal.
+fn copy_out(
+    master: &OwnedFd,
+    out: &mut impl std::io::Write,
+    buf: &mut [u8],
+    rounds: usize,
+) -> Result<bool> {
+    for _ in 0..rounds {
         match nix::unistd::read(master, buf) {
             Ok(0) | Err(nix::errno::Errno::EIO) => return Ok(false),
             Ok(n) => {
-                let mut out = stdout.lock();
                 out.write_all(&buf[..n])
                     .and_then(|_| out.flush())
                     .context("cannot write to the terminal")?;
@@ -274,6 +280,7 @@ fn copy_out(master: &OwnedFd, stdout: &std::io::Stdout, buf: &mut [u8]) -> Resul
             Err(e) => return Err(e).context("cannot read the session's terminal"),
         }
     }
+    Ok(true)
 }
 
 /// Writes what the pty takes of `pending` now and keeps the rest.
@@ -290,5 +297,32 @@ fn write_some(master: &OwnedFd, pending: &mut Vec<u8>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_of_output_is_bounded_however_much_is_waiting() {
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        nix::fcntl::fcntl(&rd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+        let chunk = vec![b'y'; 8192];
+        for _ in 0..6 {
+            nix::unistd::write(&wr, &chunk).unwrap();
+        }
+        let mut sink = Vec::new();
+        let mut buf = vec![0u8; 16384];
+        assert!(copy_out(&rd, &mut sink, &mut buf, 1).unwrap());
+        assert_eq!(
+            sink.len(),
+            16384,
+            "one read, then back to the other descriptors"
+        );
+        assert!(copy_out(&rd, &mut sink, &mut buf, 64).unwrap());
+        assert_eq!(sink.len(), 6 * 8192, "the rest, up to EAGAIN");
+        drop(wr);
+        assert!(!copy_out(&rd, &mut sink, &mut buf, 64).unwrap(), "closed");
     }
 }

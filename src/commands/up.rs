@@ -26,8 +26,12 @@ pub fn run(args: &UpArgs) -> Result<i32> {
             e.state.id != id
                 && (e.state.name.as_deref() == Some(name) || e.state.id.starts_with(name.as_str()))
         }) {
+            let what = match other.state.name.as_deref() == Some(name) {
+                true => "taken by",
+                false => "a prefix of the id of",
+            };
             return Err(Diagnostic::new(format!(
-                "the name '{name}' is taken by the running environment {}",
+                "the name '{name}' is {what} the running environment {}",
                 other.state.id
             ))
             .hint("pick another --name, or stop that one with `agentenv down`")

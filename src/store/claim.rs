@@ -43,6 +43,9 @@ impl LayerClaim {
                 _lock: lock,
             });
         }
+        // While a long-lived owner (an `up` environment) holds the layer, runs beside it are
+        // the only ones to clear what killed runs left.
+        sweep(scratch_root);
         std::fs::create_dir_all(scratch_root)
             .with_context(|| format!("cannot create {}", scratch_root.display()))?;
         // Locked under a name the sweep leaves alone while young, then renamed: a sweep never
@@ -178,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn the_next_owner_sweeps_scratch_layers_whose_sandbox_is_gone() {
+    fn later_claims_sweep_scratch_layers_whose_sandbox_is_gone() {
         let tmp = tempfile::tempdir().unwrap();
         let env = tmp.path();
         let view = StoreView::over_host(&env.join("store"));
@@ -193,9 +196,11 @@ mod tests {
         let gone_dir = gone.view().upper.parent().unwrap().to_path_buf();
         gone.hand_over();
         assert!(gone_dir.is_dir());
-        drop(first);
-        let _owner = LayerClaim::acquire(view, &env.join("lock"), &env.join("scratch")).unwrap();
+        // The next run beside the owner clears it already.
+        let _beside =
+            LayerClaim::acquire(view.clone(), &env.join("lock"), &env.join("scratch")).unwrap();
         assert!(!gone_dir.exists(), "swept");
         assert!(live_dir.is_dir(), "a scratch layer in use stays");
+        drop(first);
     }
 }

@@ -199,6 +199,12 @@ fn interactive_shell_on_a_terminal() {
     pty.send("\x03");
     pty.send("echo interrupted=$?\n");
     pty.expect("interrupted=130");
+    // Also while the session floods the terminal: typing still gets through.
+    pty.send("yes\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    pty.send("\x03");
+    pty.send("echo flood-stopped=$?\n");
+    pty.expect("flood-stopped=130");
     pty.send("exit 3\n");
     assert_eq!(pty.wait().code(), Some(3), "{}", pty.text());
     assert_eq!(c.snapshot(), before, "no shell history or other file left");
