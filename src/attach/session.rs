@@ -25,7 +25,7 @@ use super::mountapi::{LinuxMountApi, MountApi, TreeFd};
 use super::places::TreeGraft;
 use super::script::SCRIPT_FD;
 use super::target::Target;
-use super::terminal::{self, MasterChannel};
+use super::terminal::{self, MasterChannel, SessionTerminal};
 use super::user::{unmapped, SessionUser, UNMAPPED_HINT};
 use crate::compute::linux::read_setup_error;
 use crate::diag::Diagnostic;
@@ -45,8 +45,8 @@ pub struct SessionPlan {
     /// The target's `cgroup.procs` files to join.
     pub cgroups: Vec<PathBuf>,
     pub launch: Launch,
-    /// A terminal of the session's own, relayed to the caller's (see `terminal`).
-    pub own_terminal: bool,
+    /// A terminal of the session's own, and how it is relayed (see `terminal`).
+    pub terminal: Option<SessionTerminal>,
 }
 
 /// The order the session process joins namespaces in: those only the host's root may join
@@ -110,9 +110,9 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
             .with_context(|| format!("cannot join the PID namespace of {}", plan.target.label))?;
     }
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-    let channel = match plan.own_terminal {
-        true => Some(MasterChannel::new()?),
-        false => None,
+    let channel = match plan.terminal {
+        Some(_) => Some(MasterChannel::new()?),
+        None => None,
     };
     // SAFETY: agentenv is single-threaded here (its CLI calls have finished and it runs no
     // helper threads), so the child may run ordinary code until it execs or exits.
@@ -143,9 +143,9 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
                 Some(c) => terminal::receive_master(&c.host)?,
                 None => None,
             };
-            match master {
-                Some(master) => terminal::relay(master, child),
-                None => supervise(child, Reap::Child),
+            match (master, plan.terminal) {
+                (Some(master), Some(kind)) => terminal::relay(master, child, kind),
+                _ => supervise(child, Reap::Child),
             }
         }
     }
@@ -213,8 +213,8 @@ fn session_main(
             tracing::debug!("{} is gone; starting in /", plan.launch.cwd.display());
             nix::unistd::chdir("/").context("cannot enter /")?;
         }
-        if let Some(channel) = master_channel {
-            match terminal::open_private_pty(plan.user.uid, plan.user.gid) {
+        if let (Some(channel), Some(kind)) = (master_channel, plan.terminal) {
+            match terminal::open_private_pty(plan.user.uid, plan.user.gid, kind) {
                 Ok(Some((master, slave))) => {
                     terminal::send_master(channel, &master)?;
                     drop(master);

@@ -24,13 +24,24 @@ use nix::unistd::Pid;
 use crate::process::{reap_children, supervised_signals, Reap};
 use crate::terminal::{local_winsize, set_winsize, RawMode};
 
-/// Whether the session gets a terminal of its own: all three of the caller's stdio streams
-/// are a terminal (a pty merges stdout and stderr, which would take `2>log` away).
-pub fn wanted() -> bool {
+/// How a session with a terminal of its own is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionTerminal {
+    /// Both ways to the caller's terminal, in raw mode, as ssh does.
+    Interactive,
+    /// Its output only, unaltered (a raw pty), to the caller's stderr; nothing typed goes in.
+    /// For `activate.sh`: what it leaves running loses the terminal when it ends.
+    OutputToStderr,
+}
+
+/// The interactive terminal when all three of the caller's stdio streams are one (a pty
+/// merges stdout and stderr, which would take `2>log` away).
+pub fn interactive_if_wanted() -> Option<SessionTerminal> {
     use std::io::IsTerminal;
-    std::io::stdin().is_terminal()
+    let all = std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal()
-        && std::io::stderr().is_terminal()
+        && std::io::stderr().is_terminal();
+    all.then_some(SessionTerminal::Interactive)
 }
 
 /// The channel on which the session process hands the pty's master to the host side.
@@ -55,7 +66,11 @@ impl MasterChannel {
 /// In the session process, in its private mount namespace and still privileged there: a new
 /// devpts instance over `/dev/pts` and a pty from it, its slave given to `uid`:`gid` and sized
 /// like the caller's terminal. `None` where the target has no `/dev/pts` to mount over.
-pub fn open_private_pty(uid: u32, gid: u32) -> Result<Option<(OwnedFd, OwnedFd)>> {
+pub fn open_private_pty(
+    uid: u32,
+    gid: u32,
+    kind: SessionTerminal,
+) -> Result<Option<(OwnedFd, OwnedFd)>> {
     let pts = Path::new("/dev/pts");
     if !pts.is_dir() {
         return Ok(None);
@@ -68,7 +83,7 @@ pub fn open_private_pty(uid: u32, gid: u32) -> Result<Option<(OwnedFd, OwnedFd)>
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .context("cannot mount a devpts instance of the session's own")?;
-    let opened = open_pty(uid, gid);
+    let opened = open_pty(uid, gid, kind);
     if opened.is_err() {
         // The session goes on with the caller's terminal: give it back the target's /dev/pts.
         let _ = nix::mount::umount2(pts, nix::mount::MntFlags::MNT_DETACH);
@@ -77,7 +92,7 @@ pub fn open_private_pty(uid: u32, gid: u32) -> Result<Option<(OwnedFd, OwnedFd)>
 }
 
 /// A pty from the devpts instance just mounted at /dev/pts; see `open_private_pty`.
-fn open_pty(uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd)> {
+fn open_pty(uid: u32, gid: u32, kind: SessionTerminal) -> Result<(OwnedFd, OwnedFd)> {
     let master = nix::fcntl::open(
         "/dev/pts/ptmx",
         OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
@@ -108,8 +123,19 @@ fn open_pty(uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd)> {
         Some(nix::unistd::Gid::from_raw(gid)),
     )
     .context("cannot give the pty to the session's user")?;
-    if let Some(ws) = local_winsize() {
-        set_winsize(slave.as_raw_fd(), ws);
+    match kind {
+        SessionTerminal::Interactive => {
+            if let Some(ws) = local_winsize() {
+                set_winsize(slave.as_raw_fd(), ws);
+            }
+        }
+        SessionTerminal::OutputToStderr => {
+            // Bytes pass unaltered (no CR added before each LF) to wherever stderr goes.
+            let mut t = nix::sys::termios::tcgetattr(&slave).context("cannot read the pty")?;
+            nix::sys::termios::cfmakeraw(&mut t);
+            nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &t)
+                .context("cannot set up the pty")?;
+        }
     }
     Ok((master, slave))
 }
@@ -175,17 +201,23 @@ pub fn receive_master(channel: &OwnedFd) -> Result<Option<OwnedFd>> {
 /// Relays between the caller's terminal and the session's pty until the session process
 /// `child` exits, and returns its exit code. Resizes follow the caller's terminal; other
 /// signals go to the session (its terminal is its own, so none reached it).
-pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
+pub fn relay(master: OwnedFd, child: Pid, kind: SessionTerminal) -> Result<i32> {
     let sfd = SignalFd::with_flags(&supervised_signals(), SfdFlags::SFD_NONBLOCK)
         .context("cannot create a signalfd")?;
-    let _raw = RawMode::enter();
+    let interactive = kind == SessionTerminal::Interactive;
+    let _raw = interactive.then(RawMode::enter).flatten();
     nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
         .context("cannot make the pty non-blocking")?;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut to_session: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16384];
-    let (mut stdin_open, mut master_open) = (true, true);
+    let (mut stdin_open, mut master_open) = (interactive, true);
+    let stderr = std::io::stderr();
+    let out = |master: &OwnedFd, buf: &mut [u8], rounds: usize| match interactive {
+        true => copy_out(master, &mut stdout.lock(), buf, rounds),
+        false => copy_out(master, &mut stderr.lock(), buf, rounds),
+    };
     loop {
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let master_events = match to_session.is_empty() {
@@ -218,11 +250,12 @@ pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
                             // What the shell wrote last is still in the pty.
                             if master_open {
                                 // Bounded: what the session left running may print on.
-                                let _ = copy_out(&master, &mut stdout.lock(), &mut buf, 64);
+                                let _ = out(&master, &mut buf, 64);
                             }
                             return Ok(code);
                         }
                     }
+                    Ok(Signal::SIGWINCH) if !interactive => {}
                     Ok(Signal::SIGWINCH) => {
                         if let Some(ws) = local_winsize() {
                             set_winsize(master.as_raw_fd(), ws);
@@ -240,7 +273,7 @@ pub fn relay(master: OwnedFd, child: Pid) -> Result<i32> {
             let r = ready[at];
             at += 1;
             if r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                master_open = copy_out(&master, &mut stdout.lock(), &mut buf, 1)?;
+                master_open = out(&master, &mut buf, 1)?;
             }
             if master_open && r.contains(PollFlags::POLLOUT) {
                 write_some(&master, &mut to_session);

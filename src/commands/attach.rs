@@ -117,7 +117,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         user,
         launch,
         target,
-        own_terminal: crate::attach::terminal::wanted(),
+        terminal: crate::attach::terminal::interactive_if_wanted(),
     };
     tracing::debug!(graft = ?plan.graft, foreign = ?plan.foreign, "attaching");
     if let Some((hook, dir, profile_state)) = pending_hook {
@@ -125,7 +125,8 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         let mut facts = facts;
         facts.cwd = dir;
         let mut hook_plan = plan.clone();
-        hook_plan.own_terminal = false;
+        // A pty of its own, so that what the script leaves running loses it when it ends.
+        hook_plan.terminal = Some(crate::attach::terminal::SessionTerminal::OutputToStderr);
         hook_plan.launch = plan_session_launch(
             &devenv,
             &facts,

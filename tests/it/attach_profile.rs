@@ -236,3 +236,22 @@ fn rootless_container_owns_its_home_and_reads_the_profile() {
     assert_eq!(c.snapshot(), before);
     assert!(c.is_running());
 }
+
+#[test]
+fn what_activate_sh_leaves_running_cannot_write_to_the_caller_after_it() {
+    let rt = runtime!("hook_leftovers", Runtime::podman());
+    let f = fixture!();
+    let p = profile_copy(&f);
+    std::fs::write(
+        p.join("activate.sh"),
+        "#!/bin/sh\necho hook-output\n(sleep 2; echo LATE-FROM-HOOK >&2) &\n",
+    )
+    .unwrap();
+    let c = rt.start(Image::Busybox, &[], &["/bin/sleep", "1000"]);
+    // `run` reads stdout and stderr to their end: a leftover holding stderr would be heard.
+    let o = with_profile(&f, &p, &c.name, &[], "echo command-ran");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "command-ran\n");
+    assert!(stderr(&o).contains("hook-output"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("LATE-FROM-HOOK"), "{}", stderr(&o));
+}
