@@ -70,7 +70,12 @@ pub fn run_hook(hook: &Path, profile: &Path, home: &Path) -> Result<()> {
 /// The error for `activate.sh` at `hook` having exited with `code` (`None`: killed by a
 /// signal), with `hint` saying what to do.
 pub fn hook_failed(hook: &Path, code: Option<i32>, hint: &str) -> anyhow::Error {
+    // Run inside, a death by signal N comes back as 128+N, as a shell reports it.
     let how = match code {
+        Some(code) if code > 128 => match nix::sys::signal::Signal::try_from(code - 128) {
+            Ok(sig) => format!("was stopped by {sig}"),
+            Err(_) => format!("exited with {code}"),
+        },
         Some(code) => format!("exited with {code}"),
         None => "was killed by a signal".to_string(),
     };
