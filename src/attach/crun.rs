@@ -78,6 +78,7 @@ fn read_status(dir: &Path) -> Option<Container> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attach::runtimes::podman_storage;
     use crate::attach::target::process_state;
 
     /// crun's state directory for `id` in `root`: its status and its copy of the spec.
@@ -92,14 +93,11 @@ mod tests {
     #[test]
     fn podman_containers_get_their_names_from_storage() {
         let tmp = tempfile::tempdir().unwrap();
-        let storage = tmp.path().join("storage/overlay-containers");
-        let bundle = storage.join("c0ffee/userdata");
-        std::fs::create_dir_all(&bundle).unwrap();
-        std::fs::write(
-            storage.join("containers.json"),
+        let bundle = podman_storage(
+            tmp.path(),
+            "c0ffee",
             r#"[{"id":"c0ffee","names":["rootless-web"]}]"#,
-        )
-        .unwrap();
+        );
         let me = std::process::id() as i32;
         let (start, _) = process_state(me).unwrap();
         let status = serde_json::json!({

@@ -326,6 +326,17 @@ pub fn pid_from_cli(c: &Container) -> Option<i32> {
         .filter(|&p| p > 0)
 }
 
+/// A podman storage under `root` whose `containers.json` is `json`, and the bundle of
+/// container `id` in it, as podman lays them out (for the state-file readers' tests).
+#[cfg(test)]
+pub(super) fn podman_storage(root: &Path, id: &str, json: &str) -> PathBuf {
+    let storage = root.join("storage/overlay-containers");
+    let bundle = storage.join(id).join("userdata");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(storage.join("containers.json"), json).unwrap();
+    bundle
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,14 +355,11 @@ mod tests {
     #[test]
     fn podman_state_files_give_the_pid_and_names_from_storage() {
         let tmp = tempfile::tempdir().unwrap();
-        let storage = tmp.path().join("storage/overlay-containers");
-        let bundle = storage.join("c0ffee/userdata");
-        std::fs::create_dir_all(&bundle).unwrap();
-        std::fs::write(
-            storage.join("containers.json"),
+        let bundle = podman_storage(
+            tmp.path(),
+            "c0ffee",
             r#"[{"id":"other","names":["x"]},{"id":"c0ffee","names":["rootless-web"]}]"#,
-        )
-        .unwrap();
+        );
         let me = std::process::id() as i32;
         let (start, _) = process_state(me).unwrap();
         let state = serde_json::json!({

@@ -174,16 +174,15 @@ fn a_run_beside_a_persistent_environment_keeps_its_writes_apart() {
     assert_eq!(stdout(&o), "side\n", "{}", stderr(&o));
     let env = &f.envs()[0];
     assert!(!env.join("store/upper/store/from-beside").exists());
-    let mut exec = f.agentenv();
-    exec.args([
-        "exec",
+    let o = f.exec(
         &id,
-        "--",
-        "sh",
-        "-c",
-        "[ -e /nix/store/from-beside ] && echo seen || echo apart",
-    ]);
-    assert_eq!(stdout(&run(exec)), "apart\n");
+        &[
+            "sh",
+            "-c",
+            "[ -e /nix/store/from-beside ] && echo seen || echo apart",
+        ],
+    );
+    assert_eq!(stdout(&o), "apart\n");
     f.down(&id);
 }
 

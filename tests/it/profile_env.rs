@@ -79,11 +79,7 @@ fn edits_on_either_side_are_seen_at_once() {
     let o = run(up);
     assert!(o.status.success(), "{}", stderr(&o));
     let id = stdout(&o).trim().to_string();
-    let exec = |script: &str| {
-        let mut c = f.agentenv();
-        c.args(["exec", &id, "--", "sh", "-c", script]);
-        run(c)
-    };
+    let exec = |script: &str| f.exec(&id, &["sh", "-c", script]);
     std::fs::write(p.join("home/.bashrc"), "# edited on the host\n").unwrap();
     assert_eq!(stdout(&exec("cat ~/.bashrc")), "# edited on the host\n");
     assert!(exec("echo '# edited inside' > ~/.bashrc").status.success());
@@ -291,16 +287,7 @@ fn up_runs_activate_sh_inside_before_the_environment_starts() {
         "only the id on stdout: {}",
         stdout(&o)
     );
-    let mut exec = f.agentenv();
-    exec.args([
-        "exec",
-        &id,
-        "--",
-        "sh",
-        "-c",
-        "cat ~/.hook-home; echo $HOME",
-    ]);
-    let o = run(exec);
+    let o = f.exec(&id, &["sh", "-c", "cat ~/.hook-home; echo $HOME"]);
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out} {}", stderr(&o));

@@ -175,6 +175,13 @@ impl Fixture {
         out.lines().last().expect("up prints the id").to_string()
     }
 
+    /// `agentenv exec ID -- ARGS...`
+    pub fn exec(&self, id: &str, args: &[&str]) -> Output {
+        let mut c = self.agentenv();
+        c.args(["exec", id, "--"]).args(args);
+        run(c)
+    }
+
     /// `agentenv down ID`, which must succeed.
     pub fn down(&self, id: &str) {
         let mut c = self.agentenv();
