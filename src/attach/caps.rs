@@ -24,14 +24,7 @@ pub fn missing_capabilities(effective: u64) -> Vec<&'static str> {
 
 /// This process's effective capabilities, from `/proc/self/status`.
 fn effective_capabilities() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0)
+    super::facts::read_privileges(0).map_or(0, |p| p.effective)
 }
 
 /// Fails, naming each missing capability, unless this process may attach.

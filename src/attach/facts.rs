@@ -1,6 +1,7 @@
 //! What a running target looks like, read from the host through `/proc/PID` without changing
 //! anything: its environment, working directory, the top level of its root, whether it has a
-//! `/nix`, and which of its namespaces differ from ours. Plans are made from these facts.
+//! `/nix`, which of its namespaces differ from ours, and what its processes may do (capability
+//! sets, `no_new_privs`, seccomp mode). Plans are made from these facts.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -226,6 +227,40 @@ fn same_namespace(proc_dir: &Path, ns: Namespace) -> bool {
         (Ok(t), Ok(o)) => t.dev() == o.dev() && t.ino() == o.ino(),
         _ => false,
     }
+}
+
+/// What a process may do, from its `/proc/PID/status`: the bounds a session stays within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    pub bounding: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+    pub no_new_privs: bool,
+    /// 0: no seccomp, 1: strict, 2: filters.
+    pub seccomp: u32,
+}
+
+/// The privileges of process `pid` (0: this process). Kernels too old to report a set
+/// report it as full (bounding) or empty (ambient), as they behave.
+pub fn read_privileges(pid: i32) -> Result<Privileges> {
+    let process = match pid {
+        0 => procfs::process::Process::myself(),
+        pid => procfs::process::Process::new(pid),
+    };
+    let status = process
+        .and_then(|p| p.status())
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    Ok(Privileges {
+        bounding: status.capbnd.unwrap_or(u64::MAX),
+        permitted: status.capprm,
+        effective: status.capeff,
+        inheritable: status.capinh,
+        ambient: status.capamb.unwrap_or(0),
+        no_new_privs: status.nonewprivs.is_some_and(|n| n != 0),
+        seccomp: status.seccomp.unwrap_or(0),
+    })
 }
 
 impl TargetFacts {

@@ -4,6 +4,7 @@
 //! of its mount namespace, and running the session there. Evaluating the toolbox is `nix`'s
 //! job, activating the profile `profile`'s; waiting and forwarding signals is `process`'s.
 
+pub mod bounds;
 pub mod caps;
 pub mod cgroup_tree;
 pub mod cgroups;

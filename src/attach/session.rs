@@ -1,9 +1,12 @@
 //! Running a session in a target. The host side copies the toolbox's store and the trees to
 //! show (a profile, a private home) as detached mount trees, opens the target's namespaces,
-//! forks the session process into the target's PID namespace, learns through a pipe whether
-//! its setup worked, then only waits and forwards signals. The session process joins the
-//! target's cgroups and namespaces, grafts the copies into its own copy of the target's mount
-//! namespace, becomes the user and execs the shell.
+//! reads the bounds of its main process (`bounds`), forks the session process, learns through
+//! a pipe whether its setup worked, then only waits and forwards signals. The session process
+//! joins the target's cgroups and namespaces (its PID namespace for its children), grafts the
+//! copies into its own copy of the target's mount namespace, becomes the user within the
+//! target's bounds, and only then forks the shell's process into the target's PID namespace:
+//! nothing the target runs can see, trace or signal a process that holds more than its own.
+//! The first process stays outside, as the shell's parent, and passes on its exit code.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -18,6 +21,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, pipe2, ForkResult, Gid, Uid};
 
+use super::bounds::{enter_bounds, limit_capabilities, read_bounds, undumpable, Bounds};
 use super::cgroups::join_cgroups;
 use super::facts::Namespace;
 use super::graft::{apply_graft, GraftPlan};
@@ -50,11 +54,12 @@ pub struct SessionPlan {
 }
 
 /// The order the session process joins namespaces in: those only the host's root may join
-/// (while it still is), then the user namespace (after which it is root there), then the mount
-/// namespace, whose copy is then owned by the target's user namespace, so the copy's mounts are
-/// not locked. The PID namespace is entered by the host side, for the fork.
+/// (while it still is; the PID namespace only for its children), then the user namespace
+/// (after which it is root there), then the mount namespace, whose copy is then owned by the
+/// target's user namespace, so the copy's mounts are not locked.
 pub fn join_order(foreign: &[Namespace]) -> Vec<Namespace> {
     let mut order: Vec<Namespace> = [
+        Namespace::Pid,
         Namespace::Cgroup,
         Namespace::Ipc,
         Namespace::Uts,
@@ -91,11 +96,9 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
         .into_iter()
         .map(|ns| open_namespace(pid, ns))
         .collect::<Result<Vec<_>>>()?;
-    let pid_ns = match plan.foreign.contains(&Namespace::Pid) {
-        true => Some(open_namespace(pid, Namespace::Pid)?.1),
-        false => None,
-    };
-    // The namespaces are held open now; make sure they are the target's, not a PID reuser's.
+    let bounds = read_bounds(&plan.target)?;
+    // The namespaces are held open now; make sure they and the bounds are the target's, not
+    // a PID reuser's.
     if !plan.target.still_running() {
         return Err(Diagnostic::new(format!(
             "{} exited while agentenv was attaching",
@@ -105,10 +108,6 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
     }
 
     block_supervised_signals()?;
-    if let Some(ns) = pid_ns {
-        setns(ns.as_fd(), CloneFlags::CLONE_NEWPID)
-            .with_context(|| format!("cannot join the PID namespace of {}", plan.target.label))?;
-    }
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let channel = match plan.terminal {
         Some(_) => Some(MasterChannel::new()?),
@@ -122,6 +121,7 @@ pub fn run_session(plan: &SessionPlan) -> Result<i32> {
             let channel = channel.map(|c| c.session);
             let code = session_main(
                 plan,
+                &bounds,
                 toolbox.as_ref(),
                 &trees,
                 joins,
@@ -182,16 +182,22 @@ fn copy_tree(t: &TreeGraft, userns: Option<&File>, api: &LinuxMountApi) -> Resul
     Ok(tree)
 }
 
-/// The session process: sets up, then execs. Returns an exit code only on failure.
+/// The session process: sets up and drops to the target's bounds, then forks the shell's
+/// process into the target's PID namespace and waits for it. Returns the exit code to leave
+/// with: the shell's, or 1 when setting up failed.
+#[allow(clippy::too_many_arguments)]
 fn session_main(
     plan: &SessionPlan,
+    bounds: &Bounds,
     toolbox: Option<&TreeFd>,
     trees: &[TreeFd],
     joins: Vec<(Namespace, File)>,
     error_pipe: OwnedFd,
     master_channel: Option<&OwnedFd>,
 ) -> i32 {
-    let prepared = (|| -> Result<Exec> {
+    let prepared = (|| -> Result<(Exec, Option<OwnedFd>)> {
+        // Only the host's root may trace it while it holds the host's descriptors.
+        undumpable()?;
         join_cgroups(&plan.cgroups);
         for (ns, file) in &joins {
             setns(file.as_fd(), ns.flag()).with_context(|| {
@@ -213,12 +219,12 @@ fn session_main(
             tracing::debug!("{} is gone; starting in /", plan.launch.cwd.display());
             nix::unistd::chdir("/").context("cannot enter /")?;
         }
+        let mut slave = None;
         if let (Some(channel), Some(kind)) = (master_channel, plan.terminal) {
             match terminal::open_private_pty(plan.user.uid, plan.user.gid, kind) {
-                Ok(Some((master, slave))) => {
+                Ok(Some((master, s))) => {
                     terminal::send_master(channel, &master)?;
-                    drop(master);
-                    terminal::take_terminal(slave)?;
+                    slave = Some(s);
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("{e:#}; the session uses your terminal directly"),
@@ -226,19 +232,65 @@ fn session_main(
         }
         pass_script(&plan.launch.script)?;
         let exec = Exec::of(&plan.launch)?;
+        enter_bounds(bounds)?;
         become_user(&plan.user)?;
+        limit_capabilities(bounds)?;
         // Set last: a change of identity clears it.
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
             .context("cannot set the parent-death signal")?;
-        Ok(exec)
+        Ok((exec, slave))
     })();
-    let exec = match prepared {
-        Ok(exec) => exec,
+    let (exec, slave) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
             report_error(&error_pipe, &e);
             return 1;
         }
     };
+    // SAFETY: single-threaded, as its parent was; the child only sets up its terminal and execs.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = shell_main(plan, &exec, slave, &error_pipe);
+            // SAFETY: _exit leaves without running the parent's destructors or atexit hooks.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(slave);
+            drop(error_pipe);
+            supervise(child, Reap::Child).unwrap_or(1)
+        }
+        Err(e) => {
+            let e = anyhow::Error::from(e).context("cannot fork the session's shell");
+            report_error(&error_pipe, &e);
+            1
+        }
+    }
+}
+
+/// The shell's process, born in the target's PID namespace within its bounds: keeps only what
+/// the shell needs, takes its terminal and execs.
+fn shell_main(
+    plan: &SessionPlan,
+    exec: &Exec,
+    slave: Option<OwnedFd>,
+    error_pipe: &OwnedFd,
+) -> i32 {
+    let started = (|| -> Result<()> {
+        keep_only_fds(&[
+            std::os::fd::AsRawFd::as_raw_fd(error_pipe),
+            slave.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd),
+            SCRIPT_FD,
+        ])?;
+        if let Some(slave) = slave {
+            terminal::take_terminal(slave)?;
+        }
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .context("cannot set the parent-death signal")
+    })();
+    if let Err(e) = started {
+        report_error(error_pipe, &e);
+        return 1;
+    }
     reset_signals_for_exec();
     let err = nix::unistd::execve(&exec.program, &exec.argv, &exec.env).unwrap_err();
     let e = anyhow::Error::from(
@@ -248,8 +300,26 @@ fn session_main(
         ))
         .hint("its store path is gone; run `agentenv attach --refresh ...`"),
     );
-    report_error(&error_pipe, &e);
+    report_error(error_pipe, &e);
     127
+}
+
+/// Closes every descriptor above stderr but `keep`: what a process in the target could reach
+/// through this one is then only what the shell gets.
+fn keep_only_fds(keep: &[i32]) -> Result<()> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .context("cannot list the session's descriptors")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closes a descriptor of this process about to exec; nothing in it uses
+            // the ones closed (the listing's own is closed already, and EBADF is harmless).
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
 }
 
 /// After joining a user namespace the process keeps its host ids, which that namespace may
@@ -363,11 +433,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_namespace_comes_after_the_others_and_the_mount_namespace_last() {
+    fn pid_namespace_first_user_namespace_after_the_others_and_the_mount_namespace_last() {
         let all = Namespace::ALL.to_vec();
         assert_eq!(
             join_order(&all),
             vec![
+                Namespace::Pid,
                 Namespace::Cgroup,
                 Namespace::Ipc,
                 Namespace::Uts,
@@ -378,8 +449,8 @@ mod tests {
         );
         assert_eq!(join_order(&[]), vec![Namespace::Mount]);
         assert_eq!(
-            join_order(&[Namespace::Pid, Namespace::Net]),
-            vec![Namespace::Net, Namespace::Mount]
+            join_order(&[Namespace::Net, Namespace::Pid]),
+            vec![Namespace::Pid, Namespace::Net, Namespace::Mount]
         );
     }
 }
