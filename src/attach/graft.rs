@@ -4,14 +4,18 @@
 //! `apply_graft` makes the mounts through the `MountApi` and `Syscall` seams. Joining
 //! namespaces and running the shell live in `session`; finding mount points in `places`.
 //!
-//! The toolbox, three cases:
-//! - The target has `/nix/store` (or `/nix`): an overlay there, read-only, with the target's
-//!   own tree above the toolbox's, so both stores' paths resolve. Its two layers are attached
-//!   first on a scratch tmpfs stacked at the same path, which the overlay then covers.
+//! The toolbox is the host's `/nix/store`, read-only, and never the rest of `/nix` (no daemon
+//! socket, no database). Four cases:
+//! - The target has `/nix/store`: an overlay there, read-only, with the target's own store
+//!   above the toolbox's, so both stores' paths resolve. Its two layers are attached first on a
+//!   scratch tmpfs stacked at the same path, which the overlay then covers.
+//! - The target has a `/nix` without a store: a read-only overlay at `/nix` of the target's
+//!   tree and a layer holding only an empty `store`, on which the toolbox's store is attached.
 //! - The target has no `/nix` (and its root may be read-only, so none can be made): a new root,
 //!   a small tmpfs mirroring each top-level entry of the target's root by a recursive bind (so
-//!   everything below `/` is the target's own, as writable as for its processes), plus `/nix`.
-//!   It is made read-only: only creating or renaming top-level entries of `/` is refused.
+//!   everything below `/` is the target's own, as writable as for its processes), plus
+//!   `/nix/store`. It is made read-only: only creating or renaming top-level entries of `/` is
+//!   refused.
 //! - The target already sees the toolbox's store (a process on the host): nothing to mount.
 //!
 //! A host tree is attached at its path. Where the target lacks that directory, a mirror like
@@ -55,11 +59,17 @@ pub struct GraftPlan {
 pub enum Toolbox {
     /// The target already shows the toolbox's store at `/nix/store`.
     Shared,
-    /// At `/nix` of the new root.
+    /// At `/nix/store` of the new root.
     AtNix,
-    /// A read-only overlay at `at`: the target's own tree there over the toolbox's `source`.
-    Merge { at: PathBuf, source: PathBuf },
+    /// A read-only overlay at `/nix/store`: the target's own store over the toolbox's.
+    Merge,
+    /// A read-only overlay at `/nix` (the target's tree and an empty `store`), the toolbox's
+    /// store attached on that `store`.
+    BelowNix,
 }
+
+/// Where the toolbox's store is shown, in the target and in the new root.
+const STORE_IN_ROOT: &str = "nix/store";
 
 /// A tmpfs over the target's directory `at` with its `entries` bound back and `dirs` (relative,
 /// parents first) made in it.
@@ -76,8 +86,7 @@ impl GraftPlan {
     pub fn toolbox_source(&self) -> Option<PathBuf> {
         match &self.toolbox {
             Toolbox::Shared => None,
-            Toolbox::Merge { source, .. } => Some(source.clone()),
-            Toolbox::AtNix => Some(PathBuf::from(HOST_NIX)),
+            _ => Some(Path::new(HOST_NIX).join("store")),
         }
     }
 }
@@ -85,22 +94,15 @@ impl GraftPlan {
 /// Decides how the toolbox's store and `trees` (each with the spot found for it, in the order
 /// they are attached) are added to a target whose root is `root`.
 pub fn plan_graft(root: &RootListing, nix: &TargetNix, trees: Vec<(TreeGraft, Spot)>) -> GraftPlan {
-    let nix_dir = Path::new(HOST_NIX);
     let toolbox = match nix {
         TargetNix::Shared => Toolbox::Shared,
-        TargetNix::Store => Toolbox::Merge {
-            at: nix_dir.join("store"),
-            source: nix_dir.join("store"),
-        },
-        TargetNix::NoStore => Toolbox::Merge {
-            at: nix_dir.to_path_buf(),
-            source: nix_dir.to_path_buf(),
-        },
+        TargetNix::Store => Toolbox::Merge,
+        TargetNix::NoStore => Toolbox::BelowNix,
         TargetNix::Absent => Toolbox::AtNix,
     };
     // A `nix` that is not a directory (a file, a dangling link) is replaced by ours.
     let mut in_root: Vec<PathBuf> = match toolbox {
-        Toolbox::AtNix => vec![PathBuf::from("nix")],
+        Toolbox::AtNix => vec![PathBuf::from(STORE_IN_ROOT)],
         _ => Vec::new(),
     };
     let mut below: BTreeMap<PathBuf, (RootListing, Vec<PathBuf>)> = BTreeMap::new();
@@ -175,14 +177,20 @@ pub fn apply_graft<M: MountApi>(
     if let Some(root) = &plan.new_root {
         let tmpfs = build_mirror(root, api)?;
         if plan.toolbox == Toolbox::AtNix {
-            api.attach(toolbox()?, Place::In(&tmpfs, OsStr::new("nix")))?;
+            api.attach(toolbox()?, Place::In(&tmpfs, OsStr::new(STORE_IN_ROOT)))?;
         }
         api.enter(&tmpfs)?;
         sys.pivot_root(Path::new("."))?;
         remount_read_only(Path::new("/"), sys)?;
     }
-    if let Toolbox::Merge { at, .. } = &plan.toolbox {
-        merge_at(at, toolbox()?, sys, api)?;
+    let nix_dir = Path::new(HOST_NIX);
+    match plan.toolbox {
+        Toolbox::Merge => merge_at(&nix_dir.join("store"), Some(toolbox()?), sys, api)?,
+        Toolbox::BelowNix => {
+            merge_at(nix_dir, None, sys, api)?;
+            api.attach(toolbox()?, Place::Path(&nix_dir.join("store")))?;
+        }
+        _ => {}
     }
     for mirror in &plan.mirrors {
         build_mirror(mirror, api)?;
@@ -201,7 +209,14 @@ pub fn apply_graft<M: MountApi>(
     Ok(())
 }
 
-fn merge_at<M: MountApi>(at: &Path, toolbox: &M::Tree, sys: &dyn Syscall, api: &M) -> Result<()> {
+/// A read-only overlay at `at` of the target's tree there and `toolbox` (None: a layer with
+/// only an empty `store`, for the toolbox's store to be attached on).
+fn merge_at<M: MountApi>(
+    at: &Path,
+    toolbox: Option<&M::Tree>,
+    sys: &dyn Syscall,
+    api: &M,
+) -> Result<()> {
     let own = api.clone_tree(at)?;
     let scratch = api.new_tmpfs(0o755)?;
     api.attach(&scratch, Place::Path(at))?;
@@ -210,9 +225,17 @@ fn merge_at<M: MountApi>(at: &Path, toolbox: &M::Tree, sys: &dyn Syscall, api: &
     api.mkdir_in(&scratch, target_layer, 0o755)?;
     api.mkdir_in(&scratch, toolbox_layer, 0o755)?;
     api.attach(&own, Place::In(&scratch, target_layer))?;
-    api.attach(toolbox, Place::In(&scratch, toolbox_layer))?;
-    // A plain `store` would hide the toolbox's store if it came first; below `/nix` the
-    // toolbox's tree wins, at `/nix/store` the target's (its own builds of a path stay its own).
+    match toolbox {
+        Some(toolbox) => api.attach(toolbox, Place::In(&scratch, toolbox_layer))?,
+        None => api.mkdir_in(
+            &scratch,
+            Path::new(TOOLBOX_LAYER).join("store").as_os_str(),
+            0o755,
+        )?,
+    }
+    // A `store` that is not a directory would hide the toolbox's store if it came first; below
+    // `/nix` the toolbox's layer wins, at `/nix/store` the target's (its own builds of a path
+    // stay its own).
     let (upper, lower) = if at.ends_with("store") {
         (TARGET_LAYER, TOOLBOX_LAYER)
     } else {

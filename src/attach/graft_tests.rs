@@ -58,15 +58,15 @@ fn record(plan: &GraftPlan) -> Vec<String> {
 const REMOUNT_RO: &str = "MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND) -";
 
 #[test]
-fn target_without_nix_gets_a_new_root_mirroring_its_own() {
+fn target_without_nix_gets_a_new_root_mirroring_its_own_with_only_the_store_at_nix() {
     let plan = plan_graft(&busybox_root(), &TargetNix::Absent, vec![]);
-    assert_eq!(plan.toolbox_source(), Some(PathBuf::from("/nix")));
+    assert_eq!(plan.toolbox_source(), Some(PathBuf::from("/nix/store")));
     let calls = record(&plan);
     assert_eq!(
         calls,
         vec![
-            "clone_tree /nix -> t1(/nix)",
-            "seal t1(/nix)",
+            "clone_tree /nix/store -> t1(/nix/store)",
+            "seal t1(/nix/store)",
             "clone_tree /bin -> t2(/bin)",
             "clone_tree /proc -> t3(/proc)",
             "clone_tree /.dockerenv -> t4(/.dockerenv)",
@@ -80,7 +80,8 @@ fn target_without_nix_gets_a_new_root_mirroring_its_own() {
             "attach t4(/.dockerenv) at t5(tmpfs)/.dockerenv",
             "symlink t5(tmpfs)/lib64 -> usr/lib64",
             "mkdir t5(tmpfs)/nix 755",
-            "attach t1(/nix) at t5(tmpfs)/nix",
+            "mkdir t5(tmpfs)/nix/store 755",
+            "attach t1(/nix/store) at t5(tmpfs)/nix/store",
             "enter t5(tmpfs)",
             "pivot_root .",
             &format!("mount - / - {REMOUNT_RO}"),
@@ -110,13 +111,26 @@ fn target_store_is_merged_with_the_toolbox_store_below_it() {
 }
 
 #[test]
-fn nix_without_a_store_puts_the_toolbox_first() {
+fn nix_without_a_store_gets_only_the_toolbox_store() {
     let plan = plan_graft(&busybox_root(), &TargetNix::NoStore, vec![]);
+    assert_eq!(plan.toolbox_source(), Some(PathBuf::from("/nix/store")));
     let calls = record(&plan);
-    assert!(calls
-        .last()
-        .unwrap()
-        .ends_with("lowerdir=/nix/toolbox:/nix/target"));
+    assert_eq!(
+        calls,
+        vec![
+            "clone_tree /nix/store -> t1(/nix/store)",
+            "seal t1(/nix/store)",
+            "clone_tree /nix -> t2(/nix)",
+            "new_tmpfs 755 -> t3(tmpfs)",
+            "attach t3(tmpfs) at /nix",
+            "mkdir t3(tmpfs)/target 755",
+            "mkdir t3(tmpfs)/toolbox 755",
+            "attach t2(/nix) at t3(tmpfs)/target",
+            "mkdir t3(tmpfs)/toolbox/store 755",
+            "mount overlay /nix overlay MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV) lowerdir=/nix/toolbox:/nix/target",
+            "attach t1(/nix/store) at /nix/store",
+        ]
+    );
 }
 
 #[test]
@@ -155,13 +169,14 @@ fn a_missing_top_level_directory_is_made_in_the_new_root() {
         root.dirs,
         vec![
             PathBuf::from("nix"),
+            "nix/store".into(),
             "tmp".into(),
             "tmp/t".into(),
             "tmp/t/p".into()
         ]
     );
     let calls = record(&plan);
-    let tail: Vec<&str> = calls[calls.len() - 9..]
+    let tail: Vec<&str> = calls[calls.len() - 10..]
         .iter()
         .map(String::as_str)
         .collect();
@@ -169,10 +184,11 @@ fn a_missing_top_level_directory_is_made_in_the_new_root() {
         tail,
         vec![
             "mkdir t6(tmpfs)/nix 755",
+            "mkdir t6(tmpfs)/nix/store 755",
             "mkdir t6(tmpfs)/tmp 755",
             "mkdir t6(tmpfs)/tmp/t 755",
             "mkdir t6(tmpfs)/tmp/t/p 755",
-            "attach t1(/nix) at t6(tmpfs)/nix",
+            "attach t1(/nix/store) at t6(tmpfs)/nix/store",
             "enter t6(tmpfs)",
             "pivot_root .",
             &format!("mount - / - {REMOUNT_RO}"),
