@@ -153,6 +153,16 @@ pub fn enter_bounds(bounds: &Bounds) -> Result<()> {
                 .with_context(|| format!("cannot drop {cap} from the session's bounding set"))?;
         }
     }
+    if gains_at_exec(p) {
+        // Root's exec would fill the permitted set from the bounding set: a root session of
+        // a target whose processes hold less keeps only what it has.
+        let bits = libc::SECBIT_NOROOT | libc::SECBIT_NOROOT_LOCKED;
+        // SAFETY: PR_SET_SECUREBITS takes its flags by value.
+        if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0, 0, 0) } < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("cannot keep the session's root from gaining capabilities at exec");
+        }
+    }
     if p.no_new_privs {
         nix::sys::prctl::set_no_new_privs().context("cannot set the session's no_new_privs")?;
     }
@@ -160,6 +170,13 @@ pub fn enter_bounds(bounds: &Bounds) -> Result<()> {
         install_filter(filter)?;
     }
     Ok(())
+}
+
+/// Whether a root session would hold more than the target's main process after an exec: its
+/// bounding set holds capabilities its permitted set lacks (it runs as another user, or dropped
+/// them itself).
+pub fn gains_at_exec(p: &Privileges) -> bool {
+    p.bounding & !p.permitted != 0
 }
 
 /// The rest of the drop, once the session has its user: its permitted, effective, inheritable

@@ -230,7 +230,7 @@ fn same_namespace(proc_dir: &Path, ns: Namespace) -> bool {
 }
 
 /// What a process may do, from its `/proc/PID/status`: the bounds a session stays within.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Privileges {
     pub bounding: u64,
     pub permitted: u64,
@@ -240,6 +240,11 @@ pub struct Privileges {
     pub no_new_privs: bool,
     /// 0: no seccomp, 1: strict, 2: filters.
     pub seccomp: u32,
+    /// Its effective user and group and its supplementary groups, as the reader's user
+    /// namespace sees them.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
 }
 
 /// The privileges of process `pid` (0: this process). Kernels too old to report a set
@@ -260,6 +265,9 @@ pub fn read_privileges(pid: i32) -> Result<Privileges> {
         ambient: status.capamb.unwrap_or(0),
         no_new_privs: status.nonewprivs.is_some_and(|n| n != 0),
         seccomp: status.seccomp.unwrap_or(0),
+        uid: status.euid,
+        gid: status.egid,
+        groups: status.groups,
     })
 }
 

@@ -1,6 +1,7 @@
-//! Who the session runs as: root by default, or `--user NAME|UID[:GROUP|GID]` looked up in the
-//! target's own `/etc/passwd` and `/etc/group` (read through `/proc/PID/root`), as the target's
-//! processes would see them. Parsing is pure; only `resolve_user` reads files.
+//! Who the session runs as: by default the user of the target's main process (root, for most
+//! containers) with its groups, or `--user NAME|UID[:GROUP|GID]` looked up in the target's own
+//! `/etc/passwd` and `/etc/group` (read through `/proc/PID/root`), as the target's processes
+//! would see them. Parsing is pure; only `resolve_user` and `default_user` read files.
 
 use std::path::{Path, PathBuf};
 
@@ -146,6 +147,64 @@ pub fn choose_user(spec: Option<&str>, passwd: &str, group: &str) -> Result<Sess
 pub fn resolve_user(spec: Option<&str>, root: &Path) -> Result<SessionUser> {
     let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
     choose_user(spec, &read("etc/passwd"), &read("etc/group"))
+}
+
+/// The session's user when no `--user` is given: that of the target's main process, whose
+/// host ids `privileges` has (its uid and gid, and its groups), in the terms of the target's
+/// user namespace (`/proc/PID` is `proc_dir`, its root `root`). None: root, or ids its maps
+/// do not show.
+pub fn default_user(
+    privileges: &super::facts::Privileges,
+    proc_dir: &Path,
+    root: &Path,
+) -> Result<Option<SessionUser>> {
+    let read = |file: &str| std::fs::read_to_string(proc_dir.join(file)).unwrap_or_default();
+    let (uid_map, gid_map) = (read("uid_map"), read("gid_map"));
+    let inside = |map: &str, id: u32| match map.is_empty() {
+        true => Some(id),
+        false => inside_id(map, id),
+    };
+    let (Some(uid), Some(gid)) = (
+        inside(&uid_map, privileges.uid),
+        inside(&gid_map, privileges.gid),
+    ) else {
+        return Ok(None);
+    };
+    if uid == 0 {
+        return Ok(None);
+    }
+    let mut user = resolve_user(Some(&format!("{uid}:{gid}")), root)?;
+    user.groups = std::iter::once(gid)
+        .chain(
+            privileges
+                .groups
+                .iter()
+                .filter_map(|g| inside(&gid_map, *g)),
+        )
+        .fold(Vec::new(), |mut all, g| {
+            if !all.contains(&g) {
+                all.push(g);
+            }
+            all
+        });
+    user.explicit = false;
+    Ok(Some(user))
+}
+
+/// The id inside a user namespace of the outside id `outer`, by its `uid_map` or `gid_map`
+/// as read from outside (inside, outside, count).
+fn inside_id(map: &str, outer: u32) -> Option<u32> {
+    map.lines().find_map(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let (inner, outside, count) = (*f.first()?, *f.get(1)?, *f.get(2)?);
+        let outer = u64::from(outer);
+        (outer >= outside && outer < outside + count)
+            .then(|| u32::try_from(inner + (outer - outside)).ok())
+            .flatten()
+    })
 }
 
 /// Refuses a session whose ids the target's user namespace does not map, which the kernel
@@ -313,6 +372,15 @@ mod tests {
         assert!(e.to_string().starts_with("gid 80000 is not mapped"), "{e}");
         let none = tempfile::tempdir().unwrap();
         check_mapped(&u, none.path()).unwrap();
+    }
+
+    #[test]
+    fn outside_ids_are_read_back_through_the_maps() {
+        let rootless = "         0       1000          1\n         1     100000      65536\n";
+        assert_eq!(inside_id(rootless, 1000), Some(0));
+        assert_eq!(inside_id(rootless, 100999), Some(1000));
+        assert_eq!(inside_id(rootless, 5), None);
+        assert_eq!(inside_id("0 0 4294967295\n", 1000), Some(1000));
     }
 
     #[test]

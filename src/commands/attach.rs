@@ -9,14 +9,14 @@ use anyhow::Result;
 
 use crate::attach::caps::check_attach_privilege;
 use crate::attach::cgroups::target_cgroups;
-use crate::attach::facts::read_facts;
+use crate::attach::facts::{read_facts, read_privileges};
 use crate::attach::graft::plan_graft;
 use crate::attach::home::{sweep_homes, AttachHome};
 use crate::attach::places::{find_spot, Spot, TreeGraft};
 use crate::attach::script::{plan_session_launch, session_home};
 use crate::attach::session::{run_session, SessionPlan};
 use crate::attach::target::{resolve_target, Target};
-use crate::attach::user::{check_mapped, resolve_user};
+use crate::attach::user::{check_mapped, default_user, resolve_user};
 use crate::cli::current_dir;
 use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
@@ -51,7 +51,8 @@ pub struct AttachArgs {
     #[arg(long)]
     pub no_profile: bool,
 
-    /// Run as this user of the target: NAME or UID, optionally with :GROUP or :GID (default: root).
+    /// Run as this user of the target: NAME or UID, optionally with :GROUP or :GID (default:
+    /// the user of the target's main process, root for most containers).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
 
@@ -75,8 +76,16 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let toolbox = toolbox_flake(args.flake.as_deref(), &current_dir()?)?;
     let facts = read_facts(&target)?;
     let target_root = PathBuf::from(format!("/proc/{}/root", target.pid));
-    let user = resolve_user(args.user.as_deref(), &target_root)?;
-    check_mapped(&user, &PathBuf::from(format!("/proc/{}", target.pid)))?;
+    let proc_dir = PathBuf::from(format!("/proc/{}", target.pid));
+    let own_user = match &args.user {
+        Some(_) => None,
+        None => default_user(&read_privileges(target.pid)?, &proc_dir, &target_root)?,
+    };
+    let user = match own_user {
+        Some(user) => user,
+        None => resolve_user(args.user.as_deref(), &target_root)?,
+    };
+    check_mapped(&user, &proc_dir)?;
     let state = StateDirs::from_env()?;
     let home_at: PathBuf = session_home(&facts, &user).components().collect();
     let profile = match chosen_profile(args.profile.as_deref(), args.no_profile, &state)? {
