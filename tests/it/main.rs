@@ -2,6 +2,7 @@
 //! overlay mounts. Each test makes its own copy of examples/hello and its own state.
 
 mod attach;
+mod attach_bounds;
 mod attach_errors;
 mod attach_profile;
 mod cache;
