@@ -11,6 +11,8 @@ cd "$repo"
 install_packages nix-bin nix-setup-systemd bash-static busybox-static git ca-certificates util-linux procps python3
 # attach: real containers, rootful and rootless
 install_packages podman runc uidmap slirp4netns tar
+# hardening: a static probe built by the tests
+install_packages gcc libc6-dev
 
 if [ "$(id -u)" -eq 0 ]; then
   id agentenv-test >/dev/null 2>&1 ||

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::compute::linux::userns::{userns_blocker, write_id_maps, IdMode};
+use crate::compute::linux::userns::{enter_user_namespace, userns_blocker, IdMode};
 use crate::nix::cli::NixCli;
 use crate::paths::StateDirs;
 
@@ -179,7 +179,7 @@ fn check_userns_limits() -> Check {
         "user namespaces",
         match (mode, userns_blocker()) {
             (IdMode::Root, _) => Ok(format!(
-                "not needed: running as root (user.max_user_namespaces = {max})"
+                "root: every id mapped to itself (user.max_user_namespaces = {max})"
             )),
             (_, Some(d)) => Err((d.message, d.hints.join("; "))),
             (_, None) => Ok(format!("allowed (user.max_user_namespaces = {max})")),
@@ -240,7 +240,7 @@ fn check_sandbox() -> Check {
 }
 
 fn probe_sandbox() -> Result<()> {
-    use nix::sched::{unshare, CloneFlags};
+    use nix::sched::CloneFlags;
     use nix::unistd::{fork, pipe, ForkResult};
 
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -255,14 +255,7 @@ fn probe_sandbox() -> Result<()> {
         ForkResult::Child => {
             drop(rd);
             let r = (|| -> Result<()> {
-                let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
-                if mode.userns() {
-                    flags |= CloneFlags::CLONE_NEWUSER;
-                }
-                unshare(flags).context("unshare")?;
-                if let IdMode::UserNamespace { uid, gid } = mode {
-                    write_id_maps(uid, gid)?;
-                }
+                enter_user_namespace(mode, CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)?;
                 use nix::mount::{mount, MsFlags};
                 crate::guest::rootfs::make_mounts_private(&crate::guest::syscall::LinuxSyscall)?;
                 mount(

@@ -2,6 +2,7 @@
 //! ps and shutdown requests on a socket only its owner may use, reaps every process, and keeps
 //! running when clients leave. When it exits, the kernel ends every process inside.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener as StdListener;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,9 @@ use crate::proto::{read_frame, write_frame, Frame};
 
 /// How long processes get between SIGTERM and SIGKILL when the agent itself is terminated.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// How long a client has to say hello, send its request and pass its descriptors: one that
+/// sends nothing is dropped then, and holds nothing of the agent's after.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until a shutdown request or SIGTERM; returns the exit code.
 pub fn run_agent(listener: StdListener, ready: impl FnOnce()) -> i32 {
@@ -69,7 +73,12 @@ async fn serve(listener: StdListener, ready: impl FnOnce()) -> Result<()> {
                         }
                     });
                 }
-                Err(e) => tracing::warn!("accept: {e}"),
+                Err(e) => {
+                    // Out of descriptors, say: the error repeats at once, so wait a little
+                    // rather than spin, and serve again when connections have closed.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             },
             Some(grace) = shutdown_rx.recv() => break grace,
             _ = term.recv() => break DEFAULT_GRACE,
@@ -99,23 +108,14 @@ async fn handle(mut stream: UnixStream, ctx: Ctx) -> Result<()> {
         write_frame(&mut stream, &Frame::Response(Response::Error { message })).await?;
         return Ok(());
     }
-    handshake(&mut stream).await?;
-    // Large output moves in large chunks: let more of it be in flight to the client.
-    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
-    let request = match read_frame(&mut stream).await? {
-        Some(Frame::Request(r)) => r,
-        Some(other) => anyhow::bail!("expected a request, got {other:?}"),
-        None => return Ok(()),
+    let Some((request, passed)) = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream))
+        .await
+        .context("no request in time")??
+    else {
+        return Ok(());
     };
     match request {
-        Request::Exec(spec) => {
-            let passed = if spec.passed_stdio {
-                Some(recv_stdio(&stream).await?)
-            } else {
-                None
-            };
-            run_exec(spec, stream, passed, ctx.reaper).await
-        }
+        Request::Exec(spec) => run_exec(spec, stream, passed, ctx.reaper).await,
         Request::Ps => {
             let response = Response::Processes {
                 uptime_secs: ctx.started.elapsed().as_secs(),
@@ -132,6 +132,23 @@ async fn handle(mut stream: UnixStream, ctx: Ctx) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The hello, the request, and for an exec with passed stdio its descriptors.
+async fn read_request(stream: &mut UnixStream) -> Result<Option<(Request, Option<[OwnedFd; 3]>)>> {
+    handshake(stream).await?;
+    // Large output moves in large chunks: let more of it be in flight to the client.
+    let _ = nix::sys::socket::setsockopt(&*stream, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
+    let request = match read_frame(stream).await? {
+        Some(Frame::Request(r)) => r,
+        Some(other) => anyhow::bail!("expected a request, got {other:?}"),
+        None => return Ok(None),
+    };
+    let passed = match &request {
+        Request::Exec(spec) if spec.passed_stdio => Some(recv_stdio(stream).await?),
+        _ => None,
+    };
+    Ok(Some((request, passed)))
 }
 
 /// Every process of the environment but the agent.

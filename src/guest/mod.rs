@@ -9,5 +9,6 @@ pub mod launch;
 pub mod pipe;
 pub mod reaper;
 pub mod rootfs;
+pub mod seccomp;
 pub mod session;
 pub mod syscall;

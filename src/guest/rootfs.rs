@@ -17,7 +17,7 @@ pub enum RootOp {
     Dir { path: PathBuf, mode: u32 },
     /// A fresh tmpfs.
     Tmpfs { path: PathBuf, mode: u32 },
-    /// A host file or directory tree made visible at `path`.
+    /// A host file or directory tree made visible at `path`, nosuid and nodev.
     Bind {
         source: PathBuf,
         path: PathBuf,
@@ -32,8 +32,15 @@ pub enum RootOp {
         work: PathBuf,
         userxattr: bool,
     },
+    /// A host device node (`/dev/null`...) made usable at `path`: nosuid, noexec.
+    Device { source: PathBuf, path: PathBuf },
     /// `/proc` of the new PID namespace.
     Proc { path: PathBuf },
+    /// Something of `/proc` hidden, if it exists: an empty read-only tmpfs over a directory,
+    /// `/dev/null` over a file.
+    Mask { path: PathBuf },
+    /// Something already mounted (part of `/proc`), made read-only where it is, if it exists.
+    ReadOnly { path: PathBuf },
     /// A private devpts instance.
     Devpts { path: PathBuf },
     /// A generated file.
@@ -53,8 +60,11 @@ impl RootOp {
             RootOp::Dir { path, .. }
             | RootOp::Tmpfs { path, .. }
             | RootOp::Bind { path, .. }
+            | RootOp::Device { path, .. }
             | RootOp::Overlay { path, .. }
             | RootOp::Proc { path }
+            | RootOp::Mask { path }
+            | RootOp::ReadOnly { path }
             | RootOp::Devpts { path }
             | RootOp::File { path, .. }
             | RootOp::Symlink { path, .. } => path,
@@ -66,8 +76,11 @@ impl RootOp {
             self,
             RootOp::Tmpfs { .. }
                 | RootOp::Bind { .. }
+                | RootOp::Device { .. }
                 | RootOp::Overlay { .. }
                 | RootOp::Proc { .. }
+                | RootOp::Mask { .. }
+                | RootOp::ReadOnly { .. }
                 | RootOp::Devpts { .. }
         )
     }
@@ -202,18 +215,73 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )?;
+            // No setuid file or device node of the host works through it. A remount must
+            // keep the flags the kernel locked on the source mount.
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | locked_flags(source);
             if *read_only {
-                // A remount must keep the flags the kernel locked on the source mount.
-                let locked = locked_flags(source);
-                sys.mount(
-                    None,
-                    &target,
-                    None,
-                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | locked,
-                    None,
-                )?;
+                flags |= MsFlags::MS_RDONLY;
             }
-            Ok(())
+            sys.mount(
+                None,
+                &target,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+                None,
+            )
+        }
+        RootOp::Device { source, .. } => {
+            sys.mkdir_all(parent, 0o755)?;
+            sys.write_file(&target, b"", 0o644)?;
+            sys.mount(Some(source), &target, None, MsFlags::MS_BIND, None)?;
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | locked_flags(source);
+            sys.mount(
+                None,
+                &target,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+                None,
+            )
+        }
+        RootOp::Mask { .. } => match std::fs::symlink_metadata(&target) {
+            Err(_) => Ok(()),
+            Ok(m) if m.is_dir() => sys.mount(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=0555"),
+            ),
+            Ok(_) => sys.mount(
+                Some(Path::new("/dev/null")),
+                &target,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            ),
+        },
+        RootOp::ReadOnly { .. } => {
+            if std::fs::symlink_metadata(&target).is_err() {
+                return Ok(());
+            }
+            sys.mount(
+                Some(&target),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            let flags = MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC
+                | locked_flags(&target);
+            sys.mount(
+                None,
+                &target,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+                None,
+            )
         }
         RootOp::Overlay {
             lowers,
@@ -245,7 +313,7 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
                 Some(Path::new("overlay")),
                 &target,
                 Some("overlay"),
-                MsFlags::empty(),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some(&data),
             )
         }
@@ -294,6 +362,7 @@ fn locked_flags(source: &Path) -> MsFlags {
     let f = st.flags();
     let mut out = MsFlags::empty();
     for (fs, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
         (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
@@ -371,7 +440,7 @@ mod tests {
             calls[0].starts_with("mount - / - MsFlags(MS_REC | MS_PRIVATE)"),
             "{calls:?}"
         );
-        assert!(calls.iter().any(|c| c == "mount overlay /s/nix overlay MsFlags(0x0) lowerdir=/nix,upperdir=/u,workdir=/w,userxattr"), "{calls:?}");
+        assert!(calls.iter().any(|c| c == "mount overlay /s/nix overlay MsFlags(MS_NOSUID | MS_NODEV) lowerdir=/nix,upperdir=/u,workdir=/w,userxattr"), "{calls:?}");
         assert!(calls.contains(&"symlink /s/bin/sh -> /nix/store/b/bin/bash".to_string()));
         assert_eq!(calls.last().unwrap(), "pivot_root /s");
     }

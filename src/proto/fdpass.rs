@@ -3,9 +3,11 @@
 //! with no copy and the kernel's own backpressure. Other transports stream frames instead.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
@@ -29,33 +31,41 @@ pub async fn send_stdio(stream: &UnixStream, fds: [RawFd; 3]) -> Result<(), Prot
     }
 }
 
-/// Receives the three descriptors `send_stdio` sent.
+/// Room for the most descriptors one message can carry (the kernel's SCM_MAX_FD), so that the
+/// kernel never has to truncate the list: whatever arrives is received, and closed unless it
+/// is exactly the three expected.
+const MAX_FDS: usize = 253;
+
+/// Receives the three descriptors `send_stdio` sent. Any other number, a truncated message,
+/// or the end of the stream is an error, and every descriptor that came with it is closed.
 pub async fn recv_stdio(stream: &UnixStream) -> Result<[OwnedFd; 3], ProtoError> {
     loop {
         stream.readable().await?;
         let got = stream.try_io(Interest::READABLE, || {
             let mut byte = [0u8; 1];
             let mut iov = [IoSliceMut::new(&mut byte)];
-            let mut space = nix::cmsg_space!([RawFd; 3]);
-            let msg = recvmsg::<UnixAddr>(
-                stream.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(std::io::Error::from)?;
-            let mut fds = Vec::new();
-            for c in msg.cmsgs().map_err(std::io::Error::from)? {
-                if let ControlMessageOwned::ScmRights(r) = c {
-                    // SAFETY: the kernel just installed these descriptors in this process for
-                    // us; nothing else owns them.
-                    fds.extend(r.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-                }
-            }
-            Ok(fds)
+            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let msg = recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+            // Owned from here on: dropped (closed) with the Vec on any path below.
+            let fds: Vec<OwnedFd> = control
+                .drain()
+                .filter_map(|m| match m {
+                    RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            Ok((msg.bytes, msg.flags, fds))
         });
         match got {
-            Ok(fds) => {
+            Ok((0, _, _)) => return Err(ProtoError::Closed),
+            Ok((_, flags, _)) if flags.contains(ReturnFlags::CTRUNC) => {
+                return Err(ProtoError::Malformed(
+                    "descriptors were truncated in transit".into(),
+                ));
+            }
+            Ok((_, _, fds)) => {
                 return <[OwnedFd; 3]>::try_from(fds).map_err(|v| {
                     ProtoError::Malformed(format!("expected 3 descriptors, got {}", v.len()))
                 });

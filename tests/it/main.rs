@@ -11,6 +11,7 @@ mod doctor;
 mod enter;
 mod environment;
 mod errors;
+mod hardening;
 mod home;
 mod isolation;
 mod persistent;

@@ -1,5 +1,5 @@
-//! The Linux backend: an environment is a set of fresh namespaces (user when not root, PID,
-//! mount, UTS, IPC, and net when cut off) around a root built from a plan. The host side
+//! The Linux backend: an environment is a set of fresh namespaces (user, PID, mount, UTS,
+//! IPC, and net when cut off) around a root built from a plan. The host side
 //! forks PID 1 and learns through a pipe whether its setup worked; for a one-shot command it
 //! then waits and forwards signals, for a persistent environment it leaves it running.
 
@@ -21,10 +21,11 @@ use crate::guest::agent::run_agent;
 use crate::guest::init::{report_error, run_init};
 use crate::guest::launch::Launch;
 use crate::guest::rootfs::{build_root, RootfsPlan};
+use crate::guest::seccomp;
 use crate::guest::syscall::{LinuxSyscall, Syscall};
 use crate::process::{block_supervised_signals, supervise, Reap};
 use plan::{plan_rootfs, HostFacts};
-use userns::{unshare_refused, write_id_maps, IdMode};
+use userns::{enter_user_namespace, unshare_refused, IdMode};
 
 /// What the agent writes to the start-up pipe once it serves.
 const READY: &[u8] = b"ready";
@@ -140,14 +141,7 @@ fn fork_pid1(
     block_supervised_signals()?;
     // The user namespace (for privilege) and the PID namespace (for the children) are entered
     // here; PID 1 unshares the rest itself, so this process keeps the host's mounts.
-    let mut flags = CloneFlags::CLONE_NEWPID;
-    if mode.userns() {
-        flags |= CloneFlags::CLONE_NEWUSER;
-    }
-    unshare(flags).map_err(|e| unshare_refused(e, mode))?;
-    if let IdMode::UserNamespace { uid, gid } = mode {
-        write_id_maps(uid, gid)?;
-    }
+    enter_user_namespace(mode, CloneFlags::CLONE_NEWPID)?;
     for dir in &spec.create_dirs {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -185,7 +179,17 @@ fn finish_sandbox(plan: &RootfsPlan, spec: &SandboxSpec) -> Result<()> {
         bring_up_loopback()?;
     }
     build_root(plan, &sys)?;
-    sys.sethostname(&spec.hostname)
+    sys.sethostname(&spec.hostname)?;
+    lock_down()
+}
+
+/// Last in PID 1, before anything of the environment runs: PID 1 made non-dumpable, so that
+/// no process inside can open what it holds through `/proc/1/fd`, `/proc/1/root` or ptrace
+/// (its memory belongs to the host's user namespace, where nothing inside has CAP_SYS_PTRACE),
+/// then `no_new_privs` and the syscall filter, inherited by every process it starts.
+fn lock_down() -> Result<()> {
+    nix::sys::prctl::set_dumpable(false).context("cannot make PID 1 non-dumpable")?;
+    seccomp::install_default_filter()
 }
 
 /// Reads what a forked child reported on its start-up pipe before exec'ing: nothing means it

@@ -22,6 +22,30 @@ pub struct HostFacts {
     pub terminal: Option<PathBuf>,
 }
 
+/// What of `/proc` is hidden, as Docker and Podman hide it: kernel memory, the keys of every
+/// user, timers and scheduler internals that leak other processes' activity, hardware.
+pub const PROC_MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+];
+
+/// What of `/proc` is read-only: the kernel's global settings and triggers.
+pub const PROC_READ_ONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// The CA bundle path shown inside, and the variables that point tools at it.
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -110,11 +134,23 @@ pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> Rootfs
     ];
     for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
         let path = Path::new("/dev").join(dev);
-        ops.push(bind(&path, &path, true, false));
+        ops.push(RootOp::Device {
+            source: path.clone(),
+            path,
+        });
     }
     if let Some(tty) = &host.terminal {
-        ops.push(bind(tty, Path::new("/dev/console"), true, false));
+        ops.push(RootOp::Device {
+            source: tty.clone(),
+            path: p("/dev/console"),
+        });
     }
+    ops.extend(PROC_MASKED.iter().map(|m| RootOp::Mask { path: p(m) }));
+    ops.extend(
+        PROC_READ_ONLY
+            .iter()
+            .map(|r| RootOp::ReadOnly { path: p(r) }),
+    );
     ops.extend(etc_files(
         &spec.user,
         &EtcInputs {
@@ -214,7 +250,9 @@ mod tests {
             .ops
             .iter()
             .flat_map(|o| match o {
-                RootOp::Bind { source, .. } => vec![source.display().to_string()],
+                RootOp::Bind { source, .. } | RootOp::Device { source, .. } => {
+                    vec![source.display().to_string()]
+                }
                 RootOp::Overlay { lowers, .. } => {
                     lowers.iter().map(|l| l.display().to_string()).collect()
                 }
