@@ -1,8 +1,10 @@
 //! The session is never more privileged than the target's own processes: before anything runs
 //! in it, the session process takes the capability sets, `no_new_privs` and seccomp filters of
 //! the target's main process (a smaller set where its own is smaller already). The target's
-//! filters are read from the host through ptrace; a filter that cannot be read is not guessed
-//! at: attaching is refused. What the target's status says is `facts`' to read.
+//! filters are read from the host through ptrace; where they cannot be read (another tracer, a
+//! frozen target, seccomp's strict mode), the session gets the default filter of
+//! `guest::seccomp`, no weaker than Docker's, with `no_new_privs`. What the target's status
+//! says is `facts`' to read.
 
 use std::os::raw::c_void;
 
@@ -14,7 +16,6 @@ use nix::unistd::Pid;
 
 use super::facts::{read_privileges, Privileges};
 use super::target::Target;
-use crate::diag::Diagnostic;
 
 /// `PTRACE_SECCOMP_GET_FILTER` of ptrace(2), from `<linux/ptrace.h>`.
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
@@ -28,18 +29,29 @@ pub type Filter = Vec<libc::sock_filter>;
 #[derive(Clone)]
 pub struct Bounds {
     pub privileges: Privileges,
-    /// The target's seccomp filters, oldest first (installed in that order).
-    pub filters: Vec<Filter>,
+    pub seccomp: SessionFilter,
+}
+
+/// The seccomp filters a session runs under.
+#[derive(Clone)]
+pub enum SessionFilter {
+    /// The target's, oldest first (installed in that order); none where it has none.
+    Target(Vec<Filter>),
+    /// The default filter, for a target whose own cannot be read.
+    Default,
 }
 
 impl std::fmt::Debug for Bounds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seccomp = match &self.seccomp {
+            SessionFilter::Target(filters) => {
+                format!("{:?}", filters.iter().map(Vec::len).collect::<Vec<_>>())
+            }
+            SessionFilter::Default => "default".into(),
+        };
         f.debug_struct("Bounds")
             .field("privileges", &self.privileges)
-            .field(
-                "filters",
-                &self.filters.iter().map(Vec::len).collect::<Vec<_>>(),
-            )
+            .field("seccomp", &seccomp)
             .finish()
     }
 }
@@ -48,24 +60,24 @@ impl std::fmt::Debug for Bounds {
 /// for a moment as a ptrace tracer (it notices nothing else).
 pub fn read_bounds(target: &Target) -> Result<Bounds> {
     let privileges = read_privileges(target.pid)?;
-    let filters = match privileges.seccomp {
-        0 => Vec::new(),
-        2 => read_filters(target.pid).map_err(|e| unreadable_filter(target, &e.to_string()))?,
-        _ => return Err(unreadable_filter(target, "it runs in seccomp's strict mode").into()),
+    let seccomp = match privileges.seccomp {
+        0 => SessionFilter::Target(Vec::new()),
+        2 => match read_filters(target.pid) {
+            Ok(filters) => SessionFilter::Target(filters),
+            Err(e) => {
+                tracing::info!(
+                    "cannot read the seccomp filter of {}: {e:#}; the session gets agentenv's default filter",
+                    target.label
+                );
+                SessionFilter::Default
+            }
+        },
+        _ => SessionFilter::Default,
     };
     Ok(Bounds {
         privileges,
-        filters,
+        seccomp,
     })
-}
-
-fn unreadable_filter(target: &Target, why: &str) -> Diagnostic {
-    Diagnostic::new(format!(
-        "cannot read the seccomp filter of {}: {why}",
-        target.label
-    ))
-    .detail("a session gets the target's own filter, so that it may do no more than the target's processes")
-    .hint("attach while no debugger traces the target's main process, on a kernel with CONFIG_CHECKPOINT_RESTORE")
 }
 
 /// The filters of process `pid`, oldest first.
@@ -166,8 +178,9 @@ pub fn enter_bounds(bounds: &Bounds) -> Result<()> {
     if p.no_new_privs {
         nix::sys::prctl::set_no_new_privs().context("cannot set the session's no_new_privs")?;
     }
-    for filter in &bounds.filters {
-        install_filter(filter)?;
+    match &bounds.seccomp {
+        SessionFilter::Target(filters) => filters.iter().try_for_each(install_filter)?,
+        SessionFilter::Default => crate::guest::seccomp::install_default_filter()?,
     }
     Ok(())
 }
