@@ -339,3 +339,41 @@ fn what_a_session_leaves_running_holds_no_more_than_the_target() {
         );
     }
 }
+
+#[test]
+fn a_target_whose_filter_cannot_be_read_gives_the_session_the_default_filter() {
+    let rt = runtime!("unreadable_filter", Runtime::podman());
+    let probe = match probe() {
+        Ok(p) => p,
+        Err(reason) => return skip("attach_bounds::unreadable_filter", &reason),
+    };
+    let f = fixture!();
+    let c = rt.start(Image::Busybox, &LABEL, &["/bin/sleep", "1000"]);
+    install_probe(&c, &probe, "/bin/id");
+    // A tracer of its own (as a debugger would be) keeps agentenv from reading its filter.
+    let tracee = nix::unistd::Pid::from_raw(c.pid);
+    nix::sys::ptrace::seize(tracee, nix::sys::ptrace::Options::empty()).unwrap();
+    let o = attach(&f, &c, &[], &["sh", "-c", "cat /proc/self/status; /bin/id"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let session = fields(&out);
+    assert_eq!(session["Seccomp"], "2", "{out}");
+    assert_eq!(session["NoNewPrivs"], "1", "{out}");
+    assert_within(&session, &status_of(c.pid), "under the default filter");
+    assert!(out.contains("handle: refused"), "{out}");
+    assert!(out.contains("mount: refused"), "{out}");
+}
+
+#[test]
+fn a_target_without_seccomp_gives_a_session_without_it() {
+    let rt = runtime!("no_seccomp", Runtime::docker());
+    let f = fixture!();
+    let mut opts = LABEL.to_vec();
+    opts.extend(["--security-opt", "seccomp=unconfined"]);
+    let c = rt.start(Image::Busybox, &opts, &["/bin/sleep", "1000"]);
+    let o = attach(&f, &c, &[], &["cat", "/proc/self/status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let session = fields(&stdout(&o));
+    assert_eq!(session["Seccomp"], "0");
+    assert_within(&session, &status_of(c.pid), "unconfined");
+}

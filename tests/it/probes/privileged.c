@@ -3,7 +3,7 @@
  * kernel allowed it, "NAME: refused (ERRNO)" when it did not.
  *
  *   privileged          (installed as the target's /bin/id) open the host's root through a
- *                       file handle on the toolbox's store, mount a tmpfs, trace PID 1
+ *                       file handle on the toolbox's store, mount a tmpfs
  *   inject PID          trace PID (a session's process) and make it remount /nix/store
  *                       read-write, as a container allowed to ptrace could
  */
@@ -37,7 +37,6 @@ static int privileged(void) {
     int fd = store < 0 ? -1 : open_by_handle_at(store, &handle.h, O_RDONLY | O_DIRECTORY);
     say("handle", fd);
     say("mount", mount("probe", "/root", "tmpfs", 0, NULL));
-    say("trace-init", (int)ptrace(PTRACE_ATTACH, 1, 0, 0));
     return 0;
 }
 
