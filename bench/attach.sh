@@ -4,6 +4,8 @@
 #     and against `nsenter -t PID -a true`, which joins the namespaces but brings no tools
 #  2. 100 attach/detach cycles: the target's mounts, files and its processes' fds, the host's
 #     mounts, processes in the target and agentenv's state, counted before and after (goal: equal)
+# With BASELINE=/path/to/agentenv (another build, e.g. of main), figure 1 also times it in the
+# same run and prints the ratio attach / baseline.
 # Needs root, podman and runc, hyperfine (all installed if missing).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,16 +25,27 @@ id=$("${podman[@]}" run -d --name "$name" --read-only --ulimit nofile=1024:20000
 trap '"${podman[@]}" rm -f -t 0 "$id" >/dev/null 2>&1; "${podman[@]}" rmi localhost/agentenv-bench-attach >/dev/null 2>&1 || true' EXIT
 pid=$("${podman[@]}" inspect -f '{{.State.Pid}}' "$id")
 "$bin" attach --flake "$ex" "$id" -- true   # cold: evaluate the toolbox and cache it
+baseline=()
+if [ -n "${BASELINE:-}" ]; then
+  "$BASELINE" attach --flake "$ex" "$id" -- true
+  baseline=(-n baseline "$BASELINE attach --flake $ex $id -- true")
+fi
 
 
 echo "== 1: attach against podman exec and nsenter (container $name, PID $pid)"
 hyperfine -N --warmup 5 --runs 60 --export-csv "$work/attach.csv" \
   -n attach "$bin attach --flake $ex $id -- true" \
   -n "podman exec" "${podman[*]} exec $id true" \
-  -n nsenter "nsenter -t $pid -a true" >/dev/null 2>&1
+  -n nsenter "nsenter -t $pid -a true" "${baseline[@]}" >/dev/null 2>&1
 a=$(median "$work/attach.csv" attach)
 p=$(median "$work/attach.csv" "podman exec")
 n=$(median "$work/attach.csv" nsenter)
+if [ -n "${BASELINE:-}" ]; then
+  awk -v a="$a" -v b="$(median "$work/attach.csv" baseline)" 'BEGIN {
+    printf "baseline attach ID -- true   %8.2f ms (median)\n", b*1000
+    printf "   ratio attach / baseline:    %.3f  (difference %+.2f ms)\n", a/b, (a-b)*1000
+  }'
+fi
 awk -v a="$a" -v p="$p" -v n="$n" 'BEGIN {
   printf "agentenv attach ID -- true   %8.2f ms (median)\n", a*1000
   printf "podman exec ID true          %8.2f ms\n", p*1000
