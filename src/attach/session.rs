@@ -54,9 +54,11 @@ pub struct SessionPlan {
 }
 
 /// The order the session process joins namespaces in: those only the host's root may join
-/// (while it still is; the PID namespace only for its children), then the user namespace
-/// (after which it is root there), then the mount namespace, whose copy is then owned by the
-/// target's user namespace, so the copy's mounts are not locked.
+/// (while it still is; the PID namespace only for its children), then the mount namespace,
+/// where the graft is made in a private copy, then the user namespace (after which it is root
+/// there), where that copy is copied once more: into a less privileged user namespace, so
+/// every mount of it is locked (nothing in the target can remount the toolbox read-write or
+/// unmount what covers the target's own tree).
 pub fn join_order(foreign: &[Namespace]) -> Vec<Namespace> {
     let mut order: Vec<Namespace> = [
         Namespace::Pid,
@@ -64,12 +66,14 @@ pub fn join_order(foreign: &[Namespace]) -> Vec<Namespace> {
         Namespace::Ipc,
         Namespace::Uts,
         Namespace::Net,
-        Namespace::User,
     ]
     .into_iter()
     .filter(|ns| foreign.contains(ns))
     .collect();
     order.push(Namespace::Mount);
+    if foreign.contains(&Namespace::User) {
+        order.push(Namespace::User);
+    }
     order
 }
 
@@ -208,13 +212,18 @@ fn session_main(
                 )
             })?;
             match ns {
-                Namespace::User => become_root_in_user_namespace()?,
-                Namespace::Mount => make_private_copy()?,
+                Namespace::Mount => {
+                    make_private_copy()?;
+                    apply_graft(&plan.graft, toolbox, trees, &LinuxSyscall, &LinuxMountApi)?;
+                }
+                Namespace::User => {
+                    become_root_in_user_namespace()?;
+                    unshare(CloneFlags::CLONE_NEWNS).context("cannot lock the session's mounts")?;
+                }
                 _ => {}
             }
         }
         drop(joins);
-        apply_graft(&plan.graft, toolbox, trees, &LinuxSyscall, &LinuxMountApi)?;
         if nix::unistd::chdir(&plan.launch.cwd).is_err() {
             tracing::debug!("{} is gone; starting in /", plan.launch.cwd.display());
             nix::unistd::chdir("/").context("cannot enter /")?;
@@ -433,7 +442,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pid_namespace_first_user_namespace_after_the_others_and_the_mount_namespace_last() {
+    fn pid_namespace_first_then_the_mount_namespace_and_the_user_namespace_last() {
         let all = Namespace::ALL.to_vec();
         assert_eq!(
             join_order(&all),
@@ -443,8 +452,8 @@ mod tests {
                 Namespace::Ipc,
                 Namespace::Uts,
                 Namespace::Net,
-                Namespace::User,
                 Namespace::Mount,
+                Namespace::User,
             ]
         );
         assert_eq!(join_order(&[]), vec![Namespace::Mount]);

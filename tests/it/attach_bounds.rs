@@ -377,3 +377,38 @@ fn a_target_without_seccomp_gives_a_session_without_it() {
     assert_eq!(session["Seccomp"], "0");
     assert_within(&session, &status_of(c.pid), "unconfined");
 }
+
+#[test]
+fn a_rootless_container_with_cap_sys_admin_cannot_remount_the_sessions_toolbox() {
+    let rt = runtime!("locked_toolbox", Runtime::rootless_podman());
+    let probe = match probe() {
+        Ok(p) => p,
+        Err(reason) => return skip("attach_bounds::locked_toolbox", &reason),
+    };
+    let f = fixture!();
+    let mut opts = LABEL.to_vec();
+    opts.extend(["--network", "none", "--cap-add", "SYS_ADMIN"]);
+    let c = rt.start(Image::Busybox, &opts, &["/bin/sleep", "1000"]);
+    install_probe(&c, &probe, "/bin/probe");
+    let mut session = f.attach_cmd(&format!("pid:{}", c.pid), &[], &["sleep", "60"]);
+    let mut session = session
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, inside) = session_sleep(&c);
+    let o = c.exec(&["/bin/probe", "enter", &inside.to_string()]);
+    let _ = session.kill();
+    let _ = session.wait();
+    let out = stdout(&o);
+    assert!(
+        out.contains("enter: ok"),
+        "the container may join its own processes' namespaces: {out}{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains("remount: refused"),
+        "a container remounted the session's toolbox read-write:\n{out}"
+    );
+}

@@ -7,6 +7,8 @@
  *   inject PID          trace PID (a session's process) and make it remount the toolbox
  *                       (/nix/store, or /nix) read-write, as a container allowed to ptrace
  *                       could
+ *   enter PID           join PID's mount namespace and remount the toolbox read-write there,
+ *                       as a container with CAP_SYS_ADMIN in its own user namespace could
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -96,9 +99,26 @@ static int inject(pid_t pid) {
     return 0;
 }
 
+static int enter(const char *pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%s/ns/mnt", pid);
+    int ns = open(path, O_RDONLY);
+    int rc = ns < 0 ? -1 : setns(ns, CLONE_NEWNS);
+    say("enter", rc);
+    if (rc < 0)
+        return 0;
+    rc = mount(NULL, "/nix/store", NULL, MS_REMOUNT | MS_BIND, NULL);
+    if (rc < 0 && errno == EINVAL)
+        rc = mount(NULL, "/nix", NULL, MS_REMOUNT | MS_BIND, NULL);
+    say("remount", rc);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 3 && strcmp(argv[1], "inject") == 0)
         return inject(atoi(argv[2]));
+    if (argc == 3 && strcmp(argv[1], "enter") == 0)
+        return enter(argv[2]);
     return privileged();
 }
