@@ -4,8 +4,9 @@
 //! capabilities); the target's own `/bin/id`, replaced by a probe, can neither open the host's
 //! files by handle nor mount; a container allowed to ptrace cannot make the session remount
 //! the toolbox read-write, and sees no process holding more than its own; what a session
-//! leaves running holds no more either; the toolbox shows no `/nix/var`. Needs root, gcc and
-//! a static libc (for the probe).
+//! leaves running, and the profile's activate.sh, hold no more either; a rootless container
+//! with CAP_SYS_ADMIN cannot remount the session's toolbox; the toolbox shows no `/nix/var`.
+//! Needs root, gcc and a static libc (for the probe).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -411,4 +412,35 @@ fn a_rootless_container_with_cap_sys_admin_cannot_remount_the_sessions_toolbox()
         out.contains("remount: refused"),
         "a container remounted the session's toolbox read-write:\n{out}"
     );
+}
+
+#[test]
+fn the_profiles_activate_sh_runs_within_the_targets_bounds() {
+    let rt = runtime!("activate_sh", Runtime::docker());
+    let probe = match probe() {
+        Ok(p) => p,
+        Err(reason) => return skip("attach_bounds::activate_sh", &reason),
+    };
+    let f = fixture!();
+    let p = f.profile_copy();
+    std::fs::write(
+        p.join("activate.sh"),
+        "#!/bin/sh\ncat /proc/self/status\n/bin/id\n",
+    )
+    .unwrap();
+    // Its tools' flake needs nixpkgs, which is not here.
+    let manifest = p.join("agentenv.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("tools =")).collect();
+    std::fs::write(&manifest, kept.join("\n")).unwrap();
+    let c = rt.start(Image::Busybox, &LABEL, &["/bin/sleep", "1000"]);
+    install_probe(&c, &probe, "/bin/id");
+    let mut cmd = f.attach_cmd(&c.name, &[], &["true"]);
+    cmd.env("AGENTENV_PROFILE", &p);
+    let o = run(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_within(&fields(&err), &status_of(c.pid), "activate.sh");
+    assert!(err.contains("handle: refused"), "{err}");
+    assert!(err.contains("mount: refused"), "{err}");
 }
