@@ -65,8 +65,8 @@ pub fn read_bounds(target: &Target) -> Result<Bounds> {
         2 => match read_filters(target.pid) {
             Ok(filters) => SessionFilter::Target(filters),
             Err(e) => {
-                tracing::info!(
-                    "cannot read the seccomp filter of {}: {e:#}; the session gets agentenv's default filter",
+                tracing::warn!(
+                    "cannot read the seccomp filter of {}: {e:#}; the session gets agentenv's default filter, with no_new_privs (setuid programs do not gain privileges in it)",
                     target.label
                 );
                 SessionFilter::Default
