@@ -92,14 +92,16 @@ impl AttachHome {
         let meta = std::fs::symlink_metadata(&home)
             .with_context(|| format!("cannot read {}", home.display()))?;
         if meta.uid() != self.uid || meta.gid() != self.gid {
-            std::os::unix::fs::lchown(&home, Some(self.uid), Some(self.gid)).with_context(|| {
-                format!(
-                    "cannot give {} to the session's user {}:{}",
-                    home.display(),
-                    self.uid,
-                    self.gid
-                )
-            })?;
+            std::os::unix::fs::lchown(&home, Some(self.uid), Some(self.gid)).with_context(
+                || {
+                    format!(
+                        "cannot give {} to the session's user {}:{}",
+                        home.display(),
+                        self.uid,
+                        self.gid
+                    )
+                },
+            )?;
         }
         let done = crate::profile::activate_with(
             profile,

@@ -176,7 +176,8 @@ fn open_area(area: &Path, home: &HomeDir) -> Result<Option<OwnedFd>> {
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", area.display())),
     };
     let (uid, gid) = home.owner()?;
-    let st = rustix::fs::fstat(&fd).with_context(|| format!("cannot inspect {}", area.display()))?;
+    let st =
+        rustix::fs::fstat(&fd).with_context(|| format!("cannot inspect {}", area.display()))?;
     if nix::unistd::geteuid().is_root() && (st.st_uid, st.st_gid) != (uid, gid) {
         rustix::fs::fchown(
             &fd,
@@ -227,15 +228,13 @@ fn make_step(step: &Step, places: &Places) -> Result<()> {
             .with_context(|| format!("cannot reach {}", path.display()))
     };
     match step {
-        Step::MoveAside { path, backup } => at(path)?
-            .rename_to(&at(backup)?)
-            .with_context(|| {
-                format!(
-                    "cannot move {} aside to {}",
-                    path.display(),
-                    backup.display()
-                )
-            }),
+        Step::MoveAside { path, backup } => at(path)?.rename_to(&at(backup)?).with_context(|| {
+            format!(
+                "cannot move {} aside to {}",
+                path.display(),
+                backup.display()
+            )
+        }),
         Step::CreateDir { path } => at(path)?
             .mkdir()
             .with_context(|| format!("cannot create the directory {}", path.display())),

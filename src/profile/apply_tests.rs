@@ -47,15 +47,27 @@ fn undo_through_a_directory_swapped_for_a_symlink_writes_nothing_outside() {
     assert_eq!(report.unreachable.len(), 2, "{report:?}");
     assert!(report.unreachable.iter().all(|(p, _)| *p == place));
     // The original is kept where the report says, to be put back by hand.
-    let backup = report.unreachable.iter().find_map(|(_, b)| b.clone()).unwrap();
+    let backup = report
+        .unreachable
+        .iter()
+        .find_map(|(_, b)| b.clone())
+        .unwrap();
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), "home's");
     let warnings = report.warnings().join("\n");
-    assert!(warnings.contains(&backup.display().to_string()), "{warnings}");
+    assert!(
+        warnings.contains(&backup.display().to_string()),
+        "{warnings}"
+    );
 
     // The next activation moves the planted symlink aside instead of going through it, and
     // its undo puts it back.
     activate_with(&s.profile, &s.home, &s.state, HookRun::ByCaller).unwrap();
-    assert!(s.home.join(".config/app").symlink_metadata().unwrap().is_dir());
+    assert!(s
+        .home
+        .join(".config/app")
+        .symlink_metadata()
+        .unwrap()
+        .is_dir());
     assert_eq!(std::fs::read_dir(&s.outside).unwrap().count(), 0);
     deactivate_from(&s.state).unwrap();
     assert_eq!(

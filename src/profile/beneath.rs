@@ -346,7 +346,10 @@ mod tests {
         symlink(".loop", home.join(".loop")).unwrap();
         let h = HomeDir::open(&home, HomeLinks::InHome).unwrap();
         h.place(&home.join(".abs/a")).unwrap().mkdir().unwrap();
-        h.place(&home.join(".config/rel/b")).unwrap().mkdir().unwrap();
+        h.place(&home.join(".config/rel/b"))
+            .unwrap()
+            .mkdir()
+            .unwrap();
         assert!(home.join(".config/real/a").is_dir() && home.join(".config/real/b").is_dir());
         for dir in [".out", ".config/up", ".loop"] {
             let err = h.place(&home.join(dir).join("x")).unwrap_err();

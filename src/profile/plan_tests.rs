@@ -439,5 +439,8 @@ fn in_a_home_whose_symlinks_are_refused_a_symlinked_directory_is_moved_aside() {
     );
     // In the user's own home, the one into the home is gone through, the other refused.
     let err = plan_links(&profile, &wanted, &f.home, &f.state, HomeLinks::InHome).unwrap_err();
-    assert!(format!("{err:#}").contains("outside the home directory"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("outside the home directory"),
+        "{err:#}"
+    );
 }

@@ -12,7 +12,10 @@ const TEST_USER: &str = "agentenv-test";
 
 /// agentenv as an unprivileged user: the test user when the tests run as root, else the
 /// current user. `None` (after a loud skip) if that cannot be arranged.
-fn unprivileged<'a>(f: &'a Fixture, test: &str) -> Option<(Box<dyn Fn() -> Command + 'a>, u32)> {
+pub(crate) fn unprivileged<'a>(
+    f: &'a Fixture,
+    test: &str,
+) -> Option<(Box<dyn Fn() -> Command + 'a>, u32)> {
     if !crate::support::is_root() {
         let uid = nix::unistd::geteuid().as_raw();
         let make = move || {
