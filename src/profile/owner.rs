@@ -77,3 +77,40 @@ mod linux {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::profile::beneath::HomeLinks;
+
+    #[test]
+    fn roots_changes_to_someone_elses_home_have_only_the_owners_rights() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (changing a home as its owner is what root does)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let roots = tmp.path().join("roots");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::create_dir(&roots).unwrap();
+        std::os::unix::fs::chown(&home, Some(1000), Some(1000)).unwrap();
+        let dir = HomeDir::open(&home, HomeLinks::Refused).unwrap();
+        {
+            let _owner = act_as_owner(&dir).unwrap();
+            let err = std::fs::write(roots.join("x"), "").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+            dir.place(&home.join("made")).unwrap().mkdir().unwrap();
+        }
+        let made = std::fs::symlink_metadata(home.join("made")).unwrap();
+        assert_eq!(
+            (
+                std::os::unix::fs::MetadataExt::uid(&made),
+                std::os::unix::fs::MetadataExt::gid(&made)
+            ),
+            (1000, 1000)
+        );
+        // Root's own identity is back.
+        std::fs::write(roots.join("x"), "").unwrap();
+    }
+}
