@@ -251,12 +251,14 @@ pub fn undo(journal: &mut Journal, files: &StateFiles) -> Result<UndoReport> {
         files.mark(journal, TxState::Removing)?;
     }
     let area = files.backups(&journal.id);
-    let home = HomeDir::open(&journal.home, journal.home_links)?;
-    let places = Places {
-        area: open_area(&area, &home)?.map(|fd| (area.clone(), fd)),
-        home,
-    };
-    let report = {
+    let report = if std::fs::symlink_metadata(&journal.home).is_err() {
+        home_gone(journal)
+    } else {
+        let home = HomeDir::open(&journal.home, journal.home_links)?;
+        let places = Places {
+            area: open_area(&area, &home)?.map(|fd| (area.clone(), fd)),
+            home,
+        };
         let _owner = act_as_owner(&places.home)?;
         undo_steps(journal, &places)?
     };
@@ -267,6 +269,21 @@ pub fn undo(journal: &mut Journal, files: &StateFiles) -> Result<UndoReport> {
     }
     files.clear()?;
     Ok(report)
+}
+
+/// The undo of a home that is gone: nothing to remove; what was moved aside stays where it is.
+fn home_gone(journal: &Journal) -> UndoReport {
+    let mut report = UndoReport::default();
+    for step in journal.steps.iter().rev() {
+        if let Step::MoveAside { path, backup } = step {
+            if std::fs::symlink_metadata(backup).is_ok() {
+                report
+                    .unreachable
+                    .push((path.clone(), Some(backup.clone())));
+            }
+        }
+    }
+    report
 }
 
 /// Undoes every step that was made, last first. Each undo checks what is there, so running it

@@ -103,3 +103,18 @@ fn a_directory_swapped_before_apply_stops_the_activation_there() {
         "home's"
     );
 }
+
+#[test]
+fn the_undo_of_a_home_that_is_gone_clears_the_journal() {
+    let s = setup();
+    activate_with(&s.profile, &s.home, &s.state, HookRun::ByCaller).unwrap();
+    std::fs::rename(&s.home, s.home.with_file_name("home.was")).unwrap();
+    let report = deactivate_from(&s.state).unwrap().unwrap();
+    let (place, backup) = &report.unreachable[0];
+    assert_eq!(*place, s.home.join(".config/app/conf"));
+    assert_eq!(
+        std::fs::read_to_string(backup.as_ref().unwrap()).unwrap(),
+        "home's"
+    );
+    assert!(deactivate_from(&s.state).unwrap().is_none());
+}
