@@ -27,7 +27,9 @@
 //! (undoing the previous one first), repairs an interrupted activation from the journal, and
 //! runs `activate.sh` when it changed something. A sandbox runs `activate.sh` inside, where
 //! `$HOME` is the home it sees: `activate_for_sandbox` hands the script back instead of running
-//! it, and `record_hook_outcome` records how it went. Errors are `Diagnostic`s; on an error the home
+//! it, and `record_hook_outcome` records how it went. A home that something else can write (a
+//! sandbox's, a container's) must be activated that way: then no symlink below the home is
+//! ever gone through (see `beneath`); `activate_into` is for the user's own `$HOME`. Errors are `Diagnostic`s; on an error the home
 //! is as it was (except for `activate.sh` failing, which leaves the links in place).
 
 pub mod apply;
