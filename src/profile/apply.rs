@@ -129,12 +129,12 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
     };
     if let Some(err) = failed {
         return Err(match undo(&mut journal, files) {
-                Ok(report) => {
-                    for w in report.warnings() {
-                        tracing::warn!("{w}");
-                    }
-                    err.context("activation failed; the home is as it was")
+            Ok(report) => {
+                for w in report.warnings() {
+                    tracing::warn!("{w}");
                 }
+                err.context("activation failed; the home is as it was")
+            }
             Err(undo_err) => err.context(format!(
                 "activation failed, and undoing it too ({undo_err:#}); the next activate or deactivate finishes the undo"
             )),
