@@ -83,6 +83,12 @@ pub struct EnvOptions {
     /// No profile, even if one is given by $AGENTENV_PROFILE or configured: the bare dev shell.
     #[arg(long)]
     pub no_profile: bool,
+
+    /// Let the environment write the profile (it is read-only inside by default); also
+    /// `profile_rw = true` in config.toml. Risky: a process inside could then rewrite
+    /// activate.sh or a dotfile that the host runs later.
+    #[arg(long)]
+    pub profile_rw: bool,
 }
 
 /// Options of `agentenv up`.

@@ -42,6 +42,8 @@ pub struct Workspace {
     pub user: UserIdentity,
     /// The profile activated into the environment's home, if any.
     pub profile: Option<ActiveProfile>,
+    /// Whether the profile is writable inside (`--profile-rw`, `profile_rw` in config.toml).
+    pub profile_rw: bool,
 }
 
 /// A profile in an environment: its directory (shown at the same path inside) and what it adds
@@ -75,6 +77,7 @@ impl Workspace {
             project,
             user,
             profile: None,
+            profile_rw: false,
         })
     }
 
@@ -88,6 +91,15 @@ impl Workspace {
             .map(PathBuf::from)
             .unwrap_or_else(|| self.user.home.clone());
         crate::profile::config::chosen_profile(arg, &home, &self.state.config.join("config.toml"))
+    }
+
+    /// Whether the profile is to be writable inside: `flag` (`--profile-rw`), else
+    /// `profile_rw` in config.toml.
+    pub fn chosen_profile_rw(&self, flag: bool) -> Result<bool> {
+        Ok(flag
+            || crate::profile::config::configured_profile_rw(
+                &self.state.config.join("config.toml"),
+            )?)
     }
 
     /// Activates `dir` into the environment's private home (undoing any other profile), or,
@@ -321,6 +333,7 @@ impl Workspace {
             shell: self.devenv.shell.clone(),
             env_tool: self.devenv.env_tool.clone(),
             profile: self.profile.as_ref().map(|p| p.dir.clone()),
+            profile_rw: self.profile_rw,
             create_dirs: self.env_dirs.dirs_to_create(layer.view()),
         }
     }

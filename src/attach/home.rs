@@ -2,6 +2,10 @@
 //! profile and session user, the profile activated into it, owned by the session's user, and
 //! removed once its target is gone. Showing it at the target's `$HOME` is `graft`'s job.
 //!
+//! The target can write the home while agentenv changes it: every change goes through the
+//! profile engine's descriptors (no symlink in the home is followed) as the home's owner, the
+//! session's user, never as root.
+//!
 //! It lives as long as the target's process (its PID and start time are in its name): every
 //! attach to the same running target reuses it, so a warm attach changes nothing and what the
 //! session wrote there (history, caches, an agent's memory) is there next time; a target that
@@ -14,6 +18,8 @@ use anyhow::{Context, Result};
 
 use super::target::{process_state, Target};
 use crate::paths::StateDirs;
+use crate::profile::beneath::{HomeDir, HomeLinks};
+use crate::profile::owner::act_as_owner;
 use crate::profile::ProfileEnv;
 use crate::util::hash_parts;
 
@@ -69,18 +75,34 @@ impl AttachHome {
         self.root.join("profile")
     }
 
-    /// Activates `profile` into the home (a no-op when it is there already), adds the
-    /// profile's built tools, and gives what changed to the session's user. Returns the
-    /// profile's environment and its `activate.sh` when that is to run in the target.
+    /// Activates `profile` into the home (a no-op when it is there already) and adds the
+    /// profile's built tools. The home belongs to the session's user, so what the activation
+    /// makes does too. Returns the profile's environment and its `activate.sh` when that is to
+    /// run in the target.
     pub fn activate(
         &self,
         profile: &Path,
         tools_cache: &Path,
     ) -> Result<(ProfileEnv, Option<PathBuf>)> {
         let home = self.home();
-        let new = !home.exists();
         std::fs::create_dir_all(&home)
             .with_context(|| format!("cannot create {}", home.display()))?;
+        // The home's own directory is agentenv's to give (the target sees it only as the
+        // mount on its $HOME); everything below it is made as its owner.
+        let meta = std::fs::symlink_metadata(&home)
+            .with_context(|| format!("cannot read {}", home.display()))?;
+        if meta.uid() != self.uid || meta.gid() != self.gid {
+            std::os::unix::fs::lchown(&home, Some(self.uid), Some(self.gid)).with_context(
+                || {
+                    format!(
+                        "cannot give {} to the session's user {}:{}",
+                        home.display(),
+                        self.uid,
+                        self.gid
+                    )
+                },
+            )?;
+        }
         let done = crate::profile::activate_with(
             profile,
             &home,
@@ -96,56 +118,21 @@ impl AttachHome {
                 env.path_append.push(bin);
             }
         }
-        if new || done.changed {
-            give_tree(&home, self.uid, self.gid)?;
-        }
         Ok((env, done.pending_hook))
     }
 
     /// Makes the directory `rel` in the home, where a tree below the home is attached.
+    /// Like the activation, it follows no symlink in the home and is made as the home's owner.
     pub fn make_mount_point(&self, rel: &Path) -> Result<()> {
-        let dir = self.home().join(rel);
-        std::fs::create_dir_all(&dir).with_context(|| {
+        let home = HomeDir::open(&self.home(), HomeLinks::Refused)?;
+        let _owner = act_as_owner(&home)?;
+        home.create_dirs(rel).with_context(|| {
             format!(
                 "cannot create {} in the private home for the profile",
-                dir.display()
+                self.home().join(rel).display()
             )
         })
     }
-}
-
-/// Gives `dir` and everything in it not already theirs to `uid:gid`, without following links.
-fn give_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    let give = |path: &Path, meta: &std::fs::Metadata| -> Result<()> {
-        if meta.uid() != uid || meta.gid() != gid {
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).with_context(|| {
-                format!(
-                    "cannot give {} to the session's user {uid}:{gid}",
-                    path.display()
-                )
-            })?;
-        }
-        Ok(())
-    };
-    let meta =
-        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    give(dir, &meta)?;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let listing =
-            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?;
-        for e in listing {
-            let e = e.with_context(|| format!("cannot list {}", d.display()))?;
-            let meta = e
-                .metadata()
-                .with_context(|| format!("cannot read {}", e.path().display()))?;
-            give(&e.path(), &meta)?;
-            if meta.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Removes the homes of targets that no longer run. Failures are only logged: a leftover

@@ -17,6 +17,9 @@ struct Check {
     name: &'static str,
     ok: bool,
     detail: String,
+    /// Works, but at a risk the user should know of (not a failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fix: Option<String>,
 }
@@ -27,12 +30,14 @@ fn check(name: &'static str, result: Result<String, (String, String)>) -> Check 
             name,
             ok: true,
             detail,
+            warning: None,
             fix: None,
         },
         Err((detail, fix)) => Check {
             name,
             ok: false,
             detail,
+            warning: None,
             fix: Some(fix),
         },
     }
@@ -44,6 +49,7 @@ pub fn run(json: bool) -> Result<i32> {
     checks.push(check_overlay_fs());
     checks.push(check_sandbox());
     checks.push(check_state());
+    checks.push(check_nix_build_sandbox());
 
     let ok = checks.iter().all(|c| c.ok);
     if json {
@@ -61,12 +67,15 @@ pub fn run(json: bool) -> Result<i32> {
         );
     } else {
         for c in &checks {
-            println!(
-                "{:4}  {:<18} {}",
-                if c.ok { "ok" } else { "FAIL" },
-                c.name,
-                c.detail
-            );
+            let status = match (c.ok, &c.warning) {
+                (false, _) => "FAIL",
+                (true, Some(_)) => "warn",
+                (true, None) => "ok",
+            };
+            println!("{status:4}  {:<18} {}", c.name, c.detail);
+            if let Some(warning) = &c.warning {
+                println!("      {:<18} {warning}", "");
+            }
             if let Some(fix) = &c.fix {
                 println!("      {:<18} fix: {fix}", "");
             }
@@ -219,6 +228,47 @@ fn check_state() -> Check {
             )),
         },
     )
+}
+
+/// nix's own build sandbox. Off (or relaxed), a builder runs on the host with nix's rights, and
+/// the flake an environment writes (its project) is evaluated and built on the host when the
+/// environment next starts: a builder edited from inside would run there, unsandboxed.
+fn check_nix_build_sandbox() -> Check {
+    use crate::nix::settings::{build_sandbox, BuildSandbox};
+    const NAME: &str = "nix build sandbox";
+    let Ok(nix) = NixCli::find() else {
+        return check(
+            NAME,
+            Err((
+                "no nix (see above)".into(),
+                "install nix (see above)".into(),
+            )),
+        );
+    };
+    let (detail, warning) = match build_sandbox(&nix) {
+        Ok(BuildSandbox::On) => return check(NAME, Ok("on (sandbox = true)".into())),
+        Ok(BuildSandbox::Off) => (
+            "off (sandbox = false)",
+            "nix runs builders on this host, unsandboxed: a flake edited from inside an environment (its project is writable there) makes the next evaluation here run that builder on the host",
+        ),
+        Ok(BuildSandbox::Relaxed) => (
+            "relaxed (sandbox = relaxed)",
+            "nix runs fixed-output and `__noChroot` builders on this host, unsandboxed: a flake edited from inside an environment can ask for one, and the next evaluation here runs it on the host",
+        ),
+        Err(e) => {
+            return check(
+                NAME,
+                Ok(format!("unknown: {e:#}")),
+            )
+        }
+    };
+    Check {
+        name: NAME,
+        ok: true,
+        detail: detail.into(),
+        warning: Some(warning.into()),
+        fix: Some("set `sandbox = true` in /etc/nix/nix.conf (and restart nix-daemon if one runs); `agentenv doctor` then shows it on".into()),
+    }
 }
 
 /// Really builds a sandbox's essentials in a child: the namespaces, a tmpfs, an overlay of

@@ -35,6 +35,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
     }
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
     let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
+    ws.profile_rw = ws.chosen_profile_rw(args.opts.profile_rw)?;
     let cwd_inside = ws.cwd_inside(&cwd);
     let mode = LaunchMode::for_command(&args.command);
 

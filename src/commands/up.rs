@@ -17,6 +17,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     let cwd = current_dir()?;
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
     let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
+    ws.profile_rw = ws.chosen_profile_rw(args.opts.profile_rw)?;
     let runtime = ws.runtime();
     let id = ws.env_dirs.id.clone();
     if let Some(name) = &args.name {

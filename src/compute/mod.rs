@@ -50,8 +50,10 @@ pub struct SandboxSpec {
     pub shell: PathBuf,
     /// An `env` program, linked at `/usr/bin/env`.
     pub env_tool: Option<PathBuf>,
-    /// A profile directory, visible read-write at its own path.
+    /// A profile directory, visible at its own path: read-only unless `profile_rw` (a process
+    /// inside could otherwise rewrite what the host runs: activate.sh, a dotfile).
     pub profile: Option<PathBuf>,
+    pub profile_rw: bool,
     /// Host directories (home, store layer, staging) to create once the kernel has granted
     /// the namespaces.
     pub create_dirs: Vec<PathBuf>,

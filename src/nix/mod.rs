@@ -7,3 +7,4 @@ pub mod devenv;
 pub mod flake;
 pub mod inputs;
 pub mod referenced;
+pub mod settings;

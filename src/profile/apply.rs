@@ -1,15 +1,20 @@
 //! Carrying out an activation plan as one transaction, and undoing one. The journal is written
 //! before the first change; undo works from the journal alone and from what it finds on disk,
-//! so it also repairs a transaction that was killed half-way.
+//! so it also repairs a transaction that was killed half-way. Every change to the home goes
+//! through `beneath` (no symlink planted in the home is followed) and is made as the home's
+//! owner (`owner`).
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rustix::fs::{Mode, OFlags};
 
+use super::beneath::{is_blocked, HomeDir, Place};
 use super::journal::{new_tx_id, Journal, StateFiles, Step, TxState, JOURNAL_VERSION};
 use super::links::is_missing;
+use super::owner::act_as_owner;
 use super::plan::ActivationPlan;
 
 /// Test hook: stop for good after this many steps (of an apply or of an undo), so a test can
@@ -25,6 +30,9 @@ pub struct UndoReport {
     pub kept_dirs: Vec<PathBuf>,
     /// Entries moved aside whose place is taken now: (place, where the original still is).
     pub kept_backups: Vec<(PathBuf, PathBuf)>,
+    /// Places that cannot be reached any more, because a directory on their way was replaced
+    /// (by a symlink, a file) or removed: left alone, with where the original is, if any.
+    pub unreachable: Vec<(PathBuf, Option<PathBuf>)>,
 }
 
 impl UndoReport {
@@ -50,6 +58,16 @@ impl UndoReport {
                 backup.display()
             ));
         }
+        for (place, backup) in &self.unreachable {
+            let rest = match backup {
+                Some(b) => format!("; the original is at {}", b.display()),
+                None => String::new(),
+            };
+            out.push(format!(
+                "left {} alone: a directory on its way is no longer the directory it was (a symlink, a file, or gone){rest}",
+                place.display()
+            ));
+        }
         out
     }
 }
@@ -58,17 +76,24 @@ impl UndoReport {
 /// undone and the error returned.
 pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> {
     let id = new_tx_id();
+    let home = HomeDir::open(&plan.home, plan.home_links)?;
     let backups = files.backups(&id);
     std::fs::create_dir_all(&backups)
         .with_context(|| format!("cannot create {}", backups.display()))?;
-    let backup_dev = std::fs::metadata(&backups)
+    let area = open_area(&backups, &home)?
+        .with_context(|| format!("cannot open {}", backups.display()))?;
+    let backup_dev = rustix::fs::fstat(&area)
         .with_context(|| format!("cannot inspect {}", backups.display()))?
-        .dev();
+        .st_dev as u64;
+    let places = Places {
+        home,
+        area: Some((backups.clone(), area)),
+    };
     let mut steps = Vec::with_capacity(plan.conflicts.len() + plan.dirs.len() + plan.links.len());
     for (i, c) in plan.conflicts.iter().enumerate() {
         steps.push(Step::MoveAside {
             path: c.path.clone(),
-            backup: backup_place(&c.path, &backups, backup_dev, &id, i),
+            backup: backup_place(&places, &c.path, &backups, backup_dev, &id, i),
         });
     }
     // Each link right after the directories it needs: on ext4, creating every directory
@@ -90,6 +115,7 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
         state: TxState::Applying,
         profile: plan.profile.clone(),
         home: plan.home.clone(),
+        home_links: plan.home_links,
         steps,
         env: plan.env.clone(),
         hook: plan.hook.clone(),
@@ -97,32 +123,96 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
         origin: None,
     };
     files.begin(&mut journal)?;
-    let pause = pause_point();
-    for (done, step) in journal.steps.iter().enumerate() {
-        if let Err(err) = make_step(step) {
-            return Err(match undo(&mut journal, files) {
-                Ok(report) => {
-                    for w in report.warnings() {
-                        tracing::warn!("{w}");
-                    }
-                    err.context("activation failed; the home is as it was")
+    let failed = {
+        let _owner = act_as_owner(&places.home)?;
+        make_steps(&journal.steps, &places).err()
+    };
+    if let Some(err) = failed {
+        return Err(match undo(&mut journal, files) {
+            Ok(report) => {
+                for w in report.warnings() {
+                    tracing::warn!("{w}");
                 }
-                Err(undo_err) => err.context(format!(
-                    "activation failed, and undoing it too ({undo_err:#}); the next activate or deactivate finishes the undo"
-                )),
-            });
-        }
-        pause_if(pause, done + 1);
+                err.context("activation failed; the home is as it was")
+            }
+            Err(undo_err) => err.context(format!(
+                "activation failed, and undoing it too ({undo_err:#}); the next activate or deactivate finishes the undo"
+            )),
+        });
     }
     files.mark(&mut journal, TxState::Applied)?;
     Ok(journal)
 }
 
+/// Where a transaction's steps happen: the home, reached as `beneath` allows, and the
+/// transaction's backup area (agentenv's own), opened before anything is done as the owner.
+struct Places {
+    home: HomeDir,
+    area: Option<(PathBuf, OwnedFd)>,
+}
+
+impl Places {
+    fn at(&self, path: &Path) -> std::io::Result<Place> {
+        if let Some((area, fd)) = &self.area {
+            if path.parent() == Some(area.as_path()) {
+                let name = path.file_name().unwrap_or_default();
+                return Place::in_dir(std::os::fd::AsFd::as_fd(fd), name);
+            }
+        }
+        self.home.place(path)
+    }
+}
+
+/// Opens the backup area (`None` if it is gone). When the home is changed as its owner, the
+/// area is given to the owner too, so that entries can be moved into it and back.
+fn open_area(area: &Path, home: &HomeDir) -> Result<Option<OwnedFd>> {
+    let fd = match rustix::fs::open(
+        area,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", area.display())),
+    };
+    let (uid, gid) = home.owner()?;
+    let st =
+        rustix::fs::fstat(&fd).with_context(|| format!("cannot inspect {}", area.display()))?;
+    if nix::unistd::geteuid().is_root() && (st.st_uid, st.st_gid) != (uid, gid) {
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .with_context(|| format!("cannot give {} to the home's owner", area.display()))?;
+    }
+    Ok(Some(fd))
+}
+
+fn make_steps(steps: &[Step], places: &Places) -> Result<()> {
+    let pause = pause_point();
+    for (done, step) in steps.iter().enumerate() {
+        make_step(step, places)?;
+        pause_if(pause, done + 1);
+    }
+    Ok(())
+}
+
 /// Where the entry at `path` is moved: the transaction's backup area when it is on the same
 /// file system (a rename keeps everything), else a hidden name beside it.
-fn backup_place(path: &Path, area: &Path, area_dev: u64, id: &str, index: usize) -> PathBuf {
+fn backup_place(
+    places: &Places,
+    path: &Path,
+    area: &Path,
+    area_dev: u64,
+    id: &str,
+    index: usize,
+) -> PathBuf {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let same_fs = std::fs::metadata(parent).is_ok_and(|m| m.dev() == area_dev);
+    let same_fs = places
+        .at(path)
+        .and_then(|p| p.dir_dev())
+        .map_or(true, |dev| dev == area_dev);
     if same_fs {
         area.join(index.to_string())
     } else {
@@ -131,18 +221,25 @@ fn backup_place(path: &Path, area: &Path, area_dev: u64, id: &str, index: usize)
     }
 }
 
-fn make_step(step: &Step) -> Result<()> {
+fn make_step(step: &Step, places: &Places) -> Result<()> {
+    let at = |path: &Path| {
+        places
+            .at(path)
+            .with_context(|| format!("cannot reach {}", path.display()))
+    };
     match step {
-        Step::MoveAside { path, backup } => std::fs::rename(path, backup).with_context(|| {
+        Step::MoveAside { path, backup } => at(path)?.rename_to(&at(backup)?).with_context(|| {
             format!(
                 "cannot move {} aside to {}",
                 path.display(),
                 backup.display()
             )
         }),
-        Step::CreateDir { path } => std::fs::create_dir(path)
+        Step::CreateDir { path } => at(path)?
+            .mkdir()
             .with_context(|| format!("cannot create the directory {}", path.display())),
-        Step::Link { path, target } => std::os::unix::fs::symlink(target, path)
+        Step::Link { path, target } => at(path)?
+            .symlink(target)
             .with_context(|| format!("cannot link {} -> {}", path.display(), target.display())),
     }
 }
@@ -153,9 +250,19 @@ pub fn undo(journal: &mut Journal, files: &StateFiles) -> Result<UndoReport> {
     if journal.state == TxState::Applied {
         files.mark(journal, TxState::Removing)?;
     }
-    let report = undo_steps(journal)?;
-    remove_if_present(&files.env_script())?;
     let area = files.backups(&journal.id);
+    let report = if std::fs::symlink_metadata(&journal.home).is_err() {
+        home_gone(journal)
+    } else {
+        let home = HomeDir::open(&journal.home, journal.home_links)?;
+        let places = Places {
+            area: open_area(&area, &home)?.map(|fd| (area.clone(), fd)),
+            home,
+        };
+        let _owner = act_as_owner(&places.home)?;
+        undo_steps(journal, &places)?
+    };
+    remove_if_present(&files.env_script())?;
     let _ = std::fs::remove_dir(&area);
     if let Some(parent) = area.parent() {
         let _ = std::fs::remove_dir(parent);
@@ -164,9 +271,25 @@ pub fn undo(journal: &mut Journal, files: &StateFiles) -> Result<UndoReport> {
     Ok(report)
 }
 
+/// The undo of a home that is gone: nothing to remove; what was moved aside stays where it is.
+fn home_gone(journal: &Journal) -> UndoReport {
+    let mut report = UndoReport::default();
+    for step in journal.steps.iter().rev() {
+        if let Step::MoveAside { path, backup } = step {
+            if std::fs::symlink_metadata(backup).is_ok() {
+                report
+                    .unreachable
+                    .push((path.clone(), Some(backup.clone())));
+            }
+        }
+    }
+    report
+}
+
 /// Undoes every step that was made, last first. Each undo checks what is there, so running it
-/// again, or on a transaction that stopped half-way, is safe.
-fn undo_steps(journal: &Journal) -> Result<UndoReport> {
+/// again, or on a transaction that stopped half-way, is safe. A place that cannot be reached
+/// any more is reported and left: nothing is done through a directory that was replaced.
+fn undo_steps(journal: &Journal, places: &Places) -> Result<UndoReport> {
     let moved: HashMap<&Path, &Path> = journal
         .steps
         .iter()
@@ -175,9 +298,40 @@ fn undo_steps(journal: &Journal) -> Result<UndoReport> {
             _ => None,
         })
         .collect();
+    let exists = |path: &Path| places.at(path).is_ok_and(|p| p.exists());
     let mut report = UndoReport::default();
     let pause = pause_point();
     for (done, step) in journal.steps.iter().rev().enumerate() {
+        let path = match step {
+            Step::Link { path, .. } | Step::CreateDir { path } | Step::MoveAside { path, .. } => {
+                path
+            }
+        };
+        let backup = match step {
+            Step::MoveAside { backup, .. } => Some(backup),
+            _ => None,
+        };
+        if backup.is_some_and(|b| !exists(b)) {
+            // Never moved, or back already.
+            pause_if(pause, done + 1);
+            continue;
+        }
+        let place = match places.at(path) {
+            Ok(place) => place,
+            // Its directory is gone, and what was made in it with it.
+            Err(e) if is_missing(&e) && backup.is_none() => {
+                pause_if(pause, done + 1);
+                continue;
+            }
+            Err(e) if is_missing(&e) || is_blocked(&e) => {
+                report.unreachable.push((path.clone(), backup.cloned()));
+                pause_if(pause, done + 1);
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot reach {}", path.display()));
+            }
+        };
         match step {
             Step::Link { path, target } => {
                 // If what was in the way is not in the backup, it was never moved (or is back
@@ -185,14 +339,21 @@ fn undo_steps(journal: &Journal) -> Result<UndoReport> {
                 if moved.get(path.as_path()).is_some_and(|b| !exists(b)) {
                     continue;
                 }
-                match std::fs::read_link(path) {
-                    Ok(t) if &t == target => remove_if_present(path)?,
+                match place.read_link() {
+                    Ok(t) if &t == target => match place.unlink() {
+                        Ok(()) => {}
+                        Err(e) if is_missing(&e) => {}
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("cannot remove {}", path.display()))
+                        }
+                    },
                     Ok(_) => report.changed_links.push(path.clone()),
                     Err(e) if is_missing(&e) => {}
                     Err(_) => report.changed_links.push(path.clone()),
                 }
             }
-            Step::CreateDir { path } => match std::fs::remove_dir(path) {
+            Step::CreateDir { path } => match place.rmdir() {
                 Ok(()) => {}
                 Err(e) if is_missing(&e) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
@@ -205,14 +366,14 @@ fn undo_steps(journal: &Journal) -> Result<UndoReport> {
                 }
             },
             Step::MoveAside { path, backup } => {
-                if !exists(backup) {
-                    continue;
-                }
-                if exists(path) {
+                if place.exists() {
                     report.kept_backups.push((path.clone(), backup.clone()));
                     continue;
                 }
-                std::fs::rename(backup, path).with_context(|| {
+                let from = places
+                    .at(backup)
+                    .with_context(|| format!("cannot reach {}", backup.display()))?;
+                from.rename_to(&place).with_context(|| {
                     format!(
                         "cannot put {} back from {}",
                         path.display(),
@@ -224,10 +385,6 @@ fn undo_steps(journal: &Journal) -> Result<UndoReport> {
         pause_if(pause, done + 1);
     }
     Ok(report)
-}
-
-fn exists(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
@@ -248,3 +405,7 @@ fn pause_if(pause: Option<usize>, done: usize) {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

@@ -1,5 +1,6 @@
 //! Which profile applies when none is named on the command line: `$AGENTENV_PROFILE` (read by
-//! clap into the argument), else `profile = "..."` in agentenv's `config.toml`.
+//! clap into the argument), else `profile = "..."` in agentenv's `config.toml`; and whether an
+//! environment may write it (`profile_rw = true` there).
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ pub fn chosen_profile(arg: Option<&Path>, home: &Path, config: &Path) -> Result<
     if let Some(dir) = arg {
         return Ok(Some(absolute(dir)?));
     }
-    let Some(dir) = read_configured_profile(config)? else {
+    let Some(dir) = read_config(config)?.profile.filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
     Ok(Some(match dir.strip_prefix("~/") {
@@ -34,24 +35,31 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
         .join(dir))
 }
 
-fn read_configured_profile(config: &Path) -> Result<Option<String>> {
-    // Unknown keys are refused, as in the manifest: a misspelt key must not pass silently.
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Config {
-        profile: Option<String>,
-    }
+/// `profile_rw = true` in `config`: environments may write the profile.
+pub fn configured_profile_rw(config: &Path) -> Result<bool> {
+    Ok(read_config(config)?.profile_rw.unwrap_or(false))
+}
+
+// Unknown keys are refused, as in the manifest: a misspelt key must not pass silently.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    profile: Option<String>,
+    profile_rw: Option<bool>,
+}
+
+fn read_config(config: &Path) -> Result<Config> {
     let text = match std::fs::read_to_string(config) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", config.display())),
     };
     let parsed: Config = toml::from_str(&text).map_err(|e| {
         toml_diagnostic("invalid configuration", config, &text, &e).hint(
-            "the one key there is `profile = \"~/config\"`, the profile to use (docs/profile.md)",
+            "the keys there are `profile = \"~/config\"`, the profile to use, and `profile_rw = true` (docs/profile.md)",
         )
     })?;
-    Ok(parsed.profile.filter(|p| !p.is_empty()))
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -75,5 +83,8 @@ mod tests {
         std::fs::write(&config, "profile = \"~/config\"\n").unwrap();
         let dir = chosen_profile(None, tmp.path(), &config).unwrap();
         assert_eq!(dir, Some(tmp.path().join("config")));
+        assert!(!configured_profile_rw(&config).unwrap());
+        std::fs::write(&config, "profile = \"~/config\"\nprofile_rw = true\n").unwrap();
+        assert!(configured_profile_rw(&config).unwrap());
     }
 }

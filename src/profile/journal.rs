@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
+use super::beneath::HomeLinks;
 use super::env::ProfileEnv;
 use super::links::is_missing;
 
@@ -58,6 +59,9 @@ pub struct Journal {
     pub state: TxState,
     pub profile: PathBuf,
     pub home: PathBuf,
+    /// Which symlinks below the home its steps may go through.
+    #[serde(default)]
+    pub home_links: HomeLinks,
     pub steps: Vec<Step>,
     pub env: ProfileEnv,
     /// `activate.sh`, if the profile has one, and whether it has yet to succeed: its last run
@@ -229,6 +233,7 @@ mod tests {
             state: TxState::Applying,
             profile: "/p".into(),
             home: "/h".into(),
+            home_links: HomeLinks::InHome,
             steps: vec![
                 Step::MoveAside {
                     path: "/h/.a".into(),

@@ -27,10 +27,13 @@
 //! (undoing the previous one first), repairs an interrupted activation from the journal, and
 //! runs `activate.sh` when it changed something. A sandbox runs `activate.sh` inside, where
 //! `$HOME` is the home it sees: `activate_for_sandbox` hands the script back instead of running
-//! it, and `record_hook_outcome` records how it went. Errors are `Diagnostic`s; on an error the home
+//! it, and `record_hook_outcome` records how it went. A home that something else can write (a
+//! sandbox's, a container's) must be activated that way: then no symlink below the home is
+//! ever gone through (see `beneath`); `activate_into` is for the user's own `$HOME`. Errors are `Diagnostic`s; on an error the home
 //! is as it was (except for `activate.sh` failing, which leaves the links in place).
 
 pub mod apply;
+pub mod beneath;
 pub mod config;
 pub mod env;
 pub mod hook;
@@ -38,6 +41,7 @@ pub mod install;
 pub mod journal;
 pub mod links;
 pub mod manifest;
+pub mod owner;
 pub mod plan;
 pub mod status;
 pub mod tools;
@@ -47,6 +51,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 pub use apply::UndoReport;
+pub use beneath::HomeLinks;
 pub use env::ProfileEnv;
 pub use journal::{Journal, StateFiles, Step, TxState};
 pub use manifest::{Manifest, Profile};
@@ -68,14 +73,25 @@ pub struct Activated {
     pub pending_hook: Option<PathBuf>,
 }
 
-/// Who runs the profile's `activate.sh`.
+/// Who runs the profile's `activate.sh`, and so whose home it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookRun {
-    /// `activate` runs it, here, before it returns.
+    /// `activate` runs it, here, before it returns: the user's own home, where symlinks that
+    /// stay in the home are gone through.
     Here,
-    /// The caller runs it where the home is used (in a sandbox) and reports back with
-    /// `record_hook_outcome`; until then it counts as not yet run.
+    /// The caller runs it where the home is used (in a sandbox, a container) and reports back
+    /// with `record_hook_outcome`; until then it counts as not yet run. What runs there can
+    /// write the home, so no symlink in it is ever followed (`HomeLinks::Refused`).
     ByCaller,
+}
+
+impl HookRun {
+    fn home_links(self) -> HomeLinks {
+        match self {
+            HookRun::Here => HomeLinks::InHome,
+            HookRun::ByCaller => HomeLinks::Refused,
+        }
+    }
 }
 
 /// Activates the profile at `profile_dir` into `home` and returns what it adds to a shell's
@@ -115,6 +131,7 @@ pub fn activate_with(
     hook: HookRun,
 ) -> Result<Activated> {
     let home = check_home(home)?;
+    let home_links = hook.home_links();
     let profile = Profile::load(profile_dir)?;
     let wanted = links::wanted_links(&profile, &home, state_dir)?;
     let files = StateFiles::new(state_dir);
@@ -122,14 +139,19 @@ pub fn activate_with(
     // the plan must wait for its undo).
     let mut early_plan = match files.journal().exists() {
         true => None,
-        false => Some(plan::plan_links(&profile, &wanted, &home, state_dir)?),
+        false => Some(plan::plan_links(
+            &profile, &wanted, &home, state_dir, home_links,
+        )?),
     };
     let _lock = files.lock()?;
     let mut warnings = wanted.warnings.clone();
     let mut previous = None;
     if let Some(mut old) = files.read()? {
         early_plan = None;
-        if old.state == TxState::Applied && is_in_place(&old, &profile.root, &home, &wanted) {
+        if old.state == TxState::Applied
+            && old.home_links == home_links
+            && is_in_place(&old, &profile.root, &home, &wanted)
+        {
             return refresh(old, &profile, &files, warnings, hook);
         }
         let report =
@@ -139,13 +161,14 @@ pub fn activate_with(
             previous = Some(old.profile.clone());
         }
     }
-    let plan = match early_plan
-        .map_or_else(|| plan::plan_links(&profile, &wanted, &home, state_dir), Ok)
-    {
+    let plan = match early_plan.map_or_else(
+        || plan::plan_links(&profile, &wanted, &home, state_dir, home_links),
+        Ok,
+    ) {
         Ok(plan) => plan,
         Err(err) => {
             if let Some(prev) = previous {
-                restore_previous(&prev, &home, &files);
+                restore_previous(&prev, &home, &files, home_links);
             }
             return Err(err);
         }
@@ -178,6 +201,9 @@ fn is_in_place(
     if journal.profile != profile || journal.home != home {
         return false;
     }
+    let Ok(dir) = beneath::HomeDir::open(home, journal.home_links) else {
+        return false;
+    };
     let made = journal.steps.iter().filter_map(|s| match s {
         Step::Link { path, target } => Some((path, target)),
         _ => None,
@@ -186,7 +212,10 @@ fn is_in_place(
         && made.zip(&wanted.links).all(|((path, target), want)| {
             *target == want.target
                 && *path == home.join(&want.dest)
-                && std::fs::read_link(path).is_ok_and(|t| t == *target)
+                && dir
+                    .place(path)
+                    .and_then(|p| p.read_link())
+                    .is_ok_and(|t| t == *target)
         })
 }
 
@@ -223,10 +252,10 @@ fn refresh(
 }
 
 /// After the new profile could not be planned, brings back the one that was active.
-fn restore_previous(profile_dir: &Path, home: &Path, files: &StateFiles) {
+fn restore_previous(profile_dir: &Path, home: &Path, files: &StateFiles, home_links: HomeLinks) {
     let back = Profile::load(profile_dir).and_then(|p| {
         let wanted = links::wanted_links(&p, home, &files.dir)?;
-        let plan = plan::plan_links(&p, &wanted, home, &files.dir)?;
+        let plan = plan::plan_links(&p, &wanted, home, &files.dir, home_links)?;
         let journal = apply::apply_plan(&plan, files)?;
         write_env_script(&journal, files)
     });

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::beneath::HomeLinks;
 use super::env::ProfileEnv;
 use super::links::{is_missing, wanted_links, WantedLinks};
 use super::manifest::{Layout, Profile};
@@ -21,6 +22,9 @@ pub struct ActivationPlan {
     pub profile: PathBuf,
     pub layout: Layout,
     pub home: PathBuf,
+    /// Which symlinks below the home the plan goes through (and apply and undo after it).
+    #[serde(skip)]
+    pub home_links: HomeLinks,
     /// Existing entries where a link or a directory must go; moved aside, restored on undo.
     pub conflicts: Vec<Conflict>,
     /// Directories to create, parents first.
@@ -78,22 +82,25 @@ enum Known {
     Created,
 }
 
-/// Plans the activation of the profile at `profile_dir` into `home`; `state` is agentenv's
-/// state directory (no link may touch it).
+/// Plans the activation of the profile at `profile_dir` into the user's own `home`; `state`
+/// is agentenv's state directory (no link may touch it).
 pub fn plan_activation(profile_dir: &Path, home: &Path, state: &Path) -> Result<ActivationPlan> {
     let profile = Profile::load(profile_dir)?;
     let wanted = wanted_links(&profile, home, state)?;
-    plan_links(&profile, &wanted, home, state)
+    plan_links(&profile, &wanted, home, state, HomeLinks::InHome)
 }
 
 /// Plans making `wanted` in `home` as it is now. `state` is agentenv's state directory: taking
 /// its lock creates it before anything is applied, so a missing directory on its way is not
-/// the plan's to create (nor to remove on undo).
+/// the plan's to create (nor to remove on undo). With `HomeLinks::Refused`, a symlink where a
+/// directory of a link's path must be is in the way: it is moved aside like a file, and a real
+/// directory made in its place.
 pub fn plan_links(
     profile: &Profile,
     wanted: &WantedLinks,
     home: &Path,
     state: &Path,
+    home_links: HomeLinks,
 ) -> Result<ActivationPlan> {
     let state = lexical_normal(state);
     let home_real = std::fs::canonicalize(home)
@@ -104,6 +111,7 @@ pub fn plan_links(
         profile: profile.root.clone(),
         layout: profile.layout,
         home: home.to_path_buf(),
+        home_links,
         conflicts: Vec::new(),
         dirs: Vec::new(),
         links: Vec::new(),
@@ -172,7 +180,7 @@ fn inspect_parent(
     if ft.is_dir() {
         return Ok(Known::Dir);
     }
-    if ft.is_symlink() && at.is_dir() {
+    if ft.is_symlink() && at.is_dir() && plan.home_links == HomeLinks::InHome {
         let real = std::fs::canonicalize(at)
             .with_context(|| format!("cannot resolve {}", at.display()))?;
         if real.starts_with(profile_real) {
@@ -198,7 +206,8 @@ fn inspect_parent(
         }
         return Ok(Known::Dir);
     }
-    // A file, a dangling symlink or a symlink to a file where a directory must go.
+    // A file, a dangling symlink, a symlink to a file (or, in a home whose symlinks are not
+    // gone through, any symlink) where a directory must go.
     plan.conflicts.push(Conflict {
         path: at.to_path_buf(),
         kind: EntryKind::of(ft),

@@ -407,3 +407,40 @@ fn a_home_manager_package_links_its_home_files() {
     assert_eq!(plan.env.path_prepend, [f.profile.join("home-path/bin")]);
     assert_eq!(plan.hook, None);
 }
+
+#[test]
+fn in_a_home_whose_symlinks_are_refused_a_symlinked_directory_is_moved_aside() {
+    let f = Fixture::new();
+    f.file("home/.config/app/conf", "x");
+    f.file("home/.local/y", "y");
+    f.home_file("real/keep");
+    let outside = f.home.parent().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    symlink(&outside, f.home.join(".config")).unwrap();
+    symlink(f.home.join("real"), f.home.join(".local")).unwrap();
+    let profile = Profile::load(&f.profile).unwrap();
+    let wanted = wanted_links(&profile, &f.home, &f.state).unwrap();
+    let plan = plan_links(&profile, &wanted, &f.home, &f.state, HomeLinks::Refused).unwrap();
+    let moved: Vec<_> = plan.conflicts.iter().map(|c| (&c.path, c.kind)).collect();
+    assert_eq!(
+        moved,
+        [
+            (&f.home.join(".config"), EntryKind::Symlink),
+            (&f.home.join(".local"), EntryKind::Symlink)
+        ]
+    );
+    assert_eq!(
+        plan.dirs,
+        [
+            f.home.join(".config"),
+            f.home.join(".config/app"),
+            f.home.join(".local")
+        ]
+    );
+    // In the user's own home, the one into the home is gone through, the other refused.
+    let err = plan_links(&profile, &wanted, &f.home, &f.state, HomeLinks::InHome).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("outside the home directory"),
+        "{err:#}"
+    );
+}

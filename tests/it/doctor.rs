@@ -43,3 +43,52 @@ fn doctor_gives_the_fix_for_a_missing_nix() {
     assert!(out.contains("FAIL  nix"), "{out}");
     assert!(out.contains("fix: "), "{out}");
 }
+
+#[test]
+fn doctor_warns_when_nixs_build_sandbox_is_off() {
+    let f = fixture!();
+    let doctor = |sandbox: &str, json: bool| {
+        let mut c = f.agentenv();
+        c.env(
+            "NIX_CONFIG",
+            format!("{}\nsandbox = {sandbox}\n", f.nix_config),
+        )
+        .arg("doctor");
+        if json {
+            c.arg("--json");
+        }
+        run(c)
+    };
+    let o = doctor("false", false);
+    let out = crate::support::stdout(&o);
+    assert!(
+        out.contains("warn  nix build sandbox  off (sandbox = false)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("a flake edited from inside an environment"),
+        "{out}"
+    );
+    assert!(out.contains("fix: set `sandbox = true`"), "{out}");
+    let sandbox_check = |o: &std::process::Output| {
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "nix build sandbox")
+            .cloned()
+            .unwrap()
+    };
+    let check = sandbox_check(&doctor("false", true));
+    assert_eq!(check["ok"], true, "a warning, not a failure: {check:#}");
+    assert!(
+        check["warning"].as_str().unwrap().contains("unsandboxed"),
+        "{check:#}"
+    );
+    let check = sandbox_check(&doctor("relaxed", true));
+    assert!(check["warning"].is_string(), "{check:#}");
+    let check = sandbox_check(&doctor("true", true));
+    assert!(check.get("warning").is_none(), "{check:#}");
+    assert_eq!(check["detail"], "on (sandbox = true)");
+}

@@ -19,5 +19,6 @@ mod profile;
 mod profile_env;
 mod profile_install;
 mod profile_layout;
+mod profile_swaps;
 mod rootless;
 pub mod support;

@@ -82,19 +82,51 @@ fn edits_on_either_side_are_seen_at_once() {
     let exec = |script: &str| f.exec(&id, &["sh", "-c", script]);
     std::fs::write(p.join("home/.bashrc"), "# edited on the host\n").unwrap();
     assert_eq!(stdout(&exec("cat ~/.bashrc")), "# edited on the host\n");
-    assert!(exec("echo '# edited inside' > ~/.bashrc").status.success());
+    // Inside, the profile is read-only: nothing there can rewrite what the host runs.
+    let o = exec("echo '# edited inside' > ~/.bashrc || echo refused; touch \"$AGENTENV_PROFILE/activate.sh\" || echo refused");
+    assert_eq!(stdout(&o), "refused\nrefused\n", "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(p.join("home/.bashrc")).unwrap(),
-        "# edited inside\n"
+        "# edited on the host\n"
     );
 
     // Another profile (or none) cannot be put under a running environment's home.
     let o = f.run_in(&["true"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is running with"), "{}", stderr(&o));
-    let mut down = f.agentenv();
-    down.args(["down", &id]);
-    assert!(run(down).status.success());
+    f.down(&id);
+
+    // With --profile-rw, edits inside reach the profile.
+    let id = f.up(&["--profile", &p.to_string_lossy(), "--profile-rw"]);
+    let o = f.exec(&id, &["sh", "-c", "echo '# edited inside' > ~/.bashrc"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(p.join("home/.bashrc")).unwrap(),
+        "# edited inside\n"
+    );
+    f.down(&id);
+}
+
+#[test]
+fn profile_rw_in_the_config_lets_the_environment_write_the_profile() {
+    let f = fixture!();
+    let p = f.profile_copy();
+    let write = "echo inside > \"$AGENTENV_PROFILE/note\" && echo written";
+    let o = with_profile(&f, &p, &["sh", "-c", write]);
+    assert!(!stdout(&o).contains("written"), "{}", stdout(&o));
+    assert!(!p.join("note").exists());
+    let config = f.state.join("config/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "profile_rw = true\n").unwrap();
+    let o = with_profile(&f, &p, &["sh", "-c", write]);
+    assert_eq!(stdout(&o), "written\n", "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(p.join("note")).unwrap(), "inside\n");
+    let help = run({
+        let mut c = f.agentenv();
+        c.arg("--help");
+        c
+    });
+    assert!(stdout(&help).contains("--profile-rw"), "{}", stdout(&help));
 }
 
 #[test]
@@ -214,14 +246,15 @@ fn profile_with_hook(f: &Fixture) -> PathBuf {
         p.join("activate.sh"),
         "#!/bin/sh\necho hook-output\necho \"$HOME\" > \"$HOME/.hook-home\"\n\
          ln -sfn \"$HOME/.hook-home\" \"$HOME/.hook-link\"\n\
-         [ -e \"$AGENTENV_PROFILE/fail\" ] && exit 3\necho ran >> \"$AGENTENV_PROFILE/hook-runs\"\n",
+         [ -e \"$AGENTENV_PROFILE/fail\" ] && exit 3\necho ran >> \"$AGENTENV_PROJECT/.hook-runs\"\n",
     )
     .unwrap();
     p
 }
 
-fn hook_runs(p: &std::path::Path) -> usize {
-    std::fs::read_to_string(p.join("hook-runs"))
+/// How often activate.sh ran (it counts in the project: the profile is read-only inside).
+fn hook_runs(f: &Fixture) -> usize {
+    std::fs::read_to_string(f.flake.join(".hook-runs"))
         .map(|s| s.lines().count())
         .unwrap_or(0)
 }
@@ -246,11 +279,11 @@ fn activate_sh_runs_inside_with_the_home_seen_there() {
         "a link it made inside the home works inside"
     );
     assert!(stderr(&o).contains("hook-output"), "{}", stderr(&o));
-    assert_eq!(hook_runs(&p), 1);
+    assert_eq!(hook_runs(&f), 1);
 
     // Nothing changed: it does not run again.
     assert!(with_profile(&f, &p, &["true"]).status.success());
-    assert_eq!(hook_runs(&p), 1);
+    assert_eq!(hook_runs(&f), 1);
 
     // A change to the links runs it again; it fails: a clear error, exit 1, no command run.
     std::fs::write(p.join("home/.new-dotfile"), "x\n").unwrap();
@@ -269,7 +302,7 @@ fn activate_sh_runs_inside_with_the_home_seen_there() {
     let o = with_profile(&f, &p, &["echo", "command-ran"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "command-ran\n");
-    assert_eq!(hook_runs(&p), 2);
+    assert_eq!(hook_runs(&f), 2);
 }
 
 #[test]
@@ -292,6 +325,6 @@ fn up_runs_activate_sh_inside_before_the_environment_starts() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out} {}", stderr(&o));
     assert_eq!(lines[0], lines[1]);
-    assert_eq!(hook_runs(&p), 1);
+    assert_eq!(hook_runs(&f), 1);
     f.down(&id);
 }

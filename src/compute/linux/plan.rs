@@ -173,7 +173,7 @@ pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> Rootfs
     ops.push(bind(&spec.home_source, &spec.home, false, false));
     ops.push(bind(&spec.project, &spec.project, false, false));
     if let Some(profile) = &spec.profile {
-        ops.push(bind(profile, profile, false, false));
+        ops.push(bind(profile, profile, false, !spec.profile_rw));
     }
     ops.push(RootOp::Symlink {
         path: p("/bin/sh"),
@@ -218,6 +218,7 @@ mod tests {
             shell: p("/nix/store/x-bash/bin/bash"),
             env_tool: Some(p("/nix/store/y-coreutils/bin/env")),
             profile: None,
+            profile_rw: false,
             create_dirs: vec![],
         }
     }
@@ -287,5 +288,23 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn the_profile_is_read_only_inside_unless_asked() {
+        let profile_bind = |rw: bool| {
+            let mut spec = spec("/p", "/home/ana");
+            spec.profile = Some(p("/home/ana/config"));
+            spec.profile_rw = rw;
+            let plan = plan_rootfs(&spec, &HostFacts::default(), true);
+            plan.ops.into_iter().find_map(|o| match o {
+                RootOp::Bind {
+                    source, read_only, ..
+                } if source == p("/home/ana/config") => Some(read_only),
+                _ => None,
+            })
+        };
+        assert_eq!(profile_bind(false), Some(true));
+        assert_eq!(profile_bind(true), Some(false));
     }
 }
