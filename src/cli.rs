@@ -145,6 +145,26 @@ pub struct DownArgs {
     pub timeout: u64,
 }
 
+/// Options of `agentenv gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Say what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also remove what projects still have but have not used for this long (`30d`, `12h`).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<humantime::Duration>,
+
+    /// Remove everything that no running environment uses.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print what was removed as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// Start a project's environment in the background; prints its id.
@@ -159,6 +179,14 @@ pub enum Verb {
     },
     /// Stop a running environment: every process ends, its mounts go.
     Down(DownArgs),
+    /// List what agentenv keeps (environments, evaluated shells, tool builds), with sizes.
+    Ls {
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what agentenv keeps that nothing uses any more, and say how much it freed.
+    Gc(GcArgs),
     /// Check that this machine can run environments, and say how to fix what is missing.
     Doctor {
         /// Print the checks as JSON.
@@ -214,6 +242,8 @@ pub fn main() -> ExitCode {
         Some(Verb::Exec(args)) => commands::exec::run(&args),
         Some(Verb::Ps { json }) => commands::ps::run(json),
         Some(Verb::Down(args)) => commands::down::run(&args),
+        Some(Verb::Ls { json }) => commands::ls::run(json),
+        Some(Verb::Gc(args)) => commands::gc::run(&args),
         Some(Verb::Doctor { json }) => commands::doctor::run(json),
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),

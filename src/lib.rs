@@ -16,6 +16,7 @@ pub mod diag;
 pub mod envs;
 #[cfg(target_os = "linux")]
 pub mod guest;
+pub mod keep;
 pub mod nix;
 pub mod paths;
 pub mod process;

@@ -105,7 +105,7 @@ impl Workspace {
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.display()))?;
                 let (mut env, pending_hook) =
                     crate::profile::activate_for_sandbox(&dir, &home, &state)?;
-                let tools_cache = self.state.cache.join("profile-tools");
+                let tools_cache = crate::profile::tools::cache_root(&self.state);
                 if let Some(bin) = crate::profile::tools::cached_tools(&env, &tools_cache) {
                     if !env.path_append.contains(&bin) {
                         env.path_append.push(bin);

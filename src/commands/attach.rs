@@ -92,7 +92,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         Some(dir) => {
             sweep_homes(&state);
             let home = AttachHome::for_session(&state, &target, dir, &home_at, user.uid, user.gid);
-            let (env, hook) = home.activate(dir, &state.cache.join("profile-tools"))?;
+            let (env, hook) = home.activate(dir, &crate::profile::tools::cache_root(&state))?;
             trees = profile_trees(dir, &home, &home_at, &target_root)?;
             pending_hook = hook.map(|h| (h, dir.clone(), home.profile_state()));
             Some(env)

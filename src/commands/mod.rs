@@ -6,6 +6,8 @@ pub mod doctor;
 pub mod down;
 pub mod enter;
 pub mod exec;
+pub mod gc;
+pub mod ls;
 pub mod profile;
 pub mod ps;
 pub mod up;

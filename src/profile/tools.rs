@@ -15,6 +15,11 @@ use crate::nix::cli::NixCli;
 use crate::nix::devenv::current_system;
 use crate::nix::inputs;
 
+/// Where profile tool builds are kept (a `DevEnvCache` layout).
+pub fn cache_root(state: &crate::paths::StateDirs) -> PathBuf {
+    state.cache.join("profile-tools")
+}
+
 /// The `bin` of the profile's tools, building them if the profile's flake changed since the
 /// last build; `None` if the profile names none or they cannot be built (with a warning).
 pub fn cached_tools(env: &ProfileEnv, cache_root: &Path) -> Option<PathBuf> {

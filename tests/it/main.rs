@@ -10,6 +10,7 @@ mod doctor;
 mod enter;
 mod environment;
 mod errors;
+mod gc;
 mod home;
 mod isolation;
 mod persistent;
