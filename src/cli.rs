@@ -47,6 +47,10 @@ pub struct Cli {
     /// More detail on stderr (-v: debug, -vv: trace); RUST_LOG works too.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// No progress on stderr (a spinner on a terminal, lines otherwise); errors still show.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// Options of `agentenv [PATH] [-- COMMAND...]`.
@@ -236,6 +240,7 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(verbose_after_verb(std::env::args_os().collect()));
     init_logging(cli.verbose);
+    crate::progress::set_quiet(cli.quiet);
     let result = match cli.verb {
         None => commands::enter::run(&cli.enter),
         Some(Verb::Up(args)) => commands::up::run(&args),
@@ -288,12 +293,13 @@ fn parse_env_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// `agentenv -v VERB ...` as `agentenv VERB -v ...`: a flag before the verb would otherwise
-/// count as an option of `agentenv PATH` and make the verb a path.
+/// `agentenv -v VERB ...` as `agentenv VERB -v ...` (and `-q`): a flag before the verb would
+/// otherwise count as an option of `agentenv PATH` and make the verb a path.
 fn verbose_after_verb(mut args: Vec<OsString>) -> Vec<OsString> {
     let is_verbose = |a: &OsString| {
         let a = a.to_string_lossy();
-        a == "--verbose" || (a.len() > 1 && a.starts_with('-') && a[1..].bytes().all(|b| b == b'v'))
+        matches!(a.as_ref(), "--verbose" | "--quiet")
+            || (a.len() > 1 && a.starts_with('-') && a[1..].bytes().all(|b| b == b'v' || b == b'q'))
     };
     let lead = args.iter().skip(1).take_while(|a| is_verbose(a)).count();
     let verb = args.get(1 + lead).map(|a| a.to_string_lossy().into_owned());

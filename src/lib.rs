@@ -20,6 +20,7 @@ pub mod keep;
 pub mod nix;
 pub mod paths;
 pub mod process;
+pub mod progress;
 pub mod profile;
 pub mod proto;
 pub mod runtime;

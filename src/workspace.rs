@@ -185,6 +185,8 @@ impl Workspace {
         // programs that start $SHELL (tmux, editors, agents) need the environment's bash.
         let shell = quote(&self.devenv.shell.to_string_lossy());
         script.push_str(&format!("\nexport SHELL={shell}\n"));
+        // It also sets the builder's BASH; nix develop's shell keeps its own, as bash sets it.
+        script.push_str(&format!("BASH={shell}\n"));
         if let Some(p) = &self.profile {
             for dir in &p.env.path_prepend {
                 let q = quote(&dir.to_string_lossy());
