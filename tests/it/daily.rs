@@ -25,3 +25,30 @@ fn cold_start_reports_progress_without_a_terminal() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "");
 }
+
+#[test]
+fn exec_without_a_command_runs_the_script_on_stdin_as_enter_does() {
+    use std::io::Write;
+    let f = fixture!();
+    let id = f.up(&[]);
+    let script = "echo \"$GREETING\"; exit 3\n";
+    let piped = |mut c: std::process::Command| {
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        crate::support::wait_output(child)
+    };
+    let mut c = f.agentenv();
+    c.arg(".");
+    let enter = piped(c);
+    let mut c = f.agentenv();
+    c.args(["exec", &id]);
+    let exec = piped(c);
+    f.down(&id);
+    assert_eq!(enter.status.code(), Some(3), "{}", stderr(&enter));
+    assert_eq!(exec.status.code(), Some(3), "{}", stderr(&exec));
+    assert_eq!(stdout(&exec), "hello from the agentenv example\n");
+    assert_eq!(stdout(&exec), stdout(&enter));
+}
