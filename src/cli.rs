@@ -238,7 +238,17 @@ pub fn main() -> ExitCode {
     if std::env::var_os("AGENTENV_PROFILE").is_some_and(|v| v.is_empty()) {
         std::env::remove_var("AGENTENV_PROFILE");
     }
-    let cli = Cli::parse_from(verbose_after_verb(std::env::args_os().collect()));
+    let args = verbose_after_verb(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => match crate::typo::explain_refusal(&args) {
+            Some(d) if e.use_stderr() => {
+                eprint!("{}", crate::diag::render(&d.into()));
+                return ExitCode::from(2);
+            }
+            _ => e.exit(),
+        },
+    };
     init_logging(cli.verbose);
     crate::progress::set_quiet(cli.quiet);
     let result = match cli.verb {

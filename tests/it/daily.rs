@@ -15,8 +15,14 @@ fn cold_start_reports_progress_without_a_terminal() {
         err.contains("agentenv: evaluating the dev shell of hello\n"),
         "{err}"
     );
-    assert!(err.contains("agentenv: evaluating the dev shell of hello: done in "), "{err}");
-    assert!(!err.contains('\r') && !err.contains('\x1b'), "no spinner: {err:?}");
+    assert!(
+        err.contains("agentenv: evaluating the dev shell of hello: done in "),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b'),
+        "no spinner: {err:?}"
+    );
     // Warm: nothing to report.
     let o = f.run_in(&["true"]);
     assert_eq!(stderr(&o), "");
@@ -37,7 +43,12 @@ fn exec_without_a_command_runs_the_script_on_stdin_as_enter_does() {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         crate::support::wait_output(child)
     };
     let mut c = f.agentenv();
@@ -51,4 +62,33 @@ fn exec_without_a_command_runs_the_script_on_stdin_as_enter_does() {
     assert_eq!(exec.status.code(), Some(3), "{}", stderr(&exec));
     assert_eq!(stdout(&exec), "hello from the agentenv example\n");
     assert_eq!(stdout(&exec), stdout(&enter));
+}
+
+#[test]
+fn typo_of_a_verb_suggests_it_unless_such_a_directory_exists() {
+    let f = fixture!();
+    for (args, hint) in [
+        (&["upp"][..], "did you mean `agentenv up`?"),
+        (&["exce", "web"], "did you mean `agentenv exec web`?"),
+    ] {
+        let mut c = f.agentenv();
+        c.args(args);
+        let o = run(c);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.starts_with(&format!(
+                "error: '{}' is neither a verb nor a directory",
+                args[0]
+            )),
+            "{err}"
+        );
+        assert!(err.contains(hint), "{err}");
+    }
+    // A directory of that name is a path, as always.
+    std::fs::create_dir(f.flake.join("upp")).unwrap();
+    let mut c = f.agentenv();
+    c.args(["upp", "--", "true"]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
