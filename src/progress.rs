@@ -82,14 +82,16 @@ impl Progress {
         }
     }
 
-    /// Ends the step: a spinner is cleared; without a terminal, a line says how long it took.
-    pub fn finish(self) {
+    /// Ends the step: a spinner is cleared; without a terminal, a line says how long it took
+    /// (and, when it failed, that it did: the error follows).
+    pub fn finish(self, succeeded: bool) {
         match &self.shown {
             Shown::Nothing => {}
             Shown::Spinner(bar) => bar.finish_and_clear(),
             Shown::Lines { .. } => eprintln!(
-                "agentenv: {}: done in {:.1}s",
+                "agentenv: {}: {} {:.1}s",
                 self.label,
+                if succeeded { "done in" } else { "failed after" },
                 self.started.elapsed().as_secs_f64()
             ),
         }

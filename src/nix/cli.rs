@@ -132,7 +132,7 @@ impl NixCli {
             progress.tick(latest.as_deref());
         }
         let status = child.wait().context("cannot wait for nix")?;
-        progress.finish();
+        progress.finish(status.success());
         Ok(NixOutput {
             success: status.success(),
             stdout: out_buf,

@@ -92,3 +92,26 @@ fn typo_of_a_verb_suggests_it_unless_such_a_directory_exists() {
     let o = run(c);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn untracked_flake_nix_is_named_with_a_git_add_hint() {
+    let f = fixture!();
+    let ok = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&f.flake)
+        .args(["rm", "-q", "--cached", "flake.nix"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let o = f.run_in(&["true"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "\nerror: {}/flake.nix is not tracked by git",
+            f.flake.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: track it: `git add flake.nix`"), "{err}");
+}
