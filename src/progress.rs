@@ -1,12 +1,15 @@
 //! Progress of long steps (a cold nix evaluation) on stderr: a spinner with nix's latest line
-//! on a terminal; otherwise plain lines an agent's log can keep (the step when it starts, the
-//! elapsed time and nix's latest line every few seconds, the time taken at the end); nothing
-//! with `--quiet`. Never on stdout.
+//! on a terminal; otherwise plain lines an agent's log can keep (the step once it has taken a
+//! second, the elapsed time and nix's latest line every few seconds, the time taken at the
+//! end); nothing for a step that ends sooner, and nothing at all with `--quiet`. Never on
+//! stdout.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// A step shorter than this shows no lines.
+const LINES_AFTER: Duration = Duration::from_secs(1);
 /// How often a line is written while a step runs without a terminal.
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
@@ -27,7 +30,10 @@ pub struct Progress {
 enum Shown {
     Nothing,
     Spinner(indicatif::ProgressBar),
-    Lines { last: Instant },
+    /// `last` is when the latest line was written, `None` before the first.
+    Lines {
+        last: Option<Instant>,
+    },
 }
 
 impl Progress {
@@ -47,10 +53,7 @@ impl Progress {
             bar.set_prefix(label.to_string());
             Shown::Spinner(bar)
         } else {
-            eprintln!("agentenv: {label}");
-            Shown::Lines {
-                last: Instant::now(),
-            }
+            Shown::Lines { last: None }
         };
         Self {
             label: label.to_string(),
@@ -69,16 +72,21 @@ impl Progress {
                 }
                 bar.tick();
             }
-            Shown::Lines { last } => {
-                if last.elapsed() >= LINE_EVERY {
-                    *last = Instant::now();
+            Shown::Lines { last } => match last {
+                None if self.started.elapsed() >= LINES_AFTER => {
+                    *last = Some(Instant::now());
+                    eprintln!("agentenv: {}", self.label);
+                }
+                Some(at) if at.elapsed() >= LINE_EVERY => {
+                    *at = Instant::now();
                     let secs = self.started.elapsed().as_secs();
                     match latest {
                         Some(line) => eprintln!("agentenv: {} ({secs}s): {line}", self.label),
                         None => eprintln!("agentenv: {} ({secs}s)", self.label),
                     }
                 }
-            }
+                _ => {}
+            },
         }
     }
 
@@ -86,7 +94,7 @@ impl Progress {
     /// (and, when it failed, that it did: the error follows).
     pub fn finish(self, succeeded: bool) {
         match &self.shown {
-            Shown::Nothing => {}
+            Shown::Nothing | Shown::Lines { last: None } => {}
             Shown::Spinner(bar) => bar.finish_and_clear(),
             Shown::Lines { .. } => eprintln!(
                 "agentenv: {}: {} {:.1}s",

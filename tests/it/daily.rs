@@ -8,11 +8,18 @@ use crate::support::{run, stderr, stdout};
 #[test]
 fn cold_start_reports_progress_without_a_terminal() {
     let f = fixture!();
+    // A build of two seconds (its own, so no earlier test's build is reused).
+    let script = std::fs::read_to_string(f.flake.join("build-tools.sh")).unwrap();
+    let unique = f.flake.display().to_string();
+    f.write(
+        "build-tools.sh",
+        &format!("{script}\n\"$bb\" sleep 2 # {unique}\n"),
+    );
     let o = f.run_in(&["true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("agentenv: evaluating the dev shell of hello\n"),
+        err.starts_with("agentenv: evaluating the dev shell of hello\n"),
         "{err}"
     );
     assert!(
@@ -27,7 +34,11 @@ fn cold_start_reports_progress_without_a_terminal() {
     let o = f.run_in(&["true"]);
     assert_eq!(stderr(&o), "");
     // --quiet: nothing either, cold.
-    let o = f.run_in_with(&["--quiet", "--refresh"], &["true"]);
+    f.write(
+        "build-tools.sh",
+        &format!("{script}\n\"$bb\" sleep 2 # {unique} again\n"),
+    );
+    let o = f.run_in_with(&["--quiet"], &["true"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "");
 }
@@ -107,8 +118,8 @@ fn untracked_flake_nix_is_named_with_a_git_add_hint() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
-        err.contains(&format!(
-            "\nerror: {}/flake.nix is not tracked by git",
+        err.starts_with(&format!(
+            "error: {}/flake.nix is not tracked by git",
             f.flake.display()
         )),
         "{err}"
