@@ -42,6 +42,8 @@ pub struct Workspace {
     pub user: UserIdentity,
     /// The profile activated into the environment's home, if any.
     pub profile: Option<ActiveProfile>,
+    /// `--refresh`: evaluate again, and build again what failed to build.
+    pub refresh: bool,
 }
 
 /// A profile in an environment: its directory (shown at the same path inside) and what it adds
@@ -75,6 +77,7 @@ impl Workspace {
             project,
             user,
             profile: None,
+            refresh,
         })
     }
 
@@ -106,7 +109,9 @@ impl Workspace {
                 let (mut env, pending_hook) =
                     crate::profile::activate_for_sandbox(&dir, &home, &state)?;
                 let tools_cache = crate::profile::tools::cache_root(&self.state);
-                if let Some(bin) = crate::profile::tools::cached_tools(&env, &tools_cache) {
+                if let Some(bin) =
+                    crate::profile::tools::cached_tools(&env, &tools_cache, self.refresh)
+                {
                     if !env.path_append.contains(&bin) {
                         env.path_append.push(bin);
                     }

@@ -91,7 +91,7 @@ impl AttachHome {
             tracing::warn!("{w}");
         }
         let mut env = done.env;
-        if let Some(bin) = crate::profile::tools::cached_tools(&env, tools_cache) {
+        if let Some(bin) = crate::profile::tools::cached_tools(&env, tools_cache, false) {
             if !env.path_append.contains(&bin) {
                 env.path_append.push(bin);
             }
