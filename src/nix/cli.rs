@@ -165,6 +165,29 @@ fn is_noise(line: &str) -> bool {
     line.starts_with("warning: Git tree") && line.ends_with("is dirty")
 }
 
+/// The fix when nix's stderr says this user may not reach nix-daemon's socket: the socket's
+/// group (`nix-users` on Debian), which takes effect at the next login.
+pub fn daemon_access_fix(stderr: &str) -> Option<String> {
+    let denied = stderr
+        .lines()
+        .any(|l| l.contains("daemon-socket") && l.contains("Permission denied"));
+    if !denied || nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata("/nix/var/nix/daemon-socket")
+        .map(|m| m.gid())
+        .ok()?;
+    let group = nix::unistd::Group::from_gid(gid.into())
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .unwrap_or_else(|| "nix-users".into());
+    Some(format!(
+        "nix-daemon lets only the group {group} in: `sudo usermod -aG {group} $USER`, then log in again (a new login has the group; `newgrp {group}` gives it to this shell only)"
+    ))
+}
+
 /// True if `path` is inside the nix store.
 pub fn in_store(path: &Path) -> bool {
     path.starts_with("/nix/store/")

@@ -322,6 +322,9 @@ fn evaluation_error(nix: &NixCli, target: &FlakeTarget, stderr: &str) -> anyhow:
         d = d.detail(line);
     }
     // Not the flake's fault: nix itself cannot reach or use its store.
+    if let Some(fix) = crate::nix::cli::daemon_access_fix(stderr) {
+        return d.hint(fix).into();
+    }
     if stderr.contains("cannot connect to socket") {
         return d
             .hint("nix-daemon is not running: `sudo systemctl start nix-daemon`, or `sudo nix-daemon &` where systemd does not run")
