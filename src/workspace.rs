@@ -306,10 +306,7 @@ impl Workspace {
             &self.env_dirs.scratch_layers(),
         )?;
         if layer.is_scratch() {
-            tracing::info!(
-                "another sandbox of {} holds its /nix layer: this one writes to /nix in a scratch layer, dropped when it ends",
-                self.env_dirs.id
-            );
+            tracing::debug!(id = %self.env_dirs.id, "the /nix layer is held: a scratch layer above it");
         }
         Ok(layer)
     }

@@ -95,6 +95,12 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
 
     let launch = ws.launch(&cwd_inside, &mode);
     let layer = ws.claim_layer()?;
+    if layer.is_scratch() {
+        eprintln!(
+            "warning: another run of {} owns its /nix layer: what this run writes to /nix is dropped when it ends (to keep such writes, use `agentenv up` and `agentenv exec`)",
+            ws.env_dirs.id
+        );
+    }
     let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network, &layer), &launch)?;
     drop(layer);
     ws.env_dirs.record(&ws.target)?;

@@ -126,3 +126,21 @@ fn untracked_flake_nix_is_named_with_a_git_add_hint() {
     );
     assert!(err.contains("hint: track it: `git add flake.nix`"), "{err}");
 }
+
+#[test]
+fn a_run_beside_the_owner_of_the_nix_layer_says_its_nix_writes_are_dropped() {
+    let f = fixture!();
+    let id = f.up(&[]);
+    // Another --network: not a run in the environment, a sandbox of its own beside it.
+    let o = f.run_in_with(&["--network", "none"], &["true"]);
+    f.down(&id);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("warning: another run of hello-"), "{err}");
+    assert!(err.contains("/nix is dropped when it ends"), "{err}");
+    assert!(err.contains("`agentenv up` and `agentenv exec`"), "{err}");
+    // Alone, nothing is said.
+    let o = f.run_in(&["true"]);
+    assert_eq!(stderr(&o), "");
+}
