@@ -307,9 +307,17 @@ fn evaluation_error(nix: &NixCli, target: &FlakeTarget, stderr: &str) -> anyhow:
             }
             _ => d = d.detail(format!("it has no devShells or packages for {system}")),
         }
-        return d
-            .hint("add `devShells.<system>.default` to the flake's outputs")
-            .into();
+        // The shell asked for is the one to add; `default` only when that is the one asked for.
+        let add = format!(
+            "add `devShells.{system}.{}` to the flake's outputs",
+            target.shell_name()
+        );
+        let add = if d.hints.is_empty() {
+            add
+        } else {
+            format!("or {add}")
+        };
+        return d.hint(add).into();
     }
     if let Some(d) = untracked_file(target, stderr) {
         return d.into();

@@ -144,3 +144,24 @@ fn a_run_beside_the_owner_of_the_nix_layer_says_its_nix_writes_are_dropped() {
     let o = f.run_in(&["true"]);
     assert_eq!(stderr(&o), "");
 }
+
+#[test]
+fn a_missing_dev_shell_lists_the_shells_and_hints_only_at_what_is_missing() {
+    let f = fixture!();
+    let mut c = f.agentenv();
+    c.args([".#nosuch", "--", "true"]);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("has no dev shell 'nosuch'"), "{err}");
+    assert!(err.contains("  devShells: default\n"), "{err}");
+    assert!(err.contains("hint: pick one: `agentenv "), "{err}");
+    assert!(
+        !err.contains(".default` to the flake") && !err.contains("<system>.default"),
+        "the default shell exists: {err}"
+    );
+    assert!(
+        err.contains("or add `devShells.x86_64-linux.nosuch`") || !cfg!(target_arch = "x86_64"),
+        "{err}"
+    );
+}
