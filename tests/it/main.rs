@@ -20,4 +20,5 @@ mod profile_env;
 mod profile_install;
 mod profile_layout;
 mod rootless;
+mod suite;
 pub mod support;
