@@ -109,7 +109,11 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The environment: an id (or unique prefix), a name, or a project path.
-    #[arg(value_name = "ENV", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(
+        value_name = "ENV",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        add = clap_complete::engine::ArgValueCompleter::new(commands::completions::environments)
+    )]
     pub env: String,
 
     /// Pass stdin to the command (always on with a terminal).
@@ -137,7 +141,11 @@ pub struct ExecArgs {
 #[derive(Debug, Args)]
 pub struct DownArgs {
     /// The environment: an id (or unique prefix), a name, or a project path.
-    #[arg(value_name = "ENV", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(
+        value_name = "ENV",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        add = clap_complete::engine::ArgValueCompleter::new(commands::completions::environments)
+    )]
     pub env: String,
 
     /// Also delete its home and store layer.
@@ -204,11 +212,15 @@ pub enum Verb {
     /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
     #[command(subcommand, after_help = commands::profile::EXAMPLES)]
     Profile(commands::profile::ProfileVerb),
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell): verbs, flags,
+    /// running environments and containers. E.g. `source <(agentenv completions bash)`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), as generated from these definitions.
+    #[command(name = "__man", hide = true)]
+    Man,
 }
 
 fn init_logging(verbose: u8) {
@@ -231,6 +243,8 @@ fn init_logging(verbose: u8) {
 
 /// Parses the command line, runs the verb, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    // A completion script asking for candidates: answered and exited.
+    commands::completions::complete_if_asked();
     // Only stdin, stdout and stderr pass into environments and targets.
     crate::process::close_inherited_fds();
     // An empty AGENTENV_PROFILE means none (as shells make it with `AGENTENV_PROFILE=`); clap
@@ -263,16 +277,8 @@ pub fn main() -> ExitCode {
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),
         Some(Verb::Profile(verb)) => commands::profile::run(&verb),
-        Some(Verb::Completions { shell }) => {
-            use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "agentenv",
-                &mut std::io::stdout(),
-            );
-            Ok(0)
-        }
+        Some(Verb::Completions { shell }) => commands::completions::run(shell),
+        Some(Verb::Man) => commands::man::run(),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -61,7 +61,11 @@ pub struct AttachArgs {
 
     /// A running container (podman, docker, containerd: id, name, or a unique prefix of
     /// either) or a process (`1234`, `pid:1234`).
-    #[arg(value_name = "TARGET", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(
+        value_name = "TARGET",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::containers)
+    )]
     pub target: String,
 
     /// Run this command instead of an interactive shell, and exit with its code.

@@ -165,3 +165,77 @@ fn a_missing_dev_shell_lists_the_shells_and_hints_only_at_what_is_missing() {
         "{err}"
     );
 }
+
+/// What the bash completion script gets from agentenv for the words `line`, the last one being
+/// completed.
+fn completions(f: &crate::support::Fixture, line: &[&str]) -> Vec<String> {
+    let mut c = f.agentenv();
+    c.env("COMPLETE", "bash")
+        .env("_CLAP_IFS", "\n")
+        .env("_CLAP_COMPLETE_INDEX", (line.len() - 1).to_string())
+        .arg("--")
+        .args(line);
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).lines().map(String::from).collect()
+}
+
+#[test]
+fn completion_offers_verbs_running_environments_and_containers() {
+    let f = fixture!();
+    let verbs = completions(&f, &["agentenv", ""]);
+    for v in ["up", "exec", "ls", "gc", "attach"] {
+        assert!(verbs.iter().any(|c| c == v), "{verbs:?}");
+    }
+    assert!(!verbs.iter().any(|c| c == "__man"), "hidden: {verbs:?}");
+    let id = f.up(&["--name", "completed-env"]);
+    let envs = completions(&f, &["agentenv", "exec", "comp"]);
+    let down = completions(&f, &["agentenv", "down", ""]);
+    f.down(&id);
+    assert_eq!(envs, vec!["completed-env".to_string()]);
+    assert!(
+        down.contains(&id) && down.contains(&"completed-env".to_string()),
+        "{down:?}"
+    );
+
+    let rt = crate::runtime!(
+        "completion_offers_verbs_running_environments_and_containers",
+        crate::containers::Runtime::podman()
+    );
+    let c = rt.start(
+        crate::containers::Image::Busybox,
+        &[],
+        &["/bin/sleep", "1000"],
+    );
+    let targets = completions(&f, &["agentenv", "attach", &c.name[..c.name.len() - 1]]);
+    assert!(targets.contains(&c.name), "{targets:?}");
+}
+
+#[test]
+fn manual_page_is_generated_from_the_command_line() {
+    let f = fixture!();
+    let mut c = f.agentenv();
+    c.arg("__man");
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert!(
+        page.starts_with(".ie \\n(.g .ds Aq") || page.contains(".TH agentenv 1"),
+        "{page}"
+    );
+    for section in [
+        "AGENTENV GC",
+        "AGENTENV LS",
+        "AGENTENV EXEC",
+        "\\-\\-older\\-than",
+    ] {
+        assert!(page.contains(section), "no {section} in the page");
+    }
+    // The set-up script installs it.
+    let script =
+        std::fs::read_to_string(crate::support::repo_root().join("scripts/example.sh")).unwrap();
+    assert!(
+        script.contains("install_docs "),
+        "scripts/example.sh installs the manual page"
+    );
+}
