@@ -15,6 +15,17 @@ install_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 }
 
+# install_docs BIN: installs agentenv's manual page and bash completion (which completes
+# running environments and containers too) from the built binary BIN, as root or through sudo.
+install_docs() {
+  local bin=$1 sudo=
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  local man=/usr/local/share/man/man1 completions=/usr/local/share/bash-completion/completions
+  $sudo mkdir -p "$man" "$completions"
+  "$bin" __man | $sudo tee "$man/agentenv.1" >/dev/null
+  "$bin" completions bash | $sudo tee "$completions/agentenv" >/dev/null
+}
+
 # offline_nix_config DIR: prints a NIX_CONFIG that needs no network; writes DIR/registry.json.
 offline_nix_config() {
   mkdir -p "$1"

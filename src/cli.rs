@@ -47,6 +47,10 @@ pub struct Cli {
     /// More detail on stderr (-v: debug, -vv: trace); RUST_LOG works too.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// No progress on stderr (a spinner on a terminal, lines otherwise); errors still show.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// Options of `agentenv [PATH] [-- COMMAND...]`.
@@ -111,7 +115,11 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The environment: an id (or unique prefix), a name, or a project path.
-    #[arg(value_name = "ENV", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(
+        value_name = "ENV",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        add = clap_complete::engine::ArgValueCompleter::new(commands::completions::environments)
+    )]
     pub env: String,
 
     /// Pass stdin to the command (always on with a terminal).
@@ -139,7 +147,11 @@ pub struct ExecArgs {
 #[derive(Debug, Args)]
 pub struct DownArgs {
     /// The environment: an id (or unique prefix), a name, or a project path.
-    #[arg(value_name = "ENV", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(
+        value_name = "ENV",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        add = clap_complete::engine::ArgValueCompleter::new(commands::completions::environments)
+    )]
     pub env: String,
 
     /// Also delete its home and store layer.
@@ -149,6 +161,26 @@ pub struct DownArgs {
     /// Seconds the processes get between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub timeout: u64,
+}
+
+/// Options of `agentenv gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Say what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also remove what projects still have but have not used for this long (`30d`, `12h`).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<humantime::Duration>,
+
+    /// Remove everything that no running environment uses.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print what was removed as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +197,14 @@ pub enum Verb {
     },
     /// Stop a running environment: every process ends, its mounts go.
     Down(DownArgs),
+    /// List what agentenv keeps (environments, evaluated shells, tool builds), with sizes.
+    Ls {
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what agentenv keeps that nothing uses any more, and say how much it freed.
+    Gc(GcArgs),
     /// Check that this machine can run environments, and say how to fix what is missing.
     Doctor {
         /// Print the checks as JSON.
@@ -178,11 +218,15 @@ pub enum Verb {
     /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
     #[command(subcommand, after_help = commands::profile::EXAMPLES)]
     Profile(commands::profile::ProfileVerb),
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell): verbs, flags,
+    /// running environments and containers. E.g. `source <(agentenv completions bash)`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), as generated from these definitions.
+    #[command(name = "__man", hide = true)]
+    Man,
 }
 
 fn init_logging(verbose: u8) {
@@ -205,6 +249,8 @@ fn init_logging(verbose: u8) {
 
 /// Parses the command line, runs the verb, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    // A completion script asking for candidates: answered and exited.
+    commands::completions::complete_if_asked();
     // Only stdin, stdout and stderr pass into environments and targets.
     crate::process::close_inherited_fds();
     // An empty AGENTENV_PROFILE means none (as shells make it with `AGENTENV_PROFILE=`); clap
@@ -212,28 +258,33 @@ pub fn main() -> ExitCode {
     if std::env::var_os("AGENTENV_PROFILE").is_some_and(|v| v.is_empty()) {
         std::env::remove_var("AGENTENV_PROFILE");
     }
-    let cli = Cli::parse_from(verbose_after_verb(std::env::args_os().collect()));
+    let args = verbose_after_verb(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => match crate::typo::explain_refusal(&args) {
+            Some(d) if e.use_stderr() => {
+                eprint!("{}", crate::diag::render(&d.into()));
+                return ExitCode::from(2);
+            }
+            _ => e.exit(),
+        },
+    };
     init_logging(cli.verbose);
+    crate::progress::set_quiet(cli.quiet);
     let result = match cli.verb {
         None => commands::enter::run(&cli.enter),
         Some(Verb::Up(args)) => commands::up::run(&args),
         Some(Verb::Exec(args)) => commands::exec::run(&args),
         Some(Verb::Ps { json }) => commands::ps::run(json),
         Some(Verb::Down(args)) => commands::down::run(&args),
+        Some(Verb::Ls { json }) => commands::ls::run(json),
+        Some(Verb::Gc(args)) => commands::gc::run(&args),
         Some(Verb::Doctor { json }) => commands::doctor::run(json),
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),
         Some(Verb::Profile(verb)) => commands::profile::run(&verb),
-        Some(Verb::Completions { shell }) => {
-            use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "agentenv",
-                &mut std::io::stdout(),
-            );
-            Ok(0)
-        }
+        Some(Verb::Completions { shell }) => commands::completions::run(shell),
+        Some(Verb::Man) => commands::man::run(),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -264,12 +315,13 @@ fn parse_env_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// `agentenv -v VERB ...` as `agentenv VERB -v ...`: a flag before the verb would otherwise
-/// count as an option of `agentenv PATH` and make the verb a path.
+/// `agentenv -v VERB ...` as `agentenv VERB -v ...` (and `-q`): a flag before the verb would
+/// otherwise count as an option of `agentenv PATH` and make the verb a path.
 fn verbose_after_verb(mut args: Vec<OsString>) -> Vec<OsString> {
     let is_verbose = |a: &OsString| {
         let a = a.to_string_lossy();
-        a == "--verbose" || (a.len() > 1 && a.starts_with('-') && a[1..].bytes().all(|b| b == b'v'))
+        matches!(a.as_ref(), "--verbose" | "--quiet")
+            || (a.len() > 1 && a.starts_with('-') && a[1..].bytes().all(|b| b == b'v' || b == b'q'))
     };
     let lead = args.iter().skip(1).take_while(|a| is_verbose(a)).count();
     let verb = args.get(1 + lead).map(|a| a.to_string_lossy().into_owned());

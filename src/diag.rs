@@ -44,7 +44,16 @@ impl std::error::Error for Diagnostic {}
 /// Formats an error for stderr: `error: ...`, its causes, then details and hints of any
 /// `Diagnostic` in the chain.
 pub fn render(err: &anyhow::Error) -> String {
-    let mut out = format!("error: {err}\n");
+    render_as("error", err)
+}
+
+/// `render` for something that does not stop the command: `warning: ...`, then the rest.
+pub fn render_warning(err: &anyhow::Error) -> String {
+    render_as("warning", err)
+}
+
+fn render_as(what: &str, err: &anyhow::Error) -> String {
+    let mut out = format!("{what}: {err}\n");
     for cause in err.chain().skip(1) {
         out.push_str(&format!("  cause: {cause}\n"));
     }

@@ -97,10 +97,20 @@ impl EnvDirs {
         ]
     }
 
-    /// Records which project and shell this environment belongs to.
+    /// Records which project and shell this environment belongs to; once recorded, the
+    /// file's modification time is the environment's last use (`agentenv ls`, `gc`).
     pub fn record(&self, target: &FlakeTarget) -> Result<()> {
         let meta_path = self.root.join("env.json");
-        if meta_path.exists() {
+        use nix::sys::stat::{utimensat, UtimensatFlags};
+        use nix::sys::time::TimeSpec;
+        let touched = utimensat(
+            nix::fcntl::AT_FDCWD,
+            &meta_path,
+            &TimeSpec::UTIME_OMIT,
+            &TimeSpec::UTIME_NOW,
+            UtimensatFlags::FollowSymlink,
+        );
+        if touched.is_ok() {
             return Ok(());
         }
         let meta = EnvMeta {

@@ -16,13 +16,16 @@ pub mod diag;
 pub mod envs;
 #[cfg(target_os = "linux")]
 pub mod guest;
+pub mod keep;
 pub mod nix;
 pub mod paths;
 pub mod process;
 pub mod profile;
+pub mod progress;
 pub mod proto;
 pub mod runtime;
 pub mod store;
 pub mod terminal;
+pub mod typo;
 pub mod util;
 pub mod workspace;

@@ -44,6 +44,8 @@ pub struct Workspace {
     pub profile: Option<ActiveProfile>,
     /// Whether the profile is writable inside (`--profile-rw`, `profile_rw` in config.toml).
     pub profile_rw: bool,
+    /// `--refresh`: evaluate again, and build again what failed to build.
+    pub refresh: bool,
 }
 
 /// A profile in an environment: its directory (shown at the same path inside) and what it adds
@@ -78,6 +80,7 @@ impl Workspace {
             user,
             profile: None,
             profile_rw: false,
+            refresh,
         })
     }
 
@@ -117,8 +120,10 @@ impl Workspace {
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.display()))?;
                 let (mut env, pending_hook) =
                     crate::profile::activate_for_sandbox(&dir, &home, &state)?;
-                let tools_cache = self.state.cache.join("profile-tools");
-                if let Some(bin) = crate::profile::tools::cached_tools(&env, &tools_cache) {
+                let tools_cache = crate::profile::tools::cache_root(&self.state);
+                if let Some(bin) =
+                    crate::profile::tools::cached_tools(&env, &tools_cache, self.refresh)
+                {
                     if !env.path_append.contains(&bin) {
                         env.path_append.push(bin);
                     }
@@ -197,6 +202,8 @@ impl Workspace {
         // programs that start $SHELL (tmux, editors, agents) need the environment's bash.
         let shell = quote(&self.devenv.shell.to_string_lossy());
         script.push_str(&format!("\nexport SHELL={shell}\n"));
+        // It also sets the builder's BASH; nix develop's shell keeps its own, as bash sets it.
+        script.push_str(&format!("BASH={shell}\n"));
         if let Some(p) = &self.profile {
             for dir in &p.env.path_prepend {
                 let q = quote(&dir.to_string_lossy());
@@ -311,10 +318,7 @@ impl Workspace {
             &self.env_dirs.scratch_layers(),
         )?;
         if layer.is_scratch() {
-            tracing::info!(
-                "another sandbox of {} holds its /nix layer: this one writes to /nix in a scratch layer, dropped when it ends",
-                self.env_dirs.id
-            );
+            tracing::debug!(id = %self.env_dirs.id, "the /nix layer is held: a scratch layer above it");
         }
         Ok(layer)
     }

@@ -113,7 +113,7 @@ impl AttachHome {
             tracing::warn!("{w}");
         }
         let mut env = done.env;
-        if let Some(bin) = crate::profile::tools::cached_tools(&env, tools_cache) {
+        if let Some(bin) = crate::profile::tools::cached_tools(&env, tools_cache, false) {
             if !env.path_append.contains(&bin) {
                 env.path_append.push(bin);
             }
@@ -143,17 +143,20 @@ pub fn sweep_homes(state: &StateDirs) {
     };
     for e in listing.flatten() {
         let name = e.file_name();
-        let Some((pid, start)) = parse_home_name(&name.to_string_lossy()) else {
-            continue;
-        };
-        let alive = process_state(pid).is_some_and(|(s, st)| s == start && st != 'Z');
-        if !alive {
+        if home_in_use(&name.to_string_lossy()) == Some(false) {
             tracing::debug!(home = %e.path().display(), "removing the home of a target that is gone");
             if let Err(err) = crate::util::remove_tree(&e.path()) {
                 tracing::debug!("cannot remove {}: {err}", e.path().display());
             }
         }
     }
+}
+
+/// Whether the home named `name` belongs to a target that still runs; `None` for a name that
+/// is not a home's.
+pub fn home_in_use(name: &str) -> Option<bool> {
+    let (pid, start) = parse_home_name(name)?;
+    Some(process_state(pid).is_some_and(|(s, st)| s == start && st != 'Z'))
 }
 
 /// The target's PID and start time in a home's name `PID-START-HASH`.

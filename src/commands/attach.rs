@@ -62,7 +62,11 @@ pub struct AttachArgs {
 
     /// A running container (podman, docker, containerd: id, name, or a unique prefix of
     /// either) or a process (`1234`, `pid:1234`).
-    #[arg(value_name = "TARGET", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(
+        value_name = "TARGET",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::containers)
+    )]
     pub target: String,
 
     /// Run this command instead of an interactive shell, and exit with its code.
@@ -101,7 +105,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         Some(dir) => {
             sweep_homes(&state);
             let home = AttachHome::for_session(&state, &target, dir, &home_at, user.uid, user.gid);
-            let (env, hook) = home.activate(dir, &state.cache.join("profile-tools"))?;
+            let (env, hook) = home.activate(dir, &crate::profile::tools::cache_root(&state))?;
             trees = profile_trees(dir, &home, &home_at, &target_root)?;
             pending_hook = hook.map(|h| (h, dir.clone(), home.profile_state()));
             Some(env)

@@ -163,6 +163,9 @@ fn store_access_verdict(out: Option<&std::process::Output>) -> Result<String, (S
             .unwrap_or("nix store ping failed")
             .trim()
             .to_string();
+        if let Some(fix) = crate::nix::cli::daemon_access_fix(&stderr) {
+            return Err((said, fix));
+        }
         let fix = if stderr.contains("cannot connect to socket") {
             "start nix-daemon: `sudo systemctl start nix-daemon`, or `sudo nix-daemon &` where systemd does not run; then be in the group it allows (`sudo usermod -aG nix-users $USER` on Debian)"
         } else {

@@ -18,7 +18,22 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
     let cwd = current_dir()?;
     let (path, _) = args.path.split_once('#').unwrap_or((&args.path, ""));
     // The stat first: building the verb list is not for the warm path.
-    if !cwd.join(path).exists() && crate::cli::is_verb(path) {
+    let missing = !cwd.join(path).exists();
+    if missing && !crate::cli::is_verb(path) && !path.contains('/') {
+        if let Some(verb) = crate::typo::closest_verb(path) {
+            let rest: Vec<std::ffi::OsString> = if args.command.is_empty() {
+                Vec::new()
+            } else {
+                std::iter::once("--".into())
+                    .chain(args.command.clone())
+                    .collect()
+            };
+            let err = crate::typo::did_you_mean(path, &verb, &rest).into();
+            eprint!("{}", crate::diag::render(&err));
+            return Ok(2);
+        }
+    }
+    if missing && crate::cli::is_verb(path) {
         // `agentenv --no-profile ps`: an option before the verb made it a path (exit 2, as
         // for any bad usage).
         let err = anyhow::Error::from(
@@ -81,6 +96,12 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
 
     let launch = ws.launch(&cwd_inside, &mode);
     let layer = ws.claim_layer()?;
+    if layer.is_scratch() {
+        eprintln!(
+            "warning: another run of {} owns its /nix layer: what this run writes to /nix is dropped when it ends (to keep such writes, use `agentenv up` and `agentenv exec`)",
+            ws.env_dirs.id
+        );
+    }
     let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network, &layer), &launch)?;
     drop(layer);
     ws.env_dirs.record(&ws.target)?;

@@ -46,8 +46,9 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
     };
     let extra = parse_env(&args.env_vars)?;
     let spec = ws.exec_spec(&dir, &mode, tty, &extra);
-    // A terminal session is interactive by nature; otherwise stdin is passed only with -i.
-    let forward_stdin = args.interactive || tty.is_some();
+    // A terminal session is interactive by nature, and a script read from stdin is stdin;
+    // otherwise stdin is passed only with -i.
+    let forward_stdin = args.interactive || tty.is_some() || mode == LaunchMode::Stdin;
     client::exec(&running.socket(), spec, forward_stdin)
 }
 

@@ -2,10 +2,14 @@
 
 #[cfg(target_os = "linux")]
 pub mod attach;
+pub mod completions;
 pub mod doctor;
 pub mod down;
 pub mod enter;
 pub mod exec;
+pub mod gc;
+pub mod ls;
+pub mod man;
 pub mod profile;
 pub mod ps;
 pub mod up;

@@ -79,9 +79,7 @@ pub fn run(verb: &ProfileVerb) -> Result<i32> {
             }
             let done = profile::activate(&dir, &home, &state_dir)?;
             warn_all(&done.warnings);
-            if done.changed {
-                hint_env_script(&state_dir);
-            }
+            summarize(&dir, &home, &state_dir, done.changed);
             Ok(0)
         }
         ProfileVerb::Deactivate => {
@@ -126,7 +124,7 @@ fn install_profile(flake_ref: &str, home: &Path, state_dir: &Path) -> Result<i32
         Some(bin) => profile::record_tools(state_dir, bin, origin)?,
         None => profile::record_origin(state_dir, origin)?,
     };
-    hint_env_script(state_dir);
+    summarize(&built.dir, home, state_dir, true);
     Ok(0)
 }
 
@@ -136,14 +134,37 @@ fn warn_all(lines: &[String]) {
     }
 }
 
-/// Says once how a shell picks up PATH and variables, unless the rc files already do.
-fn hint_env_script(state_dir: &Path) {
-    let script = StateFiles::new(state_dir).env_script();
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+/// One line on stderr saying what is active now, and, unless the shell's rc files source it
+/// already, the line to add there for the profile's PATH and variables.
+fn summarize(dir: &Path, home: &Path, state_dir: &Path, changed: bool) {
+    let status = profile::status_of(state_dir).ok().flatten();
+    let counts = status
+        .as_ref()
+        .map(|s| {
+            format!(
+                ": {} links, {} entries moved aside",
+                s.links,
+                s.moved_aside.len()
+            )
+        })
+        .unwrap_or_default();
+    if changed {
+        eprintln!("{} is active in {}{counts}", dir.display(), home.display());
+    } else {
         eprintln!(
-            "profile active; for its PATH and variables, have your shell run: . {}",
-            script.display()
+            "{} is active in {} already; nothing changed",
+            dir.display(),
+            home.display()
         );
+    }
+    let script = StateFiles::new(state_dir).env_script();
+    let line = format!(". {}", crate::util::shell_word(&script.to_string_lossy()));
+    let sourced = [".bashrc", ".zshrc", ".profile", ".bash_profile"]
+        .iter()
+        .filter_map(|rc| std::fs::read_to_string(home.join(rc)).ok())
+        .any(|text| text.contains(&*script.to_string_lossy()));
+    if !sourced {
+        eprintln!("  for its PATH and variables, add this line to ~/.bashrc (or your shell's rc file): {line}");
     }
 }
 

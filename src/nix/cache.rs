@@ -31,6 +31,15 @@ struct IndexRecord {
     dirs: Vec<DirStamp>,
 }
 
+/// An index record as listed for `agentenv ls` and `gc`.
+#[derive(Debug, Clone)]
+pub struct IndexListing {
+    pub path: PathBuf,
+    /// `None` for a record that cannot be read or has another format.
+    pub content_key: Option<String>,
+    pub inputs: Vec<PathBuf>,
+}
+
 /// Held while an entry is being evaluated, so that two cold starts do not run nix twice.
 pub struct EntryLock {
     _lock: Flock<File>,
@@ -105,12 +114,52 @@ impl DevEnvCache {
         write_atomic(&self.index_path(key), &serde_json::to_vec(&rec)?)
     }
 
+    /// Every index record: its file, the entry it points to, and the input files it stamps.
+    /// Records of another format are listed too (they point nowhere a lookup would follow).
+    pub fn index_records(&self) -> Vec<IndexListing> {
+        let Ok(rd) = std::fs::read_dir(self.root.join("index")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .map(|e| {
+                let rec = std::fs::read(e.path())
+                    .ok()
+                    .and_then(|d| serde_json::from_slice::<IndexRecord>(&d).ok())
+                    .filter(|r| r.format == FORMAT);
+                IndexListing {
+                    path: e.path(),
+                    content_key: rec.as_ref().map(|r| r.content_key.clone()),
+                    inputs: rec
+                        .map(|r| r.files.into_iter().map(|f| f.path).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The content keys of every entry on disk.
+    pub fn entry_keys(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.root.join("entries")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str().map(String::from))
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    }
+
+    /// The lock file of the entry for `content_key` (see `lock`).
+    pub fn lock_path(&self, content_key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{content_key}.lock"))
+    }
+
     /// Locks the entry for `content_key` against concurrent evaluation.
     pub fn lock(&self, content_key: &str) -> Result<EntryLock> {
         let dir = self.root.join("locks");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(format!("{content_key}.lock"));
+        let path = self.lock_path(content_key);
         let lock = crate::util::lock_file(&path, "evaluating the same dev environment")?;
         Ok(EntryLock { _lock: lock })
     }

@@ -66,8 +66,8 @@ impl NixCli {
         cmd
     }
 
-    /// Runs a nix command to completion, capturing stdout and stderr; while it runs, a spinner
-    /// on a terminal stderr shows `label` and nix's latest line.
+    /// Runs a nix command to completion, capturing stdout and stderr; while it runs, its progress
+    /// (`label` and nix's latest line) is shown on stderr (see `progress`).
     pub fn run(&self, mut cmd: Command, label: &str) -> Result<NixOutput> {
         tracing::debug!(?cmd, "running nix");
         let mut child = cmd
@@ -79,15 +79,9 @@ impl NixCli {
         let mut stdout = child.stdout.take().context("nix stdout")?;
         let mut stderr = child.stderr.take().context("nix stderr")?;
 
-        let bar =
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix} {wide_msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_prefix(label.to_string());
-
+        let mut progress = crate::progress::Progress::start(label);
         let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+        let mut latest = None;
         let (mut out_open, mut err_open) = (true, true);
         let mut chunk = [0u8; 16384];
         while out_open || err_open {
@@ -108,8 +102,8 @@ impl NixCli {
                 .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
                 .collect();
             drop(fds);
-            bar.tick();
             if ready == 0 {
+                progress.tick(latest.as_deref());
                 continue;
             }
             let mut idx = 0;
@@ -133,13 +127,12 @@ impl NixCli {
                     err_open = false;
                 }
                 err_buf.extend_from_slice(&chunk[..n]);
-                if let Some(line) = last_line(&err_buf) {
-                    bar.set_message(line);
-                }
+                latest = last_line(&err_buf);
             }
+            progress.tick(latest.as_deref());
         }
         let status = child.wait().context("cannot wait for nix")?;
-        bar.finish_and_clear();
+        progress.finish(status.success());
         Ok(NixOutput {
             success: status.success(),
             stdout: out_buf,
@@ -170,6 +163,29 @@ pub fn stderr_details(stderr: &str) -> Vec<String> {
 /// A line of nix's that tells the user nothing about their problem.
 fn is_noise(line: &str) -> bool {
     line.starts_with("warning: Git tree") && line.ends_with("is dirty")
+}
+
+/// The fix when nix's stderr says this user may not reach nix-daemon's socket: the socket's
+/// group (`nix-users` on Debian), which takes effect at the next login.
+pub fn daemon_access_fix(stderr: &str) -> Option<String> {
+    let denied = stderr
+        .lines()
+        .any(|l| l.contains("daemon-socket") && l.contains("Permission denied"));
+    if !denied || nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata("/nix/var/nix/daemon-socket")
+        .map(|m| m.gid())
+        .ok()?;
+    let group = nix::unistd::Group::from_gid(gid.into())
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .unwrap_or_else(|| "nix-users".into());
+    Some(format!(
+        "nix-daemon lets only the group {group} in: `sudo usermod -aG {group} $USER`, then log in again (a new login has the group; `newgrp {group}` gives it to this shell only)"
+    ))
 }
 
 /// True if `path` is inside the nix store.

@@ -307,9 +307,20 @@ fn evaluation_error(nix: &NixCli, target: &FlakeTarget, stderr: &str) -> anyhow:
             }
             _ => d = d.detail(format!("it has no devShells or packages for {system}")),
         }
-        return d
-            .hint("add `devShells.<system>.default` to the flake's outputs")
-            .into();
+        // The shell asked for is the one to add; `default` only when that is the one asked for.
+        let add = format!(
+            "add `devShells.{system}.{}` to the flake's outputs",
+            target.shell_name()
+        );
+        let add = if d.hints.is_empty() {
+            add
+        } else {
+            format!("or {add}")
+        };
+        return d.hint(add).into();
+    }
+    if let Some(d) = untracked_file(target, stderr) {
+        return d.into();
     }
     let mut d = Diagnostic::new(format!(
         "nix could not evaluate the dev shell of {}",
@@ -319,6 +330,9 @@ fn evaluation_error(nix: &NixCli, target: &FlakeTarget, stderr: &str) -> anyhow:
         d = d.detail(line);
     }
     // Not the flake's fault: nix itself cannot reach or use its store.
+    if let Some(fix) = crate::nix::cli::daemon_access_fix(stderr) {
+        return d.hint(fix).into();
+    }
     if stderr.contains("cannot connect to socket") {
         return d
             .hint("nix-daemon is not running: `sudo systemctl start nix-daemon`, or `sudo nix-daemon &` where systemd does not run")
@@ -332,6 +346,37 @@ fn evaluation_error(nix: &NixCli, target: &FlakeTarget, stderr: &str) -> anyhow:
             .into();
     }
     d.hint(develop_hint(target)).into()
+}
+
+/// nix copies a flake in a git repository with the files git tracks only: one it does not is
+/// "missing" from the copy. Said so when the file is there on disk.
+fn untracked_file(target: &FlakeTarget, stderr: &str) -> Option<Diagnostic> {
+    let rest = stderr.split("getting status of '").nth(1)?;
+    let copied = &rest[..rest.find('\'')?];
+    let rel = copied
+        .strip_prefix("/nix/store/")?
+        .split_once("-source/")?
+        .1;
+    let repo = target.root.ancestors().find(|d| d.join(".git").exists())?;
+    let on_disk = repo.join(rel);
+    if !on_disk.exists() {
+        return None;
+    }
+    let shown = on_disk
+        .strip_prefix(&target.root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| on_disk.clone());
+    Some(
+        Diagnostic::new(format!(
+            "{} is not tracked by git, so nix does not see it",
+            on_disk.display()
+        ))
+        .hint(format!(
+            "track it: `git add {}` in {} (a flake in a git repository sees only the files git tracks)",
+            shell_word(&shown.to_string_lossy()),
+            target.root.display()
+        )),
+    )
 }
 
 /// Where to see nix's own error: the command, quoted for a shell where the path needs it.

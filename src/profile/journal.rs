@@ -43,7 +43,9 @@ pub enum TxState {
     /// Steps are being made; if found so, the transaction was interrupted: undo it.
     #[default]
     Applying,
-    /// Every step was made: this profile is active.
+    /// Every step was made: this profile is active (said `active` everywhere; journals of
+    /// earlier versions say `applied`).
+    #[serde(rename = "active", alias = "applied")]
     Applied,
     /// Steps are being undone; if found so, finish undoing.
     Removing,

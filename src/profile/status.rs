@@ -12,7 +12,7 @@ use super::journal::{StateFiles, Step, TxState};
 /// The state of a home's profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProfileStatus {
-    /// `applied`; `applying` or `removing` if a transaction was interrupted (the next activate
+    /// `active`; `applying` or `removing` if a transaction was interrupted (the next activate
     /// or deactivate repairs it).
     pub state: TxState,
     pub profile: PathBuf,

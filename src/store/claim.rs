@@ -104,7 +104,7 @@ impl Drop for LayerClaim {
 
 /// An exclusive lock on `path` if no one holds it; `create` makes the file if missing. Held
 /// through a read-only descriptor, as the sandbox's PID 1 keeps it open.
-fn try_lock(path: &Path, create: bool) -> Result<Option<OwnedFd>> {
+pub(crate) fn try_lock(path: &Path, create: bool) -> Result<Option<OwnedFd>> {
     let mut flags = OFlags::RDONLY | OFlags::CLOEXEC;
     if create {
         flags |= OFlags::CREATE;

@@ -2,6 +2,10 @@
 //! reachable), run by podman (as root, or rootless as the test user) or docker with the flags
 //! this machine needs, and removed when the test ends. Also what a target looks like from the
 //! host: its mount table, `podman diff`, its file tree and its processes' fds.
+//!
+//! Every container carries the pid and start time of the test process that made it; the first
+//! use of an engine in a run removes the containers of test processes that are gone (a run
+//! killed half-way), and never one of a live run or one without those labels.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,6 +16,22 @@ use crate::support::{run, stderr, stdout};
 
 /// The unprivileged account scripts/test.sh creates; it has subordinate ids for rootless podman.
 const TEST_USER: &str = "agentenv-test";
+
+/// The labels naming the test process that made a container.
+const LABEL_PID: &str = "agentenv-test.pid";
+const LABEL_START: &str = "agentenv-test.start";
+
+/// `--label` options naming this test process.
+fn own_labels() -> Vec<String> {
+    let pid = std::process::id() as i32;
+    let start = agentenv::runtime::process_start_time(pid).unwrap_or(0);
+    vec![
+        "--label".into(),
+        format!("{LABEL_PID}={pid}"),
+        "--label".into(),
+        format!("{LABEL_START}={start}"),
+    ]
+}
 
 /// The root filesystems the tests use. The version in the tag changes with their content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,7 +130,8 @@ impl Runtime {
         Ok(Self {
             engine: Engine::Podman,
             _state: None,
-        })
+        }
+        .swept_once())
     }
 
     pub fn docker() -> Result<Self, String> {
@@ -123,7 +144,60 @@ impl Runtime {
         Ok(Self {
             engine: Engine::Docker,
             _state: None,
-        })
+        }
+        .swept_once())
+    }
+
+    /// This runtime, after the first use of its engine in this run swept what killed runs left.
+    fn swept_once(self) -> Self {
+        static SWEPT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let key = format!("{:?}", self.engine);
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if !swept.contains(&key) {
+            swept.push(key);
+            let removed = self.sweep_leftovers();
+            if !removed.is_empty() {
+                eprintln!("removed containers of test runs that are gone: {removed:?}");
+            }
+        }
+        self
+    }
+
+    /// Removes the containers whose creating test process is gone: labelled by a test, with a
+    /// pid that no longer runs or now runs a process started at another time. Returns their ids.
+    pub fn sweep_leftovers(&self) -> Vec<String> {
+        let mut ps = self.cli();
+        ps.args(["ps", "-a", "-q", "--filter", &format!("label={LABEL_PID}")]);
+        let o = run(ps);
+        let mut removed = Vec::new();
+        for id in stdout(&o).split_whitespace() {
+            let mut c = self.cli();
+            c.args([
+                "inspect",
+                "-f",
+                &format!(
+                    "{{{{index .Config.Labels \"{LABEL_PID}\"}}}} {{{{index .Config.Labels \"{LABEL_START}\"}}}}"
+                ),
+                id,
+            ]);
+            let labels = stdout(&run(c));
+            let mut it = labels.split_whitespace();
+            let (Some(Ok(pid)), Some(Ok(start))) = (
+                it.next().map(str::parse::<i32>),
+                it.next().map(str::parse::<u64>),
+            ) else {
+                continue;
+            };
+            if agentenv::runtime::process_start_time(pid) == Some(start) {
+                continue;
+            }
+            let mut rm = self.cli();
+            rm.args(["rm", "-f", id]);
+            if run(rm).status.success() {
+                removed.push(id.to_string());
+            }
+        }
+        removed
     }
 
     /// Podman run by the test user, with its own storage and runtime directory.
@@ -197,7 +271,7 @@ impl Runtime {
         }
     }
 
-    fn image(&self, image: Image) -> String {
+    pub fn image(&self, image: Image) -> String {
         static BUILT: OnceLock<Mutex<Vec<(String, Image)>>> = OnceLock::new();
         let key = format!("{:?}", self.engine);
         let built = BUILT.get_or_init(Default::default);
@@ -251,7 +325,7 @@ impl Runtime {
             COUNT.fetch_add(1, Ordering::SeqCst)
         );
         let mut c = self.cli();
-        c.args(["run", "-d", "--name", &name]);
+        c.args(["run", "-d", "--name", &name]).args(own_labels());
         if self.engine != Engine::Docker {
             c.args([
                 "--ulimit",

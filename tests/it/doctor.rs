@@ -92,3 +92,47 @@ fn doctor_warns_when_nixs_build_sandbox_is_off() {
     assert!(check.get("warning").is_none(), "{check:#}");
     assert_eq!(check["detail"], "on (sandbox = true)");
 }
+
+#[test]
+fn doctor_tells_a_user_outside_the_daemon_group_to_join_it_and_log_in_again() {
+    if !crate::support::is_root() {
+        crate::support::skip(
+            "doctor::doctor_tells_a_user_outside_the_daemon_group_to_join_it_and_log_in_again",
+            "needs root to run as a user outside nix-users",
+        );
+        return;
+    }
+    if !std::path::Path::new("/nix/var/nix/daemon-socket").is_dir() {
+        crate::support::skip(
+            "doctor::doctor_tells_a_user_outside_the_daemon_group_to_join_it_and_log_in_again",
+            "no nix-daemon socket directory (scripts/test.sh starts nix-daemon)",
+        );
+        return;
+    }
+    // nobody is in no group that may reach the daemon's socket.
+    let mut c = std::process::Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "env",
+        "HOME=/tmp",
+    ])
+    .arg(crate::support::agentenv_bin())
+    .args(["doctor", "--json"])
+    .current_dir("/");
+    let o = run(c);
+    let report: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    let access = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "nix store access")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(access["ok"], false, "{access}");
+    let fix = access["fix"].as_str().unwrap();
+    assert!(fix.contains("sudo usermod -aG "), "{fix}");
+    assert!(fix.contains("log in again"), "{fix}");
+    assert!(!fix.contains("nix store ping"), "{fix}");
+}

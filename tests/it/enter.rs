@@ -109,6 +109,7 @@ fn signal_reaches_command(sig: nix::sys::signal::Signal) {
          while [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); [ $n -gt 0 ] && break; done; sleep 0.3; exit $((10+n))"
     );
     let mut c: Command = f.agentenv();
+    crate::support::with_default_signals(&mut c);
     c.args([".", "--", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -155,3 +155,42 @@ fn interactive_shell_has_job_control_and_a_terminal() {
         "ttyname finds the terminal: {whole}"
     );
 }
+
+#[test]
+fn bash_variable_names_the_running_bash_as_in_nix_develop() {
+    let f = fixture!();
+    let home = f.tmp.path().join("caller-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let script = "if test \"$BASH\" -ef /proc/$$/exe; then echo BASH-is-the-shell; else echo \"BASH=$BASH\"; fi";
+    let piped = |mut cmd: Command| {
+        use std::io::Write;
+        clean(&mut cmd, &f, &home);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{script}\n").as_bytes()).unwrap();
+        drop(stdin);
+        crate::support::wait_output(child)
+    };
+    let mut nix = f.nix();
+    nix.args(["develop", "."]);
+    let expected = piped(nix);
+    assert_eq!(crate::support::stdout(&expected), "BASH-is-the-shell\n");
+    let mut ours = f.agentenv();
+    ours.arg(".");
+    let got = piped(ours);
+    assert_eq!(
+        crate::support::stdout(&got),
+        "BASH-is-the-shell\n",
+        "{}",
+        stderr(&got)
+    );
+    // In the interactive shell too.
+    let mut ours = f.agentenv();
+    ours.arg(".");
+    clean(&mut ours, &f, &home);
+    let (got, _) = interactive(ours, script);
+    assert_eq!(got.trim_end(), "BASH-is-the-shell");
+}

@@ -282,7 +282,7 @@ fn status_reports_the_active_profile() {
     t.ok(&["profile", "activate", &p]);
     let status: serde_json::Value =
         serde_json::from_str(&t.ok(&["profile", "status", "--json"])).unwrap();
-    assert_eq!(status["state"], "applied");
+    assert_eq!(status["state"], "active", "the word `status` uses too");
     assert_eq!(status["profile"], p.as_str());
     assert_eq!(status["links"], 9);
     assert_eq!(status["env"]["path_prepend"][0], format!("{p}/bin"));
@@ -485,4 +485,28 @@ fn a_profile_refused_after_the_undo_brings_the_previous_one_back() {
     let status: serde_json::Value =
         serde_json::from_str(&t.ok(&["profile", "status", "--json"])).unwrap();
     assert_eq!(status["profile"], one.as_str());
+}
+
+#[test]
+fn activate_says_what_is_active_and_the_line_for_the_shell_rc() {
+    let t = TestHome::new();
+    let p = profile_in(&t, "config");
+    let o = t.run(&["profile", "activate", &p]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let env_sh = t.state().join("env.sh");
+    assert!(
+        err.starts_with(&format!("{p} is active in {}: 9 links", t.home.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "add this line to ~/.bashrc (or your shell's rc file): . {}",
+            env_sh.display()
+        )),
+        "{err}"
+    );
+    let o = t.run(&["profile", "activate", &p]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("already; nothing changed"), "{err}");
 }

@@ -328,3 +328,57 @@ fn up_runs_activate_sh_inside_before_the_environment_starts() {
     assert_eq!(hook_runs(&f), 1);
     f.down(&id);
 }
+
+#[test]
+fn failed_tools_build_says_why_each_time_and_refresh_retries() {
+    let f = fixture!();
+    let p = profile_with_tools(&f);
+    // The builder sees the host (nix's sandbox is off here): it fails while `fail` exists.
+    let flag = p.join("fail");
+    let script = std::fs::read_to_string(p.join("build.sh")).unwrap();
+    std::fs::write(
+        p.join("build.sh"),
+        format!(
+            "if [ -e '{}' ]; then echo tools-broke >&2; exit 1; fi\n{script}",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("git")
+        .arg("-C")
+        .arg(&p)
+        .args(["add", "-A"])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(&flag, "").unwrap();
+    for _ in 0..2 {
+        let o = with_profile(
+            &f,
+            &p,
+            &["sh", "-c", "command -v profile-tool || echo none"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "none\n");
+        let err = stderr(&o);
+        assert!(
+            err.contains("warning: the profile's tools are not available"),
+            "{err}"
+        );
+        assert!(err.contains("tools-broke"), "the cause each time: {err}");
+        assert!(err.contains("hint:") && err.contains("--refresh"), "{err}");
+    }
+    std::fs::remove_file(&flag).unwrap();
+    let mut c = f.agentenv();
+    c.arg("--profile")
+        .arg(&p)
+        .args(["--refresh", ".", "--", "profile-tool"]);
+    let o = run(c);
+    assert_eq!(
+        stdout(&o),
+        "profile-tool from the profile tools\n",
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}

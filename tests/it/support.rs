@@ -358,6 +358,8 @@ impl Pty {
                 Ok(())
             });
         }
+        // Ctrl-C and hang-ups typed at the terminal must act as on a user's.
+        with_default_signals(&mut cmd);
         let child = cmd.spawn().expect("spawn on pty");
         let master = std::fs::File::from(pty.master);
         let output = Arc::new(Mutex::new(Vec::new()));
@@ -421,6 +423,21 @@ impl Pty {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Makes `cmd` start with the default dispositions of the signals tests send or type
+/// (SIGINT, SIGHUP, SIGQUIT, SIGTERM), whatever the suite's caller left ignored (`nohup`
+/// ignores SIGHUP, a shell's `&` SIGINT): ignored on entry, a shell could not even trap them.
+pub fn with_default_signals(cmd: &mut Command) {
+    // SAFETY: only signal(2), async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGTERM] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
     }
 }
 
