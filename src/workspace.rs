@@ -42,6 +42,10 @@ pub struct Workspace {
     pub user: UserIdentity,
     /// The profile activated into the environment's home, if any.
     pub profile: Option<ActiveProfile>,
+    /// Paths of the home (relative) the profile makes no links at: an agent's memory is there.
+    pub profile_except: Vec<PathBuf>,
+    /// An agent's memory places, shown read-write in the home.
+    pub memory: Vec<crate::compute::PlaceMount>,
 }
 
 /// A profile in an environment: its directory (shown at the same path inside) and what it adds
@@ -75,6 +79,8 @@ impl Workspace {
             project,
             user,
             profile: None,
+            profile_except: Vec::new(),
+            memory: Vec::new(),
         })
     }
 
@@ -103,8 +109,17 @@ impl Workspace {
                 let home = self.env_dirs.home();
                 std::fs::create_dir_all(&home)
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.display()))?;
-                let (mut env, pending_hook) =
-                    crate::profile::activate_for_sandbox(&dir, &home, &state)?;
+                let done = crate::profile::activate_except(
+                    &dir,
+                    &home,
+                    &state,
+                    crate::profile::HookRun::ByCaller,
+                    &self.profile_except,
+                )?;
+                for w in &done.warnings {
+                    tracing::warn!("{w}");
+                }
+                let (mut env, pending_hook) = (done.env, done.pending_hook);
                 let tools_cache = self.state.cache.join("profile-tools");
                 if let Some(bin) = crate::profile::tools::cached_tools(&env, &tools_cache) {
                     if !env.path_append.contains(&bin) {
@@ -321,6 +336,7 @@ impl Workspace {
             shell: self.devenv.shell.clone(),
             env_tool: self.devenv.env_tool.clone(),
             profile: self.profile.as_ref().map(|p| p.dir.clone()),
+            memory: self.memory.clone(),
             create_dirs: self.env_dirs.dirs_to_create(layer.view()),
         }
     }

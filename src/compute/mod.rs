@@ -52,9 +52,20 @@ pub struct SandboxSpec {
     pub env_tool: Option<PathBuf>,
     /// A profile directory, visible read-write at its own path.
     pub profile: Option<PathBuf>,
+    /// An agent's memory places: host files and directories shown read-write in the home.
+    pub memory: Vec<PlaceMount>,
     /// Host directories (home, store layer, staging) to create once the kernel has granted
     /// the namespaces.
     pub create_dirs: Vec<PathBuf>,
+}
+
+/// A host file or directory shown read-write at `path` inside, in a directory the sandbox
+/// itself writes (the home): its mount point is reached without following links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceMount {
+    pub source: PathBuf,
+    pub path: PathBuf,
+    pub file: bool,
 }
 
 /// What a persistent environment's agent serves on, and where it logs.

@@ -24,6 +24,13 @@ pub enum RootOp {
         file: bool,
         read_only: bool,
     },
+    /// A host file or directory bound at `path`, whose mount point lies in a tree the sandbox
+    /// writes (its home): reached without following links, or refused.
+    BindBeneath {
+        source: PathBuf,
+        path: PathBuf,
+        file: bool,
+    },
     /// A copy-on-write view: `lowers` below (the first on top), writes into `upper`.
     Overlay {
         path: PathBuf,
@@ -53,6 +60,7 @@ impl RootOp {
             RootOp::Dir { path, .. }
             | RootOp::Tmpfs { path, .. }
             | RootOp::Bind { path, .. }
+            | RootOp::BindBeneath { path, .. }
             | RootOp::Overlay { path, .. }
             | RootOp::Proc { path }
             | RootOp::Devpts { path }
@@ -66,6 +74,7 @@ impl RootOp {
             self,
             RootOp::Tmpfs { .. }
                 | RootOp::Bind { .. }
+                | RootOp::BindBeneath { .. }
                 | RootOp::Overlay { .. }
                 | RootOp::Proc { .. }
                 | RootOp::Devpts { .. }
@@ -214,6 +223,10 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
                 )?;
             }
             Ok(())
+        }
+        RootOp::BindBeneath { source, path, file } => {
+            let rel = path.strip_prefix("/").unwrap_or(path);
+            sys.bind_beneath(source, staging, rel, *file)
         }
         RootOp::Overlay {
             lowers,

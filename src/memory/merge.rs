@@ -40,8 +40,7 @@ pub struct Landed {
     pub conflicts: Vec<Kept>,
 }
 
-/// A tree edit: the path set to (mode, oid), or removed.
-pub type Edit = (Vec<u8>, Option<(String, Oid)>);
+use super::repo::TreeEdit as Edit;
 
 /// From the stages of every conflicted path (as `git merge-tree` lists them; 2 is the live
 /// memory, 3 the incoming side), the edits that replace each conflicted path by one side and

@@ -24,6 +24,7 @@ pub mod merge;
 pub mod places;
 pub mod provenance;
 pub mod repo;
+pub mod run;
 pub mod session;
 pub mod status;
 pub mod tree;

@@ -56,6 +56,9 @@ pub struct Signature {
     pub when: u64,
 }
 
+/// A path of a tree set to (mode, oid), or removed with `None`.
+pub type TreeEdit = (Vec<u8>, Option<(String, Oid)>);
+
 /// What `git merge-tree` made of three commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeTree {
@@ -275,7 +278,7 @@ impl Repo {
     }
 
     /// `tree` with `edits` made: each path set to (mode, oid), or removed with `None`.
-    pub fn edit_tree(&self, tree: &str, edits: &[(Vec<u8>, Option<(String, Oid)>)]) -> Result<Oid> {
+    pub fn edit_tree(&self, tree: &str, edits: &[TreeEdit]) -> Result<Oid> {
         let scratch = tempfile::Builder::new()
             .prefix("index-")
             .tempfile_in(&self.dir)
@@ -541,7 +544,7 @@ mod tests {
 
     #[test]
     fn merge_tree_output_is_parsed() {
-        let out = b"1111111111111111111111111111111111111111\0100644 aaaa 1\ta.md\0100644 bbbb 2\ta.md\0\0messages";
+        let out = b"1111111111111111111111111111111111111111\x00100644 aaaa 1\ta.md\x00100644 bbbb 2\ta.md\x00\x00messages";
         let m = parse_merge_tree(out).unwrap();
         assert_eq!(m.tree, "1".repeat(40));
         assert_eq!(m.conflicts.len(), 2);

@@ -4,6 +4,9 @@
 //! `O_NOFOLLOW`, a symlink is kept as a link (its target as data), and anything that is not a
 //! regular file, a directory or a link is left out with a warning.
 
+// The widths of stat fields differ between architectures: the casts are not the same everywhere.
+#![allow(clippy::unnecessary_cast)]
+
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::io::Read;
@@ -431,11 +434,7 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
 pub fn decode(data: &[u8]) -> Result<Snapshot> {
     let mut fields = data.split(|&b| b == 0);
     let mut out = Snapshot::new();
-    loop {
-        let Some(path) = fields.next() else { break };
-        if path.is_empty() {
-            break;
-        }
+    while let Some(path) = fields.next().filter(|p| !p.is_empty()) {
         let mut next = || -> Result<&str> {
             let f = fields.next().context("a snapshot record is cut short")?;
             std::str::from_utf8(f).context("a snapshot field is not text")

@@ -139,6 +139,11 @@ pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> Rootfs
     if let Some(profile) = &spec.profile {
         ops.push(bind(profile, profile, false, false));
     }
+    ops.extend(spec.memory.iter().map(|m| RootOp::BindBeneath {
+        source: m.source.clone(),
+        path: m.path.clone(),
+        file: m.file,
+    }));
     ops.push(RootOp::Symlink {
         path: p("/bin/sh"),
         points_to: spec.shell.clone(),
@@ -182,6 +187,7 @@ mod tests {
             shell: p("/nix/store/x-bash/bin/bash"),
             env_tool: Some(p("/nix/store/y-coreutils/bin/env")),
             profile: None,
+            memory: vec![],
             create_dirs: vec![],
         }
     }
