@@ -59,6 +59,17 @@ impl AttachHome {
         }
     }
 
+    /// The home of the agent `name` in the same session: kept apart from the user's.
+    pub fn for_agent(mut self, name: &str) -> Self {
+        let base = self
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.root = self.root.with_file_name(format!("{base}-agent-{name}"));
+        self
+    }
+
     /// The directory shown as the session's `$HOME`.
     pub fn home(&self) -> PathBuf {
         self.root.join("home")
@@ -76,16 +87,18 @@ impl AttachHome {
         &self,
         profile: &Path,
         tools_cache: &Path,
+        except: &[PathBuf],
     ) -> Result<(ProfileEnv, Option<PathBuf>)> {
         let home = self.home();
         let new = !home.exists();
         std::fs::create_dir_all(&home)
             .with_context(|| format!("cannot create {}", home.display()))?;
-        let done = crate::profile::activate_with(
+        let done = crate::profile::activate_except(
             profile,
             &home,
             &self.profile_state(),
             crate::profile::HookRun::ByCaller,
+            except,
         )?;
         for w in &done.warnings {
             tracing::warn!("{w}");
@@ -115,7 +128,7 @@ impl AttachHome {
 }
 
 /// Gives `dir` and everything in it not already theirs to `uid:gid`, without following links.
-fn give_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+pub(crate) fn give_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     let give = |path: &Path, meta: &std::fs::Metadata| -> Result<()> {
         if meta.uid() != uid || meta.gid() != gid {
             std::os::unix::fs::lchown(path, Some(uid), Some(gid)).with_context(|| {

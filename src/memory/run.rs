@@ -338,3 +338,77 @@ pub fn running_as_other(state: &crate::runtime::RunState, wanted: Option<&str>) 
     ))
     .into()
 }
+
+/// The agent's profile, for `attach` (whose private home needs one).
+pub fn attach_profile(agent: &Agent) -> Result<PathBuf> {
+    agent.record.profile.clone().ok_or_else(|| {
+        Diagnostic::new(format!(
+            "the agent {} has no profile, and attach keeps an agent's memory in the private home a profile gets",
+            agent.name()
+        ))
+        .hint("create the agent with one: `agentenv agent new NAME --profile ~/config`")
+        .into()
+    })
+}
+
+/// For `attach --agent`: a session whose places are grafted into the private `home` (seen at
+/// `home_at`), and a lock on that home held while it runs, so that no other session of the
+/// agent writes links into it while its mount points are made and used.
+pub fn begin_attached(
+    agent: &Agent,
+    home: &crate::attach::home::AttachHome,
+    home_at: &Path,
+    project: &Path,
+    command: &[std::ffi::OsString],
+) -> Result<(
+    Session,
+    nix::fcntl::Flock<std::fs::File>,
+    Vec<(
+        crate::attach::places::TreeGraft,
+        crate::attach::places::Spot,
+    )>,
+)> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = home.root.join("memory.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        Diagnostic::new(format!(
+            "another session of the agent {} is attached to this target",
+            agent.name()
+        ))
+        .hint("end that session first; one session of an agent per target at a time")
+    })?;
+    let origin = Origin {
+        project: Some(project.to_path_buf()),
+        backend: "attach".into(),
+        command: super::provenance::command_line(command),
+    };
+    let (session, mounts) = begin(
+        agent,
+        origin,
+        None,
+        &home.home(),
+        &home.profile_state(),
+        home_at,
+    )?;
+    crate::attach::home::give_tree(&session.dir.join("tree"), home.uid, home.gid)?;
+    let trees = mounts
+        .into_iter()
+        .map(|m| {
+            (
+                crate::attach::places::TreeGraft {
+                    source: m.source,
+                    at: m.path,
+                    read_only: false,
+                },
+                crate::attach::places::Spot::Ready,
+            )
+        })
+        .collect();
+    Ok((session, lock, trees))
+}

@@ -12,6 +12,7 @@ mod environment;
 mod errors;
 mod home;
 mod isolation;
+mod memory;
 mod persistent;
 mod profile;
 mod profile_env;
