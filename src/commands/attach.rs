@@ -121,15 +121,15 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
             let (env, hook) = home.activate(dir, &state.cache.join("profile-tools"), &except)?;
             trees = profile_trees(dir, &home, &home_at, &target_root)?;
             if let Some(a) = &agent {
-                let (session, lock, places) = crate::memory::run::begin_attached(
+                let attached = crate::memory::run::begin_attached(
                     a,
                     &home,
                     &home_at,
                     &toolbox.root,
                     &args.command,
                 )?;
-                trees.extend(places);
-                memory = Some((session, lock));
+                trees.extend(attached.trees);
+                memory = Some((attached.session, attached.lock));
             }
             pending_hook = hook.map(|h| (h, dir.clone(), home.profile_state()));
             Some(env)

@@ -351,6 +351,18 @@ pub fn attach_profile(agent: &Agent) -> Result<PathBuf> {
     })
 }
 
+/// An attached session of an agent.
+pub struct Attached {
+    pub session: Session,
+    /// On the private home, held while the session runs.
+    pub lock: nix::fcntl::Flock<std::fs::File>,
+    /// The places, to graft after the home.
+    pub trees: Vec<(
+        crate::attach::places::TreeGraft,
+        crate::attach::places::Spot,
+    )>,
+}
+
 /// For `attach --agent`: a session whose places are grafted into the private `home` (seen at
 /// `home_at`), and a lock on that home held while it runs, so that no other session of the
 /// agent writes links into it while its mount points are made and used.
@@ -360,14 +372,7 @@ pub fn begin_attached(
     home_at: &Path,
     project: &Path,
     command: &[std::ffi::OsString],
-) -> Result<(
-    Session,
-    nix::fcntl::Flock<std::fs::File>,
-    Vec<(
-        crate::attach::places::TreeGraft,
-        crate::attach::places::Spot,
-    )>,
-)> {
+) -> Result<Attached> {
     use nix::fcntl::{Flock, FlockArg};
     let path = home.root.join("memory.lock");
     let file = std::fs::File::options()
@@ -410,5 +415,9 @@ pub fn begin_attached(
             )
         })
         .collect();
-    Ok((session, lock, trees))
+    Ok(Attached {
+        session,
+        lock,
+        trees,
+    })
 }
