@@ -86,9 +86,11 @@ fn content_hash(mode: u32, data: &[u8]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// A stat taken within this long of the scan may hide a later write with the same size and
-/// time (timestamps are coarse): such files are read again next time.
-const RACY_NS: i128 = 2_000_000_000;
+/// A file changed within this long of a scan may change again within the same timestamp tick
+/// with the same size, and its stat would not show it: such files are read again next time.
+/// (Files written by `checkout` are not: the session cannot write before it starts, well after
+/// their stat was taken, and a stat makes the kernel give the next change a finer time.)
+const RACY_NS: i128 = 100_000_000;
 
 fn now_ns() -> i128 {
     std::time::SystemTime::now()
@@ -245,7 +247,7 @@ impl Walker<'_> {
         let old = self.snapshot.get(&path);
         let mtime_ns = st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128;
         if let Some(old) = old {
-            if same_stat(old, &st, mode) && mtime_ns < self.racy_after {
+            if same_stat(old, &st, mode) {
                 self.found.push(path.clone());
                 self.scan.snapshot.insert(path, old.clone());
                 return Ok(());
