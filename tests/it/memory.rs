@@ -301,6 +301,22 @@ fn a_planted_link_in_the_memory_is_kept_as_a_link_and_never_followed() {
         secret.display().to_string()
     );
     assert!(!git(&f, &["log", "-p", "main"]).contains("host only"));
+
+    // A link planted in the agent's home where a place's mount point goes is not followed by
+    // the next session's set-up on the host.
+    let outside = f.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let plant = format!(
+        "mv ~/.codex ~/.codex-old && ln -s {} ~/.codex",
+        outside.display()
+    );
+    ok(in_sandbox(&f, &plant));
+    ok(in_sandbox(&f, "echo fine > ~/.codex/AGENTS.md"));
+    assert!(
+        crate::support::list(&outside).is_empty(),
+        "nothing is made through the link"
+    );
+    assert_eq!(git(&f, &["show", "main:.codex/AGENTS.md"]), "fine\n");
 }
 
 #[test]

@@ -246,6 +246,24 @@ mod tests {
     }
 
     #[test]
+    fn memory_places_are_bound_beneath_the_home_after_it() {
+        let mut s = spec("/p", "/home/ana");
+        s.memory = vec![crate::compute::PlaceMount {
+            source: p("/state/agents/a/sessions/1/tree/.claude/CLAUDE.md"),
+            path: p("/home/ana/.claude/CLAUDE.md"),
+            file: true,
+        }];
+        let plan = plan_rootfs(&s, &HostFacts::default(), true);
+        let pos = |path: &str| plan.ops.iter().position(|o| o.path() == Path::new(path));
+        let at = pos("/home/ana/.claude/CLAUDE.md").unwrap();
+        assert!(pos("/home/ana").unwrap() < at);
+        assert!(matches!(
+            &plan.ops[at],
+            RootOp::BindBeneath { file: true, .. }
+        ));
+    }
+
+    #[test]
     fn store_view_uses_user_xattrs_only_in_a_user_namespace() {
         let plan = plan_rootfs(&spec("/p", "/root"), &HostFacts::default(), false);
         assert!(plan.ops.iter().any(|o| matches!(
