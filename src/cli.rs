@@ -93,6 +93,11 @@ pub struct EnvOptions {
     /// activate.sh or a dotfile that the host runs later.
     #[arg(long)]
     pub profile_rw: bool,
+    /// Run as this agent (see `agentenv agent new`): its profile, its own home in the project,
+    /// and its memory, writable at ~/.claude/CLAUDE.md, ~/.claude/skills/, ~/.codex/AGENTS.md
+    /// and ~/.agent-memory/, committed when the session ends.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_profile")]
+    pub agent: Option<String>,
 }
 
 /// Options of `agentenv up`.
@@ -215,6 +220,14 @@ pub enum Verb {
     #[cfg(target_os = "linux")]
     #[command(before_help = commands::attach::USAGE_FIRST)]
     Attach(commands::attach::AttachArgs),
+    /// Agents: a profile plus a memory kept as a git history.
+    #[cfg(target_os = "linux")]
+    #[command(subcommand)]
+    Agent(commands::agent::AgentVerb),
+    /// An agent's memory: what it learned, when and where; undo it; settle conflicts.
+    #[cfg(target_os = "linux")]
+    #[command(subcommand)]
+    Memory(commands::memory::MemoryVerb),
     /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
     #[command(subcommand, after_help = commands::profile::EXAMPLES)]
     Profile(commands::profile::ProfileVerb),
@@ -282,6 +295,10 @@ pub fn main() -> ExitCode {
         Some(Verb::Doctor { json }) => commands::doctor::run(json),
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),
+        #[cfg(target_os = "linux")]
+        Some(Verb::Agent(verb)) => commands::agent::run(&verb),
+        #[cfg(target_os = "linux")]
+        Some(Verb::Memory(verb)) => commands::memory::run(&verb),
         Some(Verb::Profile(verb)) => commands::profile::run(&verb),
         Some(Verb::Completions { shell }) => commands::completions::run(shell),
         Some(Verb::Man) => commands::man::run(),

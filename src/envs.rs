@@ -17,6 +17,9 @@ pub struct EnvDirs {
     /// `<project>-<hash>`: readable and unique per project and shell.
     pub id: String,
     pub root: PathBuf,
+    /// Where the home and its profile state are: `root`, or an agent's own (see
+    /// `with_home_in`).
+    home_root: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -50,7 +53,15 @@ impl EnvDirs {
         Self {
             root: state.envs().join(&id),
             id,
+            home_root: None,
         }
+    }
+
+    /// The same environment with its home (and the home's profile state) in `dir`: an
+    /// agent's home of its own in the project.
+    pub fn with_home_in(mut self, dir: PathBuf) -> Self {
+        self.home_root = Some(dir);
+        self
     }
 
     /// The lock of the environment's store layer (see `store::LayerClaim`): beside the
@@ -68,7 +79,7 @@ impl EnvDirs {
 
     /// The environment's private `$HOME`.
     pub fn home(&self) -> PathBuf {
-        self.root.join("home")
+        self.home_root.as_ref().unwrap_or(&self.root).join("home")
     }
 
     /// The environment's view of the store.
@@ -78,7 +89,10 @@ impl EnvDirs {
 
     /// The profile engine's state for the environment's home (journal, moved-aside files).
     pub fn profile_state(&self) -> PathBuf {
-        self.root.join("profile")
+        self.home_root
+            .as_ref()
+            .unwrap_or(&self.root)
+            .join("profile")
     }
 
     /// An empty directory on which the environment's root is assembled.

@@ -3,7 +3,7 @@
 //! views), `profile` (layer 2: dotfiles, skills, tools), `compute` (layer 0: backends), `guest`
 //! (what runs inside: root, init, agent), `proto` (host <-> guest), `attach` (running
 //! containers and processes), `workspace` and `runtime` (a project as an environment, and the
-//! running ones), `terminal` (the caller's terminal), `commands` (one file per verb).
+//! running ones), `memory` (agents and the memory they keep in git), `terminal` (the caller's terminal), `commands` (one file per verb).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -17,6 +17,8 @@ pub mod envs;
 #[cfg(target_os = "linux")]
 pub mod guest;
 pub mod keep;
+#[cfg(target_os = "linux")]
+pub mod memory;
 pub mod nix;
 pub mod paths;
 pub mod process;

@@ -28,6 +28,9 @@ pub struct RunState {
     pub pid_start: u64,
     /// Seconds since the epoch.
     pub started_at: u64,
+    /// The agent whose memory the environment shows (`up --agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +191,7 @@ mod tests {
             pid,
             pid_start: process_start_time(pid).unwrap_or(0),
             started_at: 0,
+            agent: None,
         }
     }
 

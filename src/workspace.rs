@@ -46,6 +46,10 @@ pub struct Workspace {
     pub profile_rw: bool,
     /// `--refresh`: evaluate again, and build again what failed to build.
     pub refresh: bool,
+    /// Paths of the home (relative) the profile makes no links at: an agent's memory is there.
+    pub profile_except: Vec<PathBuf>,
+    /// An agent's memory places, shown read-write in the home.
+    pub memory: Vec<crate::compute::PlaceMount>,
 }
 
 /// A profile in an environment: its directory (shown at the same path inside) and what it adds
@@ -81,6 +85,8 @@ impl Workspace {
             profile: None,
             profile_rw: false,
             refresh,
+            profile_except: Vec::new(),
+            memory: Vec::new(),
         })
     }
 
@@ -118,12 +124,19 @@ impl Workspace {
                 let home = self.env_dirs.home();
                 std::fs::create_dir_all(&home)
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.display()))?;
-                let (mut env, pending_hook) =
-                    crate::profile::activate_for_sandbox(&dir, &home, &state)?;
+                let done = crate::profile::activate_except(
+                    &dir,
+                    &home,
+                    &state,
+                    crate::profile::HookRun::ByCaller,
+                    &self.profile_except,
+                )?;
+                for w in &done.warnings {
+                    tracing::warn!("{w}");
+                }
+                let (mut env, pending_hook) = (done.env, done.pending_hook);
                 let tools_cache = crate::profile::tools::cache_root(&self.state);
-                if let Some(bin) =
-                    crate::profile::tools::cached_tools(&env, &tools_cache, self.refresh)
-                {
+                if let Some(bin) = crate::profile::tools::cached_tools(&env, &tools_cache, self.refresh) {
                     if !env.path_append.contains(&bin) {
                         env.path_append.push(bin);
                     }
@@ -338,6 +351,7 @@ impl Workspace {
             env_tool: self.devenv.env_tool.clone(),
             profile: self.profile.as_ref().map(|p| p.dir.clone()),
             profile_rw: self.profile_rw,
+            memory: self.memory.clone(),
             create_dirs: self.env_dirs.dirs_to_create(layer.view()),
         }
     }

@@ -65,6 +65,17 @@ impl AttachHome {
         }
     }
 
+    /// The home of the agent `name` in the same session: kept apart from the user's.
+    pub fn for_agent(mut self, name: &str) -> Self {
+        let base = self
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.root = self.root.with_file_name(format!("{base}-agent-{name}"));
+        self
+    }
+
     /// The directory shown as the session's `$HOME`.
     pub fn home(&self) -> PathBuf {
         self.root.join("home")
@@ -83,6 +94,7 @@ impl AttachHome {
         &self,
         profile: &Path,
         tools_cache: &Path,
+        except: &[PathBuf],
     ) -> Result<(ProfileEnv, Option<PathBuf>)> {
         let home = self.home();
         std::fs::create_dir_all(&home)
@@ -103,11 +115,12 @@ impl AttachHome {
                 },
             )?;
         }
-        let done = crate::profile::activate_with(
+        let done = crate::profile::activate_except(
             profile,
             &home,
             &self.profile_state(),
             crate::profile::HookRun::ByCaller,
+            except,
         )?;
         for w in &done.warnings {
             tracing::warn!("{w}");
@@ -133,6 +146,40 @@ impl AttachHome {
             )
         })
     }
+}
+
+/// Gives `dir` and everything in it not already theirs to `uid:gid`, without following links.
+pub(crate) fn give_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let give = |path: &Path, meta: &std::fs::Metadata| -> Result<()> {
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).with_context(|| {
+                format!(
+                    "cannot give {} to the session's user {uid}:{gid}",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
+    };
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    give(dir, &meta)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let listing =
+            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?;
+        for e in listing {
+            let e = e.with_context(|| format!("cannot list {}", d.display()))?;
+            let meta = e
+                .metadata()
+                .with_context(|| format!("cannot read {}", e.path().display()))?;
+            give(&e.path(), &meta)?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes the homes of targets that no longer run. Failures are only logged: a leftover

@@ -51,6 +51,12 @@ pub struct AttachArgs {
     #[arg(long)]
     pub no_profile: bool,
 
+    /// Attach as this agent (see `agentenv agent new`): its profile, a private home of its own,
+    /// and its memory writable at ~/.claude/CLAUDE.md, ~/.claude/skills/, ~/.codex/AGENTS.md
+    /// and ~/.agent-memory/, committed when the session ends. The target sees none of it.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_profile")]
+    pub agent: Option<String>,
+
     /// Run as this user of the target: NAME or UID, optionally with :GROUP or :GID (default:
     /// the user of the target's main process, root for most containers).
     #[arg(long, value_name = "USER")]
@@ -92,7 +98,18 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     check_mapped(&user, &proc_dir)?;
     let state = StateDirs::from_env()?;
     let home_at: PathBuf = session_home(&facts, &user).components().collect();
-    let profile = match chosen_profile(args.profile.as_deref(), args.no_profile, &state)? {
+    let agent = match &args.agent {
+        Some(name) => Some(crate::memory::run::open_agent(
+            name,
+            args.profile.as_deref(),
+        )?),
+        None => None,
+    };
+    let chosen = match &agent {
+        Some(a) => Some(crate::memory::run::attach_profile(a)?),
+        None => chosen_profile(args.profile.as_deref(), args.no_profile, &state)?,
+    };
+    let profile = match chosen {
         Some(dir) => Some(check_profile(&dir, &home_at, &target)?),
         None => None,
     };
@@ -101,12 +118,32 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
 
     let mut trees = Vec::new();
     let mut pending_hook = None;
+    let mut memory = None;
     let profile_env = match &profile {
         Some(dir) => {
             sweep_homes(&state);
-            let home = AttachHome::for_session(&state, &target, dir, &home_at, user.uid, user.gid);
-            let (env, hook) = home.activate(dir, &crate::profile::tools::cache_root(&state))?;
+            let mut home =
+                AttachHome::for_session(&state, &target, dir, &home_at, user.uid, user.gid);
+            let except = match &agent {
+                Some(a) => {
+                    home = home.for_agent(a.name());
+                    crate::memory::run::profile_except(a)?
+                }
+                None => Vec::new(),
+            };
+            let (env, hook) = home.activate(dir, &crate::profile::tools::cache_root(&state), &except)?;
             trees = profile_trees(dir, &home, &home_at, &target_root)?;
+            if let Some(a) = &agent {
+                let attached = crate::memory::run::begin_attached(
+                    a,
+                    &home,
+                    &home_at,
+                    &toolbox.root,
+                    &args.command,
+                )?;
+                trees.extend(attached.trees);
+                memory = Some((attached.session, attached.lock));
+            }
             pending_hook = hook.map(|h| (h, dir.clone(), home.profile_state()));
             Some(env)
         }
@@ -133,6 +170,14 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         terminal: crate::attach::terminal::interactive_if_wanted(),
     };
     tracing::debug!(graft = ?plan.graft, foreign = ?plan.foreign, "attaching");
+    // Forked here, in the host's namespaces: a session joins the target's PID namespace.
+    let lander = match (memory, &agent) {
+        (Some((session, lock)), Some(a)) => {
+            let lander = crate::memory::run::Lander::spawn(a.clone(), session)?;
+            Some((lander, lock))
+        }
+        _ => None,
+    };
     if let Some((hook, dir, profile_state)) = pending_hook {
         // In the target, as the session's user, where $HOME is the home the session sees.
         let mut facts = facts;
@@ -162,7 +207,11 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
             ));
         }
     }
-    let code = run_session(&plan)?;
+    let code = run_session(&plan);
+    if let Some((lander, _lock)) = lander {
+        lander.finish()?;
+    }
+    let code = code?;
     // A target that ends takes the processes of its PID namespace with it, the session too.
     if code == 128 + 9 && target_ends_soon(&plan.target) {
         eprintln!(

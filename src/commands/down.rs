@@ -30,6 +30,10 @@ pub fn run(args: &DownArgs) -> Result<i32> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = std::fs::remove_dir_all(&env.dir);
+    if let Some(agent) = &env.state.agent {
+        // Its PID 1 is gone: opening the agent lands the environment's session.
+        crate::memory::Agent::open(&StateDirs::from_env()?, agent)?;
+    }
     if args.rm {
         let dir = StateDirs::from_env()?.envs().join(&env.state.id);
         crate::util::remove_tree(&dir)

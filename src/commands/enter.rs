@@ -11,6 +11,7 @@ use crate::compute::linux::LinuxNamespaces;
 use crate::compute::Compute;
 use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
+use crate::memory::run as memory;
 use crate::proto::client;
 use crate::workspace::Workspace;
 
@@ -49,7 +50,18 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         return Ok(2);
     }
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
-    let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
+    let agent = match &args.opts.agent {
+        Some(name) => Some(memory::for_workspace(
+            &mut ws,
+            name,
+            args.opts.profile.as_deref(),
+        )?),
+        None => None,
+    };
+    let profile = match &agent {
+        Some(a) => a.record.profile.clone(),
+        None => ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?,
+    };
     ws.profile_rw = ws.chosen_profile_rw(args.opts.profile_rw)?;
     let cwd_inside = ws.cwd_inside(&cwd);
     let mode = LaunchMode::for_command(&args.command);
@@ -59,6 +71,12 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         .get(&ws.env_dirs.id)
         .filter(|r| r.state.network == args.opts.network);
     if let Some(r) = &running {
+        if r.state.agent != args.opts.agent {
+            return Err(memory::running_as_other(
+                &r.state,
+                args.opts.agent.as_deref(),
+            ));
+        }
         if r.state.profile != profile {
             // Its home is shared: another profile cannot be activated under it.
             let shown = |p: &Option<std::path::PathBuf>| {
@@ -91,9 +109,21 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
             && std::io::stderr().is_terminal();
         let tty = all_tty.then(client::local_winsize).flatten();
         let spec = ws.exec_spec(&cwd_inside, &mode, tty, &[]);
-        return client::exec(&running.socket(), spec, true);
+        let started = crate::memory::provenance::now();
+        let code = client::exec(&running.socket(), spec, true)?;
+        if let Some(name) = &args.opts.agent {
+            memory::land_exec(name, &running.state.id, &args.command, started);
+        }
+        return Ok(code);
     }
 
+    let lander = match &agent {
+        Some(a) => {
+            let session = memory::begin_in_workspace(&mut ws, a, &args.command, None)?;
+            Some(memory::Lander::spawn(a.clone(), session)?)
+        }
+        None => None,
+    };
     let launch = ws.launch(&cwd_inside, &mode);
     let layer = ws.claim_layer()?;
     if layer.is_scratch() {
@@ -102,8 +132,12 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
             ws.env_dirs.id
         );
     }
-    let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network, &layer), &launch)?;
+    let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network, &layer), &launch);
     drop(layer);
+    if let Some(lander) = lander {
+        lander.finish()?;
+    }
+    let code = code?;
     ws.env_dirs.record(&ws.target)?;
     Ok(code)
 }

@@ -21,6 +21,9 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
         attr: (running.state.shell != "default").then(|| running.state.shell.clone()),
     };
     let mut ws = Workspace::open_target(target, false)?;
+    if let Some(agent) = &running.state.agent {
+        crate::memory::run::for_workspace(&mut ws, agent, None)?;
+    }
     ws.use_profile(running.state.profile.clone())?;
     ws.run_profile_hook(
         &crate::compute::linux::LinuxNamespaces,
@@ -49,7 +52,12 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
     // A terminal session is interactive by nature, and a script read from stdin is stdin;
     // otherwise stdin is passed only with -i.
     let forward_stdin = args.interactive || tty.is_some() || mode == LaunchMode::Stdin;
-    client::exec(&running.socket(), spec, forward_stdin)
+    let started = crate::memory::provenance::now();
+    let code = client::exec(&running.socket(), spec, forward_stdin)?;
+    if let Some(agent) = &running.state.agent {
+        crate::memory::run::land_exec(agent, &running.state.id, &args.command, started);
+    }
+    Ok(code)
 }
 
 fn parse_env(vars: &[String]) -> Result<Vec<(OsString, OsString)>> {

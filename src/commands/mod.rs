@@ -1,6 +1,8 @@
 //! One file per verb; each is thin and calls into the layers.
 
 #[cfg(target_os = "linux")]
+pub mod agent;
+#[cfg(target_os = "linux")]
 pub mod attach;
 pub mod completions;
 pub mod doctor;
@@ -10,6 +12,8 @@ pub mod exec;
 pub mod gc;
 pub mod ls;
 pub mod man;
+#[cfg(target_os = "linux")]
+pub mod memory;
 pub mod profile;
 pub mod ps;
 pub mod up;

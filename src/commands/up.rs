@@ -10,13 +10,25 @@ use crate::cli::{current_dir, UpArgs};
 use crate::compute::linux::LinuxNamespaces;
 use crate::compute::{AgentSetup, Compute};
 use crate::diag::Diagnostic;
+use crate::memory::run as memory;
 use crate::runtime::{process_start_time, RunState};
 use crate::workspace::Workspace;
 
 pub fn run(args: &UpArgs) -> Result<i32> {
     let cwd = current_dir()?;
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
-    let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
+    let agent = match &args.opts.agent {
+        Some(name) => Some(memory::for_workspace(
+            &mut ws,
+            name,
+            args.opts.profile.as_deref(),
+        )?),
+        None => None,
+    };
+    let profile = match &agent {
+        Some(a) => a.record.profile.clone(),
+        None => ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?,
+    };
     ws.profile_rw = ws.chosen_profile_rw(args.opts.profile_rw)?;
     let runtime = ws.runtime();
     let id = ws.env_dirs.id.clone();
@@ -49,7 +61,12 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     let _lock = runtime.lock_for_start(&id)?;
     if let Some(running) = runtime.get(&id) {
         // Already up: the same again prints its id; anything else would be silently ignored.
-        let differs = if running.state.profile != profile {
+        let differs = if running.state.agent != args.opts.agent {
+            return Err(memory::running_as_other(
+                &running.state,
+                args.opts.agent.as_deref(),
+            ));
+        } else if running.state.profile != profile {
             Some("another profile".to_string())
         } else if running.state.network != args.opts.network {
             Some(format!("--network {}", running.state.network))
@@ -75,6 +92,11 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     ws.use_profile(profile.clone())?;
     // Before the environment starts, so that nothing else writes its /nix layer meanwhile.
     ws.run_profile_hook(&LinuxNamespaces, args.opts.network, None)?;
+    // The environment is one session of the agent: landed after each exec, and when it stops.
+    let session = match &agent {
+        Some(a) => Some(memory::begin_in_workspace(&mut ws, a, &[], Some(&id))?),
+        None => None,
+    };
     let listener = runtime.bind_socket(&id)?;
     let log_path = runtime.env_dir(&id).join("agent.log");
     let log = std::fs::File::create(&log_path)
@@ -91,8 +113,10 @@ pub fn run(args: &UpArgs) -> Result<i32> {
             return Err(e);
         }
     };
-    // The environment's PID 1 inherited the claim's lock and keeps it while it runs.
+    // The environment's PID 1 inherited the claim's lock (and the session's) and keeps it
+    // while it runs.
     layer.hand_over();
+    drop(session);
     runtime.record(&RunState {
         id: id.clone(),
         name: args.name.clone(),
@@ -106,6 +130,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        agent: args.opts.agent.clone(),
     })?;
     ws.env_dirs.record(&ws.target)?;
     println!("{id}");

@@ -54,9 +54,20 @@ pub struct SandboxSpec {
     /// inside could otherwise rewrite what the host runs: activate.sh, a dotfile).
     pub profile: Option<PathBuf>,
     pub profile_rw: bool,
+    /// An agent's memory places: host files and directories shown read-write in the home.
+    pub memory: Vec<PlaceMount>,
     /// Host directories (home, store layer, staging) to create once the kernel has granted
     /// the namespaces.
     pub create_dirs: Vec<PathBuf>,
+}
+
+/// A host file or directory shown read-write at `path` inside, in a directory the sandbox
+/// itself writes (the home): its mount point is reached without following links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceMount {
+    pub source: PathBuf,
+    pub path: PathBuf,
+    pub file: bool,
 }
 
 /// What a persistent environment's agent serves on, and where it logs.

@@ -24,6 +24,13 @@ pub enum RootOp {
         file: bool,
         read_only: bool,
     },
+    /// A host file or directory bound at `path`, whose mount point lies in a tree the sandbox
+    /// writes (its home): reached without following links, or refused.
+    BindBeneath {
+        source: PathBuf,
+        path: PathBuf,
+        file: bool,
+    },
     /// A copy-on-write view: `lowers` below (the first on top), writes into `upper`.
     Overlay {
         path: PathBuf,
@@ -61,6 +68,7 @@ impl RootOp {
             | RootOp::Tmpfs { path, .. }
             | RootOp::Bind { path, .. }
             | RootOp::Device { path, .. }
+            | RootOp::BindBeneath { path, .. }
             | RootOp::Overlay { path, .. }
             | RootOp::Proc { path }
             | RootOp::Mask { path }
@@ -77,6 +85,7 @@ impl RootOp {
             RootOp::Tmpfs { .. }
                 | RootOp::Bind { .. }
                 | RootOp::Device { .. }
+                | RootOp::BindBeneath { .. }
                 | RootOp::Overlay { .. }
                 | RootOp::Proc { .. }
                 | RootOp::Mask { .. }
@@ -282,6 +291,10 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
                 MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
                 None,
             )
+        }
+        RootOp::BindBeneath { source, path, file } => {
+            let rel = path.strip_prefix("/").unwrap_or(path);
+            sys.bind_beneath(source, staging, rel, *file)
         }
         RootOp::Overlay {
             lowers,

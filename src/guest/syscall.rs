@@ -20,6 +20,10 @@ pub trait Syscall {
         data: Option<&str>,
     ) -> Result<()>;
     fn umount_detach(&self, target: &Path) -> Result<()>;
+    /// Binds `source` on the existing `rel` below `root`, a path no component of which may be
+    /// a symlink (the tree is written by the sandbox, which could plant one); `file` says
+    /// which kind the mount point must be.
+    fn bind_beneath(&self, source: &Path, root: &Path, rel: &Path, file: bool) -> Result<()>;
     /// Makes `new_root` the root of this mount namespace and detaches the old one.
     fn pivot_root(&self, new_root: &Path) -> Result<()>;
     fn sethostname(&self, name: &str) -> Result<()>;
@@ -56,6 +60,57 @@ impl Syscall for LinuxSyscall {
     fn umount_detach(&self, target: &Path) -> Result<()> {
         nix::mount::umount2(target, MntFlags::MNT_DETACH)
             .with_context(|| format!("cannot unmount {}", target.display()))
+    }
+
+    fn bind_beneath(&self, source: &Path, root: &Path, rel: &Path, file: bool) -> Result<()> {
+        use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+        let refused = || {
+            format!(
+                "cannot show {} at {}: it is not a {} reached without links",
+                source.display(),
+                root.join(rel).display(),
+                if file { "file" } else { "directory" }
+            )
+        };
+        let dir = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("cannot open {}", root.display()))?;
+        let fd = rustix::fs::openat2(
+            &dir,
+            rel,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .with_context(refused)?;
+        let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd).with_context(refused)?.st_mode);
+        let want = if file {
+            FileType::RegularFile
+        } else {
+            FileType::Directory
+        };
+        if kind != want {
+            anyhow::bail!(refused());
+        }
+        use std::os::fd::AsRawFd;
+        let at = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        nix::mount::mount(
+            Some(source),
+            at.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| {
+            format!(
+                "cannot mount {} on {}",
+                source.display(),
+                root.join(rel).display()
+            )
+        })
     }
 
     fn pivot_root(&self, new_root: &Path) -> Result<()> {
@@ -138,6 +193,14 @@ impl Syscall for RecordingSyscall {
     }
     fn umount_detach(&self, target: &Path) -> Result<()> {
         self.push(format!("umount {}", target.display()))
+    }
+    fn bind_beneath(&self, source: &Path, root: &Path, rel: &Path, file: bool) -> Result<()> {
+        self.push(format!(
+            "bind_beneath {} {}/{} file={file}",
+            source.display(),
+            root.display(),
+            rel.display()
+        ))
     }
     fn pivot_root(&self, new_root: &Path) -> Result<()> {
         self.push(format!("pivot_root {}", new_root.display()))

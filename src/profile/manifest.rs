@@ -33,6 +33,19 @@ pub struct Manifest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub shell: ShellSection,
+    #[serde(default)]
+    pub memory: MemorySection,
+}
+
+/// `[memory]`: more places, relative to `$HOME`, where an agent with this profile keeps its
+/// memory (besides `.claude/CLAUDE.md`, `.claude/skills`, `.codex/AGENTS.md`, `.agent-memory`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySection {
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub dirs: Vec<String>,
 }
 
 /// `[skills]`.

@@ -130,10 +130,25 @@ pub fn activate_with(
     state_dir: &Path,
     hook: HookRun,
 ) -> Result<Activated> {
+    activate_except(profile_dir, home, state_dir, hook, &[])
+}
+
+/// `activate_with`, making no link at or below the `except` paths (relative to the home):
+/// an agent's memory is shown there instead.
+pub fn activate_except(
+    profile_dir: &Path,
+    home: &Path,
+    state_dir: &Path,
+    hook: HookRun,
+    except: &[PathBuf],
+) -> Result<Activated> {
     let home = check_home(home)?;
     let home_links = hook.home_links();
     let profile = Profile::load(profile_dir)?;
-    let wanted = links::wanted_links(&profile, &home, state_dir)?;
+    let mut wanted = links::wanted_links(&profile, &home, state_dir)?;
+    wanted
+        .links
+        .retain(|l| !except.iter().any(|e| l.dest.starts_with(e)));
     let files = StateFiles::new(state_dir);
     // Plan before anything is written, when no earlier activation is in the home (with one,
     // the plan must wait for its undo).

@@ -16,6 +16,7 @@ mod hardening;
 mod gc;
 mod home;
 mod isolation;
+mod memory;
 mod persistent;
 mod profile;
 mod profile_env;

@@ -175,6 +175,11 @@ pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> Rootfs
     if let Some(profile) = &spec.profile {
         ops.push(bind(profile, profile, false, !spec.profile_rw));
     }
+    ops.extend(spec.memory.iter().map(|m| RootOp::BindBeneath {
+        source: m.source.clone(),
+        path: m.path.clone(),
+        file: m.file,
+    }));
     ops.push(RootOp::Symlink {
         path: p("/bin/sh"),
         points_to: spec.shell.clone(),
@@ -219,6 +224,7 @@ mod tests {
             env_tool: Some(p("/nix/store/y-coreutils/bin/env")),
             profile: None,
             profile_rw: false,
+            memory: vec![],
             create_dirs: vec![],
         }
     }
@@ -276,6 +282,24 @@ mod tests {
                 "/tmp/p"
             ]
         );
+    }
+
+    #[test]
+    fn memory_places_are_bound_beneath_the_home_after_it() {
+        let mut s = spec("/p", "/home/ana");
+        s.memory = vec![crate::compute::PlaceMount {
+            source: p("/state/agents/a/sessions/1/tree/.claude/CLAUDE.md"),
+            path: p("/home/ana/.claude/CLAUDE.md"),
+            file: true,
+        }];
+        let plan = plan_rootfs(&s, &HostFacts::default(), true);
+        let pos = |path: &str| plan.ops.iter().position(|o| o.path() == Path::new(path));
+        let at = pos("/home/ana/.claude/CLAUDE.md").unwrap();
+        assert!(pos("/home/ana").unwrap() < at);
+        assert!(matches!(
+            &plan.ops[at],
+            RootOp::BindBeneath { file: true, .. }
+        ));
     }
 
     #[test]
