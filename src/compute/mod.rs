@@ -10,6 +10,7 @@ use crate::store::StoreView;
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod vm;
 
 /// Whether the environment shares the host's network.
 #[derive(

@@ -1,0 +1,8 @@
+//! The VM backend: an environment in its own virtual machine. A small guest root with agentenv
+//! as `/init`, the golden store image cloned per environment as its writable `/nix`, the
+//! project and profile shared over virtio-fs, the guest agent reached over vsock. `spec` is the
+//! platform-neutral description, `qemu` its translation for Linux hosts.
+
+pub mod clone;
+pub mod qemu;
+pub mod spec;
