@@ -3,6 +3,7 @@
 //! forks PID 1 and learns through a pipe whether its setup worked; for a one-shot command it
 //! then waits and forwards signals, for a persistent environment it leaves it running.
 
+pub mod doctor;
 pub mod plan;
 pub mod userns;
 
@@ -47,6 +48,10 @@ impl Backend for LinuxNamespaces {
             Some(d) => Err(d),
             None => Ok(()),
         }
+    }
+
+    fn checks(&self) -> Vec<crate::compute::Check> {
+        doctor::checks()
     }
 
     fn run(&self, spec: &SandboxSpec, launch: &Launch) -> Result<i32> {
