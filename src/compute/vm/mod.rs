@@ -6,3 +6,4 @@
 pub mod clone;
 pub mod qemu;
 pub mod spec;
+pub mod vz;
