@@ -4,6 +4,7 @@
 //! checks that this binary may.
 
 pub mod entitlement;
+pub mod hybrid;
 #[cfg(target_os = "macos")]
 pub mod machine;
 pub mod plan;
