@@ -209,6 +209,12 @@ fn init_logging(verbose: u8) {
 pub fn main() -> ExitCode {
     // Only stdin, stdout and stderr pass into environments and targets.
     crate::process::close_inherited_fds();
+    // The VZ backend's machine process: agentenv holding one VM (RUST_LOG sets its logging).
+    #[cfg(target_os = "macos")]
+    if let Some(spec) = std::env::var_os(crate::compute::vm::vz::host::MACHINE_ENV) {
+        init_logging(0);
+        return ExitCode::from(crate::compute::vm::vz::host::main(spec.as_ref()) as u8);
+    }
     // An empty AGENTENV_PROFILE means none (as shells make it with `AGENTENV_PROFILE=`); clap
     // would take it for an empty --profile. No other thread runs yet.
     if std::env::var_os("AGENTENV_PROFILE").is_some_and(|v| v.is_empty()) {

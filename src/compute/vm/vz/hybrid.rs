@@ -75,7 +75,7 @@ fn serve_one(
 }
 
 /// Copies each way until its end closes, then closes the other end for writing.
-fn relay(client: UnixStream, guest: UnixStream) {
+pub fn relay(client: UnixStream, guest: UnixStream) {
     let (c2, g2) = match (client.try_clone(), guest.try_clone()) {
         (Ok(c), Ok(g)) => (c, g),
         _ => return,

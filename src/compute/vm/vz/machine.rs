@@ -13,8 +13,9 @@ use anyhow::{anyhow, bail, Result};
 use block2::RcBlock;
 use dispatch2::{DispatchQueue, DispatchQueueAttr, DispatchRetained};
 use objc2::rc::Retained;
-use objc2::AllocAnyThread;
-use objc2_foundation::{NSArray, NSError, NSString, NSURL};
+use objc2::runtime::ProtocolObject;
+use objc2::{define_class, msg_send, AllocAnyThread, DefinedClass};
+use objc2_foundation::{NSArray, NSError, NSObject, NSObjectProtocol, NSString, NSURL};
 use objc2_virtualization::{
     VZDirectorySharingDeviceConfiguration, VZDiskImageCachingMode,
     VZDiskImageStorageDeviceAttachment, VZDiskImageSynchronizationMode,
@@ -23,8 +24,8 @@ use objc2_virtualization::{
     VZSocketDeviceConfiguration, VZStorageDeviceConfiguration, VZVirtioBlockDeviceConfiguration,
     VZVirtioConsoleDeviceSerialPortConfiguration, VZVirtioEntropyDeviceConfiguration,
     VZVirtioFileSystemDeviceConfiguration, VZVirtioSocketConnection, VZVirtioSocketDevice,
-    VZVirtioSocketDeviceConfiguration, VZVirtualMachine, VZVirtualMachineConfiguration,
-    VZVirtualMachineState,
+    VZVirtioSocketDeviceConfiguration, VZVirtioSocketListener, VZVirtioSocketListenerDelegate,
+    VZVirtualMachine, VZVirtualMachineConfiguration, VZVirtualMachineState,
 };
 
 use super::plan::{Caching, DiskSync, VzConsole, VzPlan};
@@ -176,6 +177,66 @@ pub struct Machine {
     queue: DispatchRetained<DispatchQueue>,
     /// Released on the queue, in `drop`.
     vm: ManuallyDrop<Retained<VZVirtualMachine>>,
+    /// VZ holds listeners' delegates weakly: they live here, and go in `drop` with the VM.
+    listeners: ManuallyDrop<
+        Vec<(
+            Retained<VZVirtioSocketListener>,
+            Retained<GuestPortListener>,
+        )>,
+    >,
+}
+
+// SAFETY: every use of the VM and its listeners runs on the serial queue (`on_queue`), which
+// is what VZ requires; the queue itself may be used from any thread.
+unsafe impl Send for Machine {}
+// SAFETY: as for Send: `&Machine` only ever reaches the VM through the queue.
+unsafe impl Sync for Machine {}
+
+/// What the listener delegate does with a guest's connection.
+type OnConnection = Box<dyn Fn(OwnedFd) + 'static>;
+
+struct ListenerIvars {
+    on_connection: OnConnection,
+}
+
+define_class!(
+    // SAFETY: NSObject has no subclassing requirements, and this class does not implement Drop.
+    #[unsafe(super(NSObject))]
+    #[name = "AgentenvGuestPortListener"]
+    #[ivars = ListenerIvars]
+    struct GuestPortListener;
+
+    unsafe impl NSObjectProtocol for GuestPortListener {}
+
+    unsafe impl VZVirtioSocketListenerDelegate for GuestPortListener {
+        #[unsafe(method(listener:shouldAcceptNewConnection:fromSocketDevice:))]
+        fn should_accept(
+            &self,
+            _listener: &VZVirtioSocketListener,
+            connection: &VZVirtioSocketConnection,
+            _device: &VZVirtioSocketDevice,
+        ) -> bool {
+            // SAFETY: the connection's descriptor is open while VZ calls its delegate.
+            match dup_fd(unsafe { connection.fileDescriptor() }) {
+                Ok(fd) => {
+                    (self.ivars().on_connection)(fd);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!("a guest connection was refused: {e}");
+                    false
+                }
+            }
+        }
+    }
+);
+
+impl GuestPortListener {
+    fn new(on_connection: OnConnection) -> Retained<Self> {
+        let this = Self::alloc().set_ivars(ListenerIvars { on_connection });
+        // SAFETY: NSObject's init, on an object whose ivars are set.
+        unsafe { msg_send![super(this), init] }
+    }
 }
 
 /// The VM's state as VZ reports it.
@@ -213,7 +274,32 @@ impl Machine {
         Ok(Machine {
             queue,
             vm: ManuallyDrop::new(vm.into_inner()),
+            listeners: ManuallyDrop::new(Vec::new()),
         })
+    }
+
+    /// Hands each connection the guest makes to host port `port` to `on_connection`, as a
+    /// descriptor of its own (duplicated before VZ's delegate call returns). It runs on the
+    /// VM's queue: it should hand the work to a thread and return.
+    pub fn listen(&mut self, port: u32, on_connection: OnConnection) -> Result<()> {
+        let vm = OnQueue(&*self.vm);
+        let on_connection = OnQueue(on_connection);
+        let pair = on_queue(&self.queue, move || -> Result<_> {
+            let (vm, on_connection) = (vm.into_inner(), on_connection.into_inner());
+            let device = virtio_socket_device(vm)?;
+            let delegate = GuestPortListener::new(on_connection);
+            // SAFETY: on the VM's queue; the listener and its delegate are kept in `self`
+            // for as long as the VM lives.
+            let listener = unsafe { VZVirtioSocketListener::new() };
+            // SAFETY: as above.
+            unsafe {
+                listener.setDelegate(Some(ProtocolObject::from_ref(&*delegate)));
+                device.setSocketListener_forPort(&listener, port);
+            }
+            Ok(OnQueue((listener, delegate)))
+        })?;
+        self.listeners.push(pair.into_inner());
+        Ok(())
     }
 
     /// Starts the VM and waits until VZ says it runs (the kernel has been handed control).
@@ -262,13 +348,7 @@ impl Machine {
         let vm = OnQueue(&*self.vm);
         on_queue(&self.queue, move || -> Result<()> {
             let vm = vm.into_inner();
-            // SAFETY: on the VM's queue.
-            let devices = unsafe { vm.socketDevices() };
-            let device = devices
-                .firstObject()
-                .ok_or_else(|| anyhow!("the VM has no vsock device"))?
-                .downcast::<VZVirtioSocketDevice>()
-                .map_err(|_| anyhow!("the VM's socket device is not a virtio vsock device"))?;
+            let device = virtio_socket_device(vm)?;
             let done = RcBlock::new(
                 move |conn: *mut VZVirtioSocketConnection, err: *mut NSError| {
                     // SAFETY: VZ passes nil or live objects for the duration of the call.
@@ -325,10 +405,26 @@ impl Machine {
 impl Drop for Machine {
     fn drop(&mut self) {
         // The VM is released on its own queue, like every other use of it.
-        // SAFETY: `self.vm` is not used again after this.
-        let vm = OnQueue(unsafe { ManuallyDrop::take(&mut self.vm) });
-        on_queue(&self.queue, move || drop(vm.into_inner()));
+        // SAFETY: `self.vm` and `self.listeners` are not used again after this.
+        let both = OnQueue(unsafe {
+            (
+                ManuallyDrop::take(&mut self.vm),
+                ManuallyDrop::take(&mut self.listeners),
+            )
+        });
+        on_queue(&self.queue, move || drop(both.into_inner()));
     }
+}
+
+/// The VM's vsock device. Call on the VM's queue.
+fn virtio_socket_device(vm: &VZVirtualMachine) -> Result<Retained<VZVirtioSocketDevice>> {
+    // SAFETY: the caller is on the VM's queue.
+    let devices = unsafe { vm.socketDevices() };
+    devices
+        .firstObject()
+        .ok_or_else(|| anyhow!("the VM has no vsock device"))?
+        .downcast::<VZVirtioSocketDevice>()
+        .map_err(|_| anyhow!("the VM's socket device is not a virtio vsock device"))
 }
 
 fn dup_fd(fd: i32) -> Result<OwnedFd, String> {

@@ -4,6 +4,8 @@
 //! checks that this binary may.
 
 pub mod entitlement;
+#[cfg(target_os = "macos")]
+pub mod host;
 pub mod hybrid;
 #[cfg(target_os = "macos")]
 pub mod machine;
