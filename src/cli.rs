@@ -207,6 +207,11 @@ fn init_logging(verbose: u8) {
 
 /// Parses the command line, runs the verb, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    // A VM's /init: the guest side, never the command line.
+    #[cfg(target_os = "linux")]
+    if std::process::id() == 1 && std::env::args_os().next().is_some_and(|a| a == "/init") {
+        crate::guest::vm::main();
+    }
     // Only stdin, stdout and stderr pass into environments and targets.
     crate::process::close_inherited_fds();
     // The VZ backend's machine process: agentenv holding one VM (RUST_LOG sets its logging).

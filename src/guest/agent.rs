@@ -135,7 +135,7 @@ async fn handle(mut stream: UnixStream, ctx: Ctx) -> Result<()> {
 }
 
 /// Every process of the environment but the agent.
-fn processes() -> Vec<ProcInfo> {
+pub(crate) fn processes() -> Vec<ProcInfo> {
     let mut out: Vec<ProcInfo> = std::fs::read_dir("/proc")
         .map(|rd| {
             rd.flatten()
@@ -159,7 +159,7 @@ fn processes() -> Vec<ProcInfo> {
 }
 
 /// SIGTERM to every process, SIGKILL to what is left after `grace`, then reap.
-async fn stop_everything(reaper: &Reaper, grace: Duration) {
+pub(crate) async fn stop_everything(reaper: &Reaper, grace: Duration) {
     let all = Pid::from_raw(-1);
     if kill(all, Signal::SIGTERM).is_ok() {
         let deadline = Instant::now() + grace;

@@ -11,3 +11,5 @@ pub mod reaper;
 pub mod rootfs;
 pub mod session;
 pub mod syscall;
+pub mod vm;
+pub mod vm_agent;

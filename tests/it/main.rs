@@ -19,3 +19,4 @@ mod profile_install;
 mod profile_layout;
 mod rootless;
 pub mod support;
+mod vm;

@@ -3,7 +3,13 @@
 //! project and profile shared over virtio-fs, the guest agent reached over vsock. `spec` is the
 //! platform-neutral description, `qemu` its translation for Linux hosts.
 
+pub mod assets;
+pub mod boot;
+#[cfg(target_os = "linux")]
+pub mod capture;
 pub mod clone;
+#[cfg(target_os = "linux")]
+pub mod launch;
 pub mod qemu;
 pub mod spec;
 pub mod vz;

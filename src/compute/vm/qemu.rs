@@ -197,6 +197,8 @@ pub fn plan(spec: &VmSpec, tools: &Tools, accel: Accel, run_dir: &Path) -> Plan 
     serial.push(&kernel_log);
     q.opt("-serial", serial);
     q.opt("-monitor", "none");
+    // A guest that reboots (or panics, with panic=-1) ends the VM.
+    q.arg("-no-reboot");
 
     Plan {
         helpers,

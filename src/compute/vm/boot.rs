@@ -1,0 +1,113 @@
+//! What the host tells a VM's `/init` at boot, and what `/init` answers. The guest connects to
+//! the host's vsock port `BOOT_PORT` as soon as its vsock driver is loaded; the host sends one
+//! `BootConfig` (a JSON line) and the guest answers one `BootReply` once its agent listens on
+//! `agent_port`. The connection then stays open for the VM's life. The kernel command line
+//! carries nothing but the console: everything else is here, so every hypervisor passes it
+//! the same way.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The host port the guest's `/init` connects to.
+pub const BOOT_PORT: u32 = 1025;
+/// The guest port its agent listens on (apple/container's vminitd uses the same).
+pub const AGENT_PORT: u32 = 1024;
+/// The guest's CID (each VM has a vsock device of its own).
+pub const GUEST_CID: u32 = 3;
+
+/// Where a guest mount comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountSource {
+    /// The disk whose id (virtio serial) is `id`, holding a filesystem of type `fstype`.
+    Disk { id: String, fstype: String },
+    /// The virtio-fs share tagged `tag`.
+    Share { tag: String },
+}
+
+/// A mount in the environment's root, done in order (parents first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    pub source: MountSource,
+    /// An absolute path inside the environment.
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+/// The host's instructions to the guest's `/init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootConfig {
+    /// The host's agentenv version: a guest of another version refuses to serve it.
+    pub software: String,
+    /// The host's clock (the guest has no RTC under Virtualization.framework, nor a right one
+    /// under QEMU until told): seconds and nanoseconds since the epoch.
+    pub time_secs: i64,
+    pub time_nanos: u32,
+    /// The disk holding the guest's root (read-only, with an overlay on top).
+    pub root_disk: String,
+    pub mounts: Vec<GuestMount>,
+    pub hostname: String,
+    pub agent_port: u32,
+}
+
+/// The guest's answer: ready to serve, or why not (with the console's story on the host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BootReply {
+    Ready {
+        /// `uname -m` inside.
+        machine: String,
+        kernel: String,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+/// `agentenv <version>`, as both ends compare it.
+pub fn software() -> String {
+    format!("agentenv {}", env!("CARGO_PKG_VERSION"))
+}
+
+impl BootConfig {
+    /// The host's clock now.
+    pub fn now(root_disk: &str, mounts: Vec<GuestMount>, hostname: &str) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            software: software(),
+            time_secs: now.as_secs() as i64,
+            time_nanos: now.subsec_nanos(),
+            root_disk: root_disk.to_string(),
+            mounts,
+            hostname: hostname.to_string(),
+            agent_port: AGENT_PORT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_boot_config_is_one_json_line() {
+        let c = BootConfig::now(
+            "root",
+            vec![GuestMount {
+                source: MountSource::Share {
+                    tag: "project".into(),
+                },
+                target: "/src/app".into(),
+                read_only: false,
+            }],
+            "app",
+        );
+        let line = serde_json::to_string(&c).unwrap();
+        assert!(!line.contains('\n'));
+        assert_eq!(serde_json::from_str::<BootConfig>(&line).unwrap(), c);
+        assert!(c.time_secs > 1_700_000_000);
+    }
+}
