@@ -155,12 +155,12 @@ async fn handle(
         Request::Exec(mut spec) => {
             // Descriptors do not cross a VM's boundary: stdio always comes as frames.
             spec.passed_stdio = false;
-            run_exec(spec, stream, None, reaper).await
+            run_exec(spec, stream, None, reaper.clone()).await.map(|_| ())
         }
         Request::Ps => {
             let response = Response::Processes {
                 uptime_secs: uptime(),
-                processes: super::agent::processes(),
+                processes: super::agent::processes(&reaper),
             };
             write_frame(&mut stream, &Frame::Response(response)).await?;
             Ok(())

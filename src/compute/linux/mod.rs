@@ -137,7 +137,7 @@ impl Backend for LinuxNamespaces {
                 report_error(&pipe, &e);
                 return 1;
             }
-            run_agent(listener, move || {
+            run_agent(move || crate::guest::agent::unix_listener(listener), move || {
                 let _ = nix::unistd::write(&pipe, READY);
                 drop(pipe);
             })
