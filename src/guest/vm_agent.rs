@@ -155,7 +155,9 @@ async fn handle(
         Request::Exec(mut spec) => {
             // Descriptors do not cross a VM's boundary: stdio always comes as frames.
             spec.passed_stdio = false;
-            run_exec(spec, stream, None, reaper.clone()).await.map(|_| ())
+            run_exec(spec, stream, None, reaper.clone())
+                .await
+                .map(|_| ())
         }
         Request::Ps => {
             let response = Response::Processes {

@@ -88,6 +88,67 @@ impl BootConfig {
     }
 }
 
+/// Why the boot exchange failed, for the caller to tell with the console's story.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// The VM stopped, or never answered within the deadline: what happened.
+    NoGuest(String),
+    /// The host's side failed (accept, write): not the guest's fault.
+    Host(std::io::Error),
+}
+
+/// The host's side of the boot exchange, the same for every hypervisor: waits on `listener`
+/// (the host port `BOOT_PORT`'s listener) for the guest's connection, sends `config`, and
+/// reads the guest's answer, all before `deadline`. `vm_gone` is asked between polls whether
+/// the VM has stopped (and why).
+pub fn exchange(
+    listener: &std::os::unix::net::UnixListener,
+    config: &BootConfig,
+    deadline: std::time::Instant,
+    mut vm_gone: impl FnMut() -> Option<String>,
+) -> Result<(std::os::unix::net::UnixStream, BootReply), ExchangeError> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::{Duration, Instant};
+    listener
+        .set_nonblocking(true)
+        .map_err(ExchangeError::Host)?;
+    let conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(ExchangeError::Host(e)),
+        }
+        if let Some(why) = vm_gone() {
+            return Err(ExchangeError::NoGuest(format!(
+                "{why} before the guest answered"
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(ExchangeError::NoGuest(
+                "the VM did not come up in time".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    conn.set_nonblocking(false).map_err(ExchangeError::Host)?;
+    let mut line = serde_json::to_vec(config).map_err(|e| ExchangeError::Host(e.into()))?;
+    line.push(b'\n');
+    (&conn).write_all(&line).map_err(ExchangeError::Host)?;
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    conn.set_read_timeout(Some(remaining))
+        .map_err(ExchangeError::Host)?;
+    let mut answer = String::new();
+    BufReader::new(&conn)
+        .read_line(&mut answer)
+        .map_err(|e| ExchangeError::NoGuest(format!("no answer from the guest: {e}")))?;
+    conn.set_read_timeout(None).map_err(ExchangeError::Host)?;
+    let reply: BootReply = serde_json::from_str(&answer)
+        .map_err(|_| ExchangeError::NoGuest("the guest's boot answer is malformed".into()))?;
+    Ok((conn, reply))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! connections to the guest's ports. Dropping the `Vm` ends every process and removes its
 //! run directory.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -176,44 +176,20 @@ impl Vm {
             .insert(spawn(&plan.qemu, &self.run_dir.join("qemu.log"))?);
 
         let deadline = started + BOOT_TIMEOUT;
-        let conn = loop {
-            match listener.accept() {
-                Ok((c, _)) => break c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e).context("cannot accept the guest's boot connection"),
-            }
-            if let Some(status) = qemu.try_wait()? {
-                return Err(
-                    self.boot_failure(&format!("QEMU exited ({status}) before the guest answered"))
-                );
-            }
-            if Instant::now() > deadline {
-                return Err(self.boot_failure(&format!(
-                    "the VM did not come up within {} s",
-                    BOOT_TIMEOUT.as_secs()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let exchanged =
+            super::boot::exchange(&listener, config, deadline, || match qemu.try_wait() {
+                Ok(Some(status)) => Some(format!("QEMU exited ({status})")),
+                _ => None,
+            });
         drop(listener);
         let _ = std::fs::remove_file(&boot_listener_path);
-        conn.set_nonblocking(false)?;
-        let mut line = serde_json::to_vec(config)?;
-        line.push(b'\n');
-        (&conn)
-            .write_all(&line)
-            .context("cannot send the boot instructions")?;
-        let remaining = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1));
-        conn.set_read_timeout(Some(remaining))?;
-        let mut answer = String::new();
-        BufReader::new(&conn)
-            .read_line(&mut answer)
-            .map_err(|e| self.boot_failure(&format!("no answer from the guest: {e}")))?;
-        conn.set_read_timeout(None)?;
-        let reply: BootReply = serde_json::from_str(&answer)
-            .map_err(|_| self.boot_failure("the guest's boot answer is malformed"))?;
+        let (conn, reply) = match exchanged {
+            Ok(r) => r,
+            Err(super::boot::ExchangeError::NoGuest(what)) => return Err(self.boot_failure(&what)),
+            Err(super::boot::ExchangeError::Host(e)) => {
+                return Err(e).context("the boot exchange with the guest failed")
+            }
+        };
         if let BootReply::Failed { message } = &reply {
             return Err(self.boot_failure(&format!("the guest could not start: {message}")));
         }
