@@ -88,6 +88,14 @@ impl BootConfig {
     }
 }
 
+/// The last `lines` lines of a file, for the messages about a VM that did not come up.
+pub fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// Why the boot exchange failed, for the caller to tell with the console's story.
 #[derive(Debug)]
 pub enum ExchangeError {

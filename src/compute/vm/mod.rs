@@ -8,6 +8,7 @@ pub mod boot;
 #[cfg(target_os = "linux")]
 pub mod capture;
 pub mod clone;
+pub mod hybrid;
 #[cfg(target_os = "linux")]
 pub mod launch;
 pub mod qemu;

@@ -62,7 +62,7 @@ fn run(spec_path: &Path) -> Result<()> {
             Box::new(move |guest| {
                 let target = target.clone();
                 std::thread::spawn(move || match UnixStream::connect(&target) {
-                    Ok(host) => super::hybrid::relay(host, UnixStream::from(guest)),
+                    Ok(host) => crate::compute::vm::hybrid::relay(host, UnixStream::from(guest)),
                     Err(e) => tracing::warn!("guest connection to {}: {e}", target.display()),
                 });
             }),
@@ -79,7 +79,7 @@ fn run(spec_path: &Path) -> Result<()> {
 
     let m = Arc::clone(&machine);
     std::thread::spawn(move || {
-        super::hybrid::serve(listener, move |port| m.connect(port, CONNECT_TIMEOUT))
+        crate::compute::vm::hybrid::serve(listener, move |port| m.connect(port, CONNECT_TIMEOUT))
     });
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
