@@ -261,3 +261,30 @@ async fn pump(
     writer.abort();
     Ok(code)
 }
+
+/// `exec` on a connection already open to an agent (a VM's vsock, reached through its host
+/// socket): no descriptors cross, stdio goes as frames.
+pub fn exec_on(
+    stream: std::os::unix::net::UnixStream,
+    mut spec: ExecSpec,
+    forward_stdin: bool,
+) -> Result<i32> {
+    let rt = runtime()?;
+    let tty = spec.tty.is_some();
+    spec.passed_stdio = false;
+    let code = rt.block_on(async {
+        let signals = ForwardedSignals::install();
+        stream.set_nonblocking(true)?;
+        let mut stream = UnixStream::from_std(stream)?;
+        handshake(&mut stream).await?;
+        write_frame(&mut stream, &Frame::Request(Request::Exec(spec))).await?;
+        match response(&mut stream).await? {
+            Response::Started { .. } => {}
+            other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
+        }
+        let _raw = if tty { RawMode::enter() } else { None };
+        pump(stream, forward_stdin, tty, signals).await
+    });
+    rt.shutdown_background();
+    code
+}

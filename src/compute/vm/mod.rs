@@ -9,6 +9,10 @@ pub mod boot;
 pub mod capture;
 pub mod clone;
 #[cfg(target_os = "linux")]
+pub mod enter;
+#[cfg(target_os = "linux")]
+pub mod env;
+#[cfg(target_os = "linux")]
 pub mod launch;
 pub mod qemu;
 pub mod spec;
