@@ -84,8 +84,8 @@ pub struct EnvOptions {
     #[arg(long)]
     pub no_profile: bool,
 
-    /// Where the environment runs: `namespaces` (Linux's default) or `vm` (its own virtual
-    /// machine, booted from the assets `agentenv vm setup` installs).
+    /// Where the environment runs: `namespaces` (Linux's default), `vm`; also `backend = "..."`
+    /// in config.toml.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
 
@@ -173,6 +173,9 @@ pub enum Verb {
         /// Print the checks as JSON.
         #[arg(long)]
         json: bool,
+        /// Check this backend instead of the configured (or default) one.
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
     },
     /// A shell (or one command) inside a running container or process, with a toolbox's tools.
     #[cfg(target_os = "linux")]
@@ -231,7 +234,7 @@ pub fn main() -> ExitCode {
         Some(Verb::Exec(args)) => commands::exec::run(&args),
         Some(Verb::Ps { json }) => commands::ps::run(json),
         Some(Verb::Down(args)) => commands::down::run(&args),
-        Some(Verb::Doctor { json }) => commands::doctor::run(json),
+        Some(Verb::Doctor { json, backend }) => commands::doctor::run(json, backend.as_deref()),
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),
         Some(Verb::Profile(verb)) => commands::profile::run(&verb),

@@ -24,5 +24,6 @@ pub mod proto;
 pub mod runtime;
 pub mod store;
 pub mod terminal;
+pub mod transport;
 pub mod util;
 pub mod workspace;

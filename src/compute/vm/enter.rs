@@ -39,7 +39,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         profile: profile.as_deref(),
     })?;
     let devenv = env.devenv(&target, args.opts.refresh)?;
-    let ws = Workspace::with_devenv(target, state, devenv)?;
+    let ws = Workspace::with_devenv(target, state, devenv);
     let cwd_inside = ws.cwd_inside(&cwd);
     let mode = LaunchMode::for_command(&args.command);
     let all_tty = std::io::stdin().is_terminal()
@@ -47,7 +47,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         && std::io::stderr().is_terminal();
     let tty = all_tty.then(client::local_winsize).flatten();
     let spec = ws.exec_spec(&cwd_inside, &mode, tty, &[]);
-    let code = client::exec_on(env.vm.connect(super::boot::AGENT_PORT)?, spec, true)?;
+    let code = client::exec(&env.vm.agent(), spec, true)?;
     drop(env);
     Ok(code)
 }

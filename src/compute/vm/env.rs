@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::assets::Assets;
-use super::boot::{BootConfig, GuestMount, MountSource, AGENT_PORT, GUEST_CID};
+use super::boot::{BootConfig, GuestMount, MountSource, GUEST_CID};
 use super::capture::capture;
 use super::clone::clone_image;
 use super::launch::Vm;
@@ -208,7 +208,7 @@ impl VmEnv {
             stdin_script: false,
             passed_stdio: false,
         };
-        let out = capture(self.vm.connect(AGENT_PORT)?, spec)?;
+        let out = capture(&self.vm.agent(), spec)?;
         if out.code != 0 {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let mut d = Diagnostic::new(format!(

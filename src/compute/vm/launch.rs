@@ -4,7 +4,7 @@
 //! connections to the guest's ports. Dropping the `Vm` ends every process and removes its
 //! run directory.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -244,9 +244,12 @@ impl Vm {
             .into()
     }
 
-    /// Connects to the guest's vsock `port` (the hybrid protocol: `CONNECT`, then `OK`).
-    pub fn connect(&self, port: u32) -> Result<UnixStream> {
-        connect_hybrid(&self.spec.vsock.host_socket, port)
+    /// Where the guest agent answers: its vsock port, through the VM's hybrid socket.
+    pub fn agent(&self) -> crate::transport::AgentAddress {
+        crate::transport::AgentAddress::HybridVsock {
+            path: self.spec.vsock.host_socket.clone(),
+            port: super::boot::AGENT_PORT,
+        }
     }
 
     /// Every host-side process of the VM (QEMU and helpers).
@@ -270,32 +273,6 @@ impl Vm {
         }
         false
     }
-}
-
-/// Opens a connection to a guest port through a hybrid vsock socket.
-pub fn connect_hybrid(host_socket: &Path, port: u32) -> Result<UnixStream> {
-    let s = UnixStream::connect(host_socket)
-        .with_context(|| format!("cannot reach the VM's vsock at {}", host_socket.display()))?;
-    (&s).write_all(format!("CONNECT {port}\n").as_bytes())?;
-    // Byte by byte: what follows the line is the guest's.
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    while line.len() < 64 {
-        match (&s).read(&mut b)? {
-            0 => break,
-            _ if b[0] == b'\n' => break,
-            _ => line.push(b[0]),
-        }
-    }
-    s.set_read_timeout(None)?;
-    if !line.starts_with(b"OK ") {
-        anyhow::bail!(
-            "the VM refused a connection to its port {port}: {:?}",
-            String::from_utf8_lossy(&line)
-        );
-    }
-    Ok(s)
 }
 
 fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) -> Result<()> {
