@@ -60,11 +60,11 @@ mkdir -p "$debs"
 fetch() {
   local p
   for p in "$@"; do
-    ls "$debs/${p}_"*"_$deb.deb" "$debs/${p}_"*"_all.deb" >/dev/null 2>&1 && continue
+    compgen -G "$debs/${p}_*.deb" >/dev/null && continue
     # Architecture-independent packages have no :$deb variant.
     (cd "$debs" && { apt-get download -q "$p:$deb" 2>/dev/null || apt-get download -q "$p"; } 2>&1 |
       grep -v '^W: Download is performed unsandboxed' >&2 || true)
-    ls "$debs/${p}_"*.deb >/dev/null 2>&1 || { echo "error: cannot download $p:$deb" >&2; exit 1; }
+    compgen -G "$debs/${p}_*.deb" >/dev/null || { echo "error: cannot download $p:$deb" >&2; exit 1; }
   done
 }
 # extract DIR PKG...: unpacks the downloaded packages into DIR.
@@ -193,5 +193,6 @@ arch=$arch
 kernel=$kver
 agentenv=$version
 EOF
-(cd "$out" && sha256sum kernel initrd root.img store.img > SHA256SUMS)
+# (store.img is mostly holes: summing it would read 2 GiB of zeros)
+(cd "$out" && sha256sum kernel initrd root.img > SHA256SUMS)
 echo "$out: VM assets for $arch (kernel $kver)" >&2

@@ -88,6 +88,10 @@ pub struct EnvOptions {
     /// in config.toml.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
+
+    /// The VM guest's architecture (default: the host's).
+    #[arg(long, value_enum, value_name = "ARCH")]
+    pub arch: Option<crate::compute::vm::spec::Arch>,
 }
 
 /// Options of `agentenv up`.
@@ -180,6 +184,9 @@ pub enum Verb {
     /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
     #[command(subcommand, after_help = commands::profile::EXAMPLES)]
     Profile(commands::profile::ProfileVerb),
+    /// Virtual machines: install a set of VM assets (`vm setup DIR`).
+    #[command(subcommand)]
+    Vm(commands::vm::VmVerb),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -237,6 +244,7 @@ pub fn main() -> ExitCode {
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),
         Some(Verb::Profile(verb)) => commands::profile::run(&verb),
+        Some(Verb::Vm(verb)) => commands::vm::run(&verb),
         Some(Verb::Completions { shell }) => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -86,7 +86,8 @@ impl Workspace {
         }
     }
 
-    fn with_devenv(target: FlakeTarget, state: StateDirs, devenv: DevEnv) -> Self {
+    /// A workspace whose dev environment was evaluated elsewhere (a running one, a VM's guest).
+    pub fn with_devenv(target: FlakeTarget, state: StateDirs, devenv: DevEnv) -> Self {
         let env_dirs = EnvDirs::for_target(&state, &target);
         let project = project_dir(&target.root);
         let user = current_user(&project);
@@ -388,7 +389,7 @@ pub fn find_running(query: &str, cwd: &Path) -> Result<RunningEnv> {
 
 /// The directory shown read-write: the git repository around the flake (so the whole project
 /// can be worked on), or the flake's own directory; never a directory holding the user's home.
-fn project_dir(flake_root: &Path) -> PathBuf {
+pub(crate) fn project_dir(flake_root: &Path) -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     flake_root
         .ancestors()
@@ -398,7 +399,7 @@ fn project_dir(flake_root: &Path) -> PathBuf {
         .to_path_buf()
 }
 
-fn current_user(project: &Path) -> UserIdentity {
+pub(crate) fn current_user(project: &Path) -> UserIdentity {
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
     let pw = nix::unistd::User::from_uid(uid).ok().flatten();

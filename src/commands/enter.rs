@@ -13,6 +13,9 @@ use crate::proto::client;
 use crate::workspace::Workspace;
 
 pub fn run(args: &EnterArgs) -> Result<i32> {
+    if args.opts.backend.as_deref() == Some("vm") {
+        return crate::compute::vm::enter::run(args);
+    }
     let cwd = current_dir()?;
     let (path, _) = args.path.split_once('#').unwrap_or((&args.path, ""));
     // The stat first: building the verb list is not for the warm path.

@@ -9,3 +9,4 @@ pub mod exec;
 pub mod profile;
 pub mod ps;
 pub mod up;
+pub mod vm;

@@ -162,7 +162,7 @@ fn is_init() -> bool {
 }
 
 /// Every process of the environment but the agent.
-pub(crate) fn processes(reaper: &Reaper) -> Vec<ProcInfo> {
+fn processes(reaper: &Reaper) -> Vec<ProcInfo> {
     let started = reaper.watched();
     let mut out: Vec<ProcInfo> = std::fs::read_dir("/proc")
         .map(|rd| {
@@ -188,7 +188,7 @@ pub(crate) fn processes(reaper: &Reaper) -> Vec<ProcInfo> {
 
 /// SIGTERM to every process, SIGKILL to what is left after `grace`, then reap. Outside PID 1,
 /// "every process" is what the agent started (and the process groups they lead).
-pub(crate) async fn stop_everything(reaper: &Reaper, grace: Duration) {
+async fn stop_everything(reaper: &Reaper, grace: Duration) {
     let signal_all = |sig: Signal| -> bool {
         if is_init() {
             return kill(Pid::from_raw(-1), sig).is_ok();

@@ -287,6 +287,22 @@ fn setup(config: &BootConfig) -> Result<()> {
         MsFlags::empty(),
         Some("lowerdir=/mnt/lower,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work"),
     )?;
+    let new = Path::new(NEWROOT);
+    // Before the shares: a project under /tmp is mounted on top of this tmpfs, not hidden.
+    mount_fs(
+        "tmpfs",
+        &new.join("tmp"),
+        "tmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=1777"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        &new.join("run"),
+        "tmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
     for m in &config.mounts {
         let target = Path::new(NEWROOT).join(m.target.strip_prefix("/").unwrap_or(&m.target));
         let flags = if m.read_only {
@@ -302,21 +318,6 @@ fn setup(config: &BootConfig) -> Result<()> {
             MountSource::Share { tag } => mount_fs(tag, &target, "virtiofs", flags, None)?,
         }
     }
-    let new = Path::new(NEWROOT);
-    mount_fs(
-        "tmpfs",
-        &new.join("tmp"),
-        "tmpfs",
-        MsFlags::MS_NOSUID,
-        Some("mode=1777"),
-    )?;
-    mount_fs(
-        "tmpfs",
-        &new.join("run"),
-        "tmpfs",
-        MsFlags::MS_NOSUID,
-        Some("mode=0755"),
-    )?;
     for d in ["proc", "sys", "dev"] {
         let t = new.join(d);
         std::fs::create_dir_all(&t).ok();
@@ -329,6 +330,17 @@ fn setup(config: &BootConfig) -> Result<()> {
         )
         .with_context(|| format!("cannot move /{d} into the new root"))?;
     }
+    // agentenv itself inside, for what runs in the guest (the dev shell's evaluation).
+    let inside = new.join("usr/bin/agentenv");
+    std::fs::write(&inside, b"").context("cannot place agentenv in the guest root")?;
+    mount(
+        Some("/init"),
+        &inside,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context("cannot bind agentenv into the guest root")?;
     // An initramfs cannot be pivoted away from: move the new root over it and chroot.
     std::env::set_current_dir(new)?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)

@@ -1,31 +1,25 @@
-//! The guest agent of a VM, on vsock: the same requests and exec sessions as a namespace
-//! environment's agent (`guest::agent`, `guest::session`), over connections that come through
-//! the VM's vsock device. There is no peer uid to check: only the user who owns the VM's
-//! host-side socket can reach it.
+//! The guest agent of a VM, on vsock: `guest::agent` itself, taking its connections from a
+//! vsock listener. No peer uid can be named there: the VM's host-side socket (in a 0700
+//! directory) is what guards it.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{ready, Context as TaskContext, Poll};
-use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nix::sys::socket::{self, SockFlag};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::signal::unix::{signal, SignalKind};
 
-use super::reaper::Reaper;
-use super::session::run_exec;
+use super::agent::run_agent;
 use super::vm::log;
-use crate::proto::frame::handshake;
-use crate::proto::message::{Request, Response};
-use crate::proto::{read_frame, write_frame, Frame};
+use crate::transport::{Accept, BoxFuture, Transport};
 
-/// A connected stream socket (vsock here) driven by tokio's reactor.
-pub struct FdStream(AsyncFd<OwnedFd>);
+/// A connected vsock stream driven by tokio's reactor.
+pub struct VsockStream(AsyncFd<OwnedFd>);
 
-impl FdStream {
+impl VsockStream {
     pub fn new(fd: OwnedFd) -> std::io::Result<Self> {
         rustix::io::ioctl_fionbio(&fd, true)?;
         // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
@@ -34,7 +28,7 @@ impl FdStream {
     }
 }
 
-impl AsyncRead for FdStream {
+impl AsyncRead for VsockStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
@@ -57,7 +51,7 @@ impl AsyncRead for FdStream {
     }
 }
 
-impl AsyncWrite for FdStream {
+impl AsyncWrite for VsockStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
@@ -77,108 +71,59 @@ impl AsyncWrite for FdStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        let _ = socket::shutdown(self.0.get_ref().as_raw_fd(), socket::Shutdown::Write);
+        let _ = socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(self.0.get_ref()),
+            socket::Shutdown::Write,
+        );
         Poll::Ready(Ok(()))
     }
 }
 
-/// Serves the agent on `listener` until a shutdown request, or until the host closes the boot
-/// connection (it is gone, so is the VM's reason to run).
-pub fn serve(listener: OwnedFd, boot_conn: std::fs::File) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the agent's runtime")?;
-    rt.block_on(serve_async(listener, boot_conn))
-}
+impl Transport for VsockStream {}
 
-async fn serve_async(listener: OwnedFd, mut boot_conn: std::fs::File) -> Result<()> {
-    rustix::io::ioctl_fionbio(&listener, true)?;
-    // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
-    let listener = unsafe { AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)?;
-    let reaper = Reaper::default();
-    let reaping = tokio::spawn(reaper.clone().run());
-    let mut term = signal(SignalKind::terminate())?;
-    let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel::<Duration>(1);
-    // The host's end of the boot connection closing means the host side is gone.
-    let (host_gone_tx, mut host_gone) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 64];
-        while matches!(boot_conn.read(&mut b), Ok(n) if n > 0) {}
-        let _ = host_gone_tx.send(());
-    });
+/// A listening vsock socket, as the agent's source of connections.
+struct VsockListener(AsyncFd<OwnedFd>);
 
-    let grace = loop {
-        tokio::select! {
-            ready = listener.readable() => {
-                let mut guard = ready?;
-                match guard.try_io(|l| socket::accept4(l.get_ref(), SockFlag::SOCK_CLOEXEC).map_err(Into::into)) {
+impl Accept for VsockListener {
+    fn accept(&mut self) -> BoxFuture<'_, std::io::Result<Option<Box<dyn Transport>>>> {
+        Box::pin(async move {
+            loop {
+                let mut guard = self.0.readable().await?;
+                match guard.try_io(|l| {
+                    socket::accept4(l.get_ref(), SockFlag::SOCK_CLOEXEC).map_err(Into::into)
+                }) {
                     Ok(Ok(fd)) => {
-                        let reaper = reaper.clone();
-                        let shutdown = shutdown_tx.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = handle(fd, reaper, shutdown).await {
-                                log(&format!("connection: {e:#}"));
-                            }
-                        });
+                        return Ok(Some(Box::new(VsockStream::new(fd)?) as Box<dyn Transport>))
                     }
-                    Ok(Err(e)) => log(&format!("accept: {e}")),
-                    Err(_would_block) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_would_block) => continue,
                 }
             }
-            Some(grace) = shutdown_rx.recv() => break grace,
-            _ = term.recv() => break Duration::from_secs(5),
-            _ = &mut host_gone => {
-                log("the host closed the boot connection");
-                break Duration::from_millis(500);
-            }
-        }
-    };
-    super::agent::stop_everything(&reaper, grace).await;
-    reaping.abort();
-    Ok(())
-}
-
-async fn handle(
-    fd: OwnedFd,
-    reaper: Reaper,
-    shutdown: tokio::sync::mpsc::Sender<Duration>,
-) -> Result<()> {
-    let mut stream = FdStream::new(fd)?;
-    handshake(&mut stream).await?;
-    let request = match read_frame(&mut stream).await? {
-        Some(Frame::Request(r)) => r,
-        Some(other) => anyhow::bail!("expected a request, got {other:?}"),
-        None => return Ok(()),
-    };
-    match request {
-        Request::Exec(mut spec) => {
-            // Descriptors do not cross a VM's boundary: stdio always comes as frames.
-            spec.passed_stdio = false;
-            run_exec(spec, stream, None, reaper.clone())
-                .await
-                .map(|_| ())
-        }
-        Request::Ps => {
-            let response = Response::Processes {
-                uptime_secs: uptime(),
-                processes: super::agent::processes(&reaper),
-            };
-            write_frame(&mut stream, &Frame::Response(response)).await?;
-            Ok(())
-        }
-        Request::Shutdown { grace_ms } => {
-            write_frame(&mut stream, &Frame::Response(Response::ShuttingDown)).await?;
-            let _ = shutdown.send(Duration::from_millis(grace_ms)).await;
-            let _ = read_frame(&mut stream).await;
-            Ok(())
-        }
+        })
     }
 }
 
-fn uptime() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split('.').next()?.parse().ok())
-        .unwrap_or(0)
+/// Serves the agent on `listener` until a shutdown request, or until the host closes the boot
+/// connection (the host side is gone, so is the VM's reason to run); returns its exit code.
+pub fn serve(listener: OwnedFd, mut boot_conn: std::fs::File) -> Result<()> {
+    std::thread::spawn(move || {
+        let mut b = [0u8; 64];
+        while matches!(boot_conn.read(&mut b), Ok(n) if n > 0) {}
+        log("the host closed the boot connection: stopping");
+        // SAFETY: a signal to this process (PID 1), whose agent handles SIGTERM.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    });
+    let code = run_agent(
+        move || {
+            rustix::io::ioctl_fionbio(&listener, true)?;
+            // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
+            let fd = unsafe { AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)?;
+            Ok(VsockListener(fd))
+        },
+        || {},
+    );
+    if code != 0 {
+        anyhow::bail!("the agent ended with code {code}");
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agentenv::compute::vm::boot::{BootConfig, BootReply, GuestMount, MountSource, AGENT_PORT};
+use agentenv::compute::vm::boot::{BootConfig, BootReply, GuestMount, MountSource};
 use agentenv::compute::vm::capture::{capture, Captured};
 use agentenv::compute::vm::clone::clone_image;
 use agentenv::compute::vm::launch::Vm;
@@ -55,8 +55,7 @@ fn sh(script: &str) -> ExecSpec {
 }
 
 fn run(vm: &Vm, script: &str) -> Captured {
-    let conn = vm.connect(AGENT_PORT).expect("connect to the guest agent");
-    capture(conn, sh(script)).expect("exec in the guest")
+    capture(&vm.agent(), sh(script)).expect("exec in the guest")
 }
 
 fn text(b: &[u8]) -> String {

@@ -1,13 +1,12 @@
-//! Running a command in a VM's guest and keeping its output, over one agent connection: for
-//! what the host needs to read back (nix's evaluation of the dev environment, checks).
-
-use std::os::unix::net::UnixStream;
+//! Running a command in a VM's guest and keeping its output: for what the host needs to read
+//! back (nix's evaluation of the dev environment, checks).
 
 use anyhow::{Context, Result};
 
 use crate::proto::frame::handshake;
 use crate::proto::message::{ExecSpec, Request, Response};
 use crate::proto::{read_frame, write_frame, Frame};
+use crate::transport::AgentAddress;
 
 /// What a command printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,8 +16,8 @@ pub struct Captured {
     pub stderr: Vec<u8>,
 }
 
-/// Runs `spec` (its stdin closed) on the agent behind `stream` and collects its output.
-pub fn capture(stream: UnixStream, mut spec: ExecSpec) -> Result<Captured> {
+/// Runs `spec` (its stdin closed) on the agent at `agent` and collects its output.
+pub fn capture(agent: &AgentAddress, mut spec: ExecSpec) -> Result<Captured> {
     spec.passed_stdio = false;
     spec.tty = None;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -26,8 +25,10 @@ pub fn capture(stream: UnixStream, mut spec: ExecSpec) -> Result<Captured> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        stream.set_nonblocking(true)?;
-        let mut s = tokio::net::UnixStream::from_std(stream)?;
+        let mut s = agent
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the guest agent ({agent})"))?;
         handshake(&mut s).await?;
         write_frame(&mut s, &Frame::Request(Request::Exec(spec))).await?;
         write_frame(&mut s, &Frame::StdinClose).await?;

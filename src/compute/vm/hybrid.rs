@@ -1,18 +1,13 @@
 //! The hybrid vsock handshake (`CONNECT <port>\n`, answered `OK <port>\n`) through which the
-//! host reaches a VM's vsock ports, both ends: `connect` (the host's launchers, blocking; the
-//! agent's clients use `transport::vsock`) and `serve`, the socket a VZ VM's machine process
-//! offers, as vhost-device-vsock does for QEMU. Each served connection is joined to a fresh
+//! host reaches a VM's vsock ports, the serving end (the client is `transport::vsock`): the
+//! socket a VZ VM's machine process offers, as vhost-device-vsock does for QEMU. Each served connection is joined to a fresh
 //! guest connection and relayed both ways until each side closes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::{Context, Result};
 
 /// The longest handshake line accepted (`CONNECT 4294967295` and its newline).
 const MAX_LINE: u64 = 32;
@@ -26,32 +21,6 @@ pub fn parse_connect(line: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("not a CONNECT line: {line:?}"))?;
     port.parse()
         .map_err(|_| format!("not a vsock port: {port:?}"))
-}
-
-/// Opens a connection to a guest port through a hybrid vsock socket.
-pub fn connect(host_socket: &Path, port: u32) -> Result<UnixStream> {
-    let s = UnixStream::connect(host_socket)
-        .with_context(|| format!("cannot reach the VM's vsock at {}", host_socket.display()))?;
-    (&s).write_all(format!("CONNECT {port}\n").as_bytes())?;
-    // Byte by byte: what follows the line is the guest's.
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    while line.len() < 64 {
-        match (&s).read(&mut b)? {
-            0 => break,
-            _ if b[0] == b'\n' => break,
-            _ => line.push(b[0]),
-        }
-    }
-    s.set_read_timeout(None)?;
-    if !line.starts_with(b"OK ") {
-        anyhow::bail!(
-            "the VM refused a connection to its port {port}: {:?}",
-            String::from_utf8_lossy(&line)
-        );
-    }
-    Ok(s)
 }
 
 /// Serves `listener` until it fails: every connection in a thread of its own.

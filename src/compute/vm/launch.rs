@@ -213,9 +213,12 @@ impl Vm {
             .into()
     }
 
-    /// Connects to the guest's vsock `port` (the hybrid protocol: `CONNECT`, then `OK`).
-    pub fn connect(&self, port: u32) -> Result<UnixStream> {
-        super::hybrid::connect(&self.spec.vsock.host_socket, port)
+    /// Where the guest agent answers: its vsock port, through the VM's hybrid socket.
+    pub fn agent(&self) -> crate::transport::AgentAddress {
+        crate::transport::AgentAddress::HybridVsock {
+            path: self.spec.vsock.host_socket.clone(),
+            port: super::boot::AGENT_PORT,
+        }
     }
 
     /// Every host-side process of the VM (QEMU and helpers).

@@ -10,6 +10,10 @@ pub mod capture;
 pub mod clone;
 pub mod hybrid;
 #[cfg(target_os = "linux")]
+pub mod enter;
+#[cfg(target_os = "linux")]
+pub mod env;
+#[cfg(target_os = "linux")]
 pub mod launch;
 pub mod qemu;
 pub mod spec;

@@ -124,9 +124,12 @@ impl Vm {
             .into()
     }
 
-    /// Connects to the guest's vsock `port` through the machine process's hybrid socket.
-    pub fn connect(&self, port: u32) -> Result<UnixStream> {
-        crate::compute::vm::hybrid::connect(&self.spec.vsock.host_socket, port)
+    /// Where the guest agent answers: its vsock port, through the machine process's socket.
+    pub fn agent(&self) -> crate::transport::AgentAddress {
+        crate::transport::AgentAddress::HybridVsock {
+            path: self.spec.vsock.host_socket.clone(),
+            port: crate::compute::vm::boot::AGENT_PORT,
+        }
     }
 
     /// The host-side process of the VM (the machine process).
