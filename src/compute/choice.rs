@@ -12,11 +12,16 @@ use crate::diag::Diagnostic;
 static BACKENDS: &[&dyn Backend] = &[
     #[cfg(target_os = "linux")]
     &super::linux::LinuxNamespaces,
+    #[cfg(target_os = "macos")]
+    &super::vm::vz::backend::VzBackend,
 ];
 
-/// The backend used when none is named: namespaces on Linux, a VM elsewhere.
+/// The backend used when none is named: namespaces on Linux, Virtualization.framework on
+/// macOS, a VM elsewhere.
 pub const DEFAULT_BACKEND: &str = if cfg!(target_os = "linux") {
     "namespaces"
+} else if cfg!(target_os = "macos") {
+    "vz"
 } else {
     "vm"
 };

@@ -8,11 +8,11 @@ pub mod boot;
 #[cfg(target_os = "linux")]
 pub mod capture;
 pub mod clone;
-pub mod hybrid;
 #[cfg(target_os = "linux")]
 pub mod enter;
 #[cfg(target_os = "linux")]
 pub mod env;
+pub mod hybrid;
 #[cfg(target_os = "linux")]
 pub mod launch;
 pub mod qemu;

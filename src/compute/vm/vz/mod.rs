@@ -4,6 +4,8 @@
 //! the process that holds it, `launch` starts that process and boots the guest (the twin of
 //! `vm::launch`), `entitlement` checks that this binary may run VMs at all.
 
+#[cfg(target_os = "macos")]
+pub mod backend;
 pub mod entitlement;
 #[cfg(target_os = "macos")]
 pub mod host;
