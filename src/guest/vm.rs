@@ -127,9 +127,14 @@ fn send_reply(conn: &mut std::fs::File, reply: &BootReply) -> Result<()> {
 }
 
 fn set_clock(config: &BootConfig) {
+    set_clock_to(config.time_secs, config.time_nanos);
+}
+
+/// Sets the guest's clock (at boot, and from the host's later `ClockUpdate`s).
+pub(crate) fn set_clock_to(secs: i64, nanos: u32) {
     let ts = libc::timespec {
-        tv_sec: config.time_secs as libc::time_t,
-        tv_nsec: config.time_nanos as libc::c_long,
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as libc::c_long,
     };
     // SAFETY: clock_settime reads the timespec, which lives for the call.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {

@@ -2,7 +2,7 @@
 //! vsock listener. No peer uid can be named there: the VM's host-side socket (in a 0700
 //! directory) is what guards it.
 
-use std::io::Read;
+use std::io::BufRead;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{ready, Context as TaskContext, Poll};
@@ -107,8 +107,14 @@ impl Accept for VsockListener {
 /// connection (the host side is gone, so is the VM's reason to run); returns its exit code.
 pub fn serve(listener: OwnedFd, mut boot_conn: std::fs::File) -> Result<()> {
     std::thread::spawn(move || {
-        let mut b = [0u8; 64];
-        while matches!(boot_conn.read(&mut b), Ok(n) if n > 0) {}
+        // After the instructions, the host sends its clock (after it slept, and every minute).
+        for line in std::io::BufReader::new(&mut boot_conn).lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<crate::compute::vm::clock::ClockUpdate>(&line) {
+                Ok(u) => super::vm::set_clock_to(u.time_secs, u.time_nanos),
+                Err(_) => log(&format!("unknown line from the host: {line:?}")),
+            }
+        }
         log("the host closed the boot connection: stopping");
         // SAFETY: a signal to this process (PID 1), whose agent handles SIGTERM.
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };

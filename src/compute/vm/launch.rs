@@ -186,6 +186,10 @@ impl Vm {
         if let BootReply::Failed { message } = &reply {
             return Err(self.boot_failure(&format!("the guest could not start: {message}")));
         }
+        // The guest has no clock of its own: it follows the host's after sleep too.
+        if let Ok(c) = conn.try_clone() {
+            super::clock::keep_in_step(c);
+        }
         self.boot_conn = Some(conn);
         self.reply = Some(reply);
         self.boot_time = started.elapsed();

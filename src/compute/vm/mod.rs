@@ -7,6 +7,7 @@ pub mod assets;
 pub mod boot;
 #[cfg(target_os = "linux")]
 pub mod capture;
+pub mod clock;
 pub mod clone;
 #[cfg(target_os = "linux")]
 pub mod enter;

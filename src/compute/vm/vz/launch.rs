@@ -89,6 +89,10 @@ impl Vm {
         if let BootReply::Failed { message } = &reply {
             return Err(vm.boot_failure(&format!("the guest could not start: {message}")));
         }
+        // The guest has no clock of its own: it follows the host's after sleep too.
+        if let Ok(c) = conn.try_clone() {
+            crate::compute::vm::clock::keep_in_step(c);
+        }
         vm.boot_conn = Some(conn);
         vm.reply = Some(reply);
         vm.boot_time = started.elapsed();
