@@ -88,6 +88,15 @@ impl BootConfig {
     }
 }
 
+/// Logs a boot phase with its time since `since`: what `-v` shows of a VM's start (VM created,
+/// kernel started, agent ready, dev env ready), whatever the hypervisor.
+pub fn phase(name: &str, since: std::time::Instant) {
+    tracing::debug!(
+        "boot phase: {name} after {} ms",
+        since.elapsed().as_millis()
+    );
+}
+
 /// The last `lines` lines of a file, for the messages about a VM that did not come up.
 pub fn tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();

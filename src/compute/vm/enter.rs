@@ -30,6 +30,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         args.opts.profile.clone()
     };
     let home_source = env_dirs.home();
+    let t0 = std::time::Instant::now();
     let env = VmEnv::boot(&VmEnvPlan {
         state: &state,
         env_dirs: &env_dirs,
@@ -38,7 +39,9 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         home: (&home_source, &user.home),
         profile: profile.as_deref(),
     })?;
+    super::boot::phase("agent ready", t0);
     let devenv = env.devenv(&target, args.opts.refresh)?;
+    super::boot::phase("dev env ready", t0);
     let ws = Workspace::with_devenv(target, state, devenv);
     let cwd_inside = ws.cwd_inside(&cwd);
     let mode = LaunchMode::for_command(&args.command);

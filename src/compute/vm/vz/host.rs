@@ -8,7 +8,7 @@
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, Signal};
@@ -37,7 +37,6 @@ pub fn main(spec_path: &Path) -> i32 {
 }
 
 fn run(spec_path: &Path) -> Result<()> {
-    let t0 = Instant::now();
     let spec: VmSpec = serde_json::from_slice(
         &std::fs::read(spec_path)
             .with_context(|| format!("cannot read {}", spec_path.display()))?,
@@ -54,7 +53,7 @@ fn run(spec_path: &Path) -> Result<()> {
     signals.thread_block().context("cannot block signals")?;
 
     let mut machine = Machine::create(&plan)?;
-    phase("VM created", t0);
+    phase("VM created");
     for &port in &plan.vsock.host_ports {
         let target = spec.vsock.host_listener(port);
         machine.listen(
@@ -75,7 +74,7 @@ fn run(spec_path: &Path) -> Result<()> {
 
     let machine = Arc::new(machine);
     machine.start(START_TIMEOUT)?;
-    phase("kernel started", t0);
+    phase("kernel started");
 
     let m = Arc::clone(&machine);
     std::thread::spawn(move || {
@@ -107,7 +106,15 @@ fn run(spec_path: &Path) -> Result<()> {
     stopped
 }
 
-/// A boot phase and its time since the machine process started, for `-v`.
-fn phase(name: &str, t0: Instant) {
-    tracing::debug!("boot phase: {name} after {} ms", t0.elapsed().as_millis());
+/// The prefix of a phase line in the machine process's log; `launch` reads them back for `-v`.
+pub const PHASE_PREFIX: &str = "agentenv-phase ";
+
+/// Notes a boot phase in the log (stderr) with its wall-clock time in milliseconds: the
+/// launcher, in another process, puts it in its own timeline.
+fn phase(name: &str) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    eprintln!("{PHASE_PREFIX}{ms} {name}");
 }

@@ -41,6 +41,7 @@ impl Vm {
         std::fs::create_dir_all(run_dir)
             .with_context(|| format!("cannot create {}", run_dir.display()))?;
         let started = Instant::now();
+        let started_wall = std::time::SystemTime::now();
         let description = run_dir.join("vm.json");
         crate::util::write_atomic(&description, &serde_json::to_vec(&spec)?)?;
 
@@ -96,11 +97,26 @@ impl Vm {
         vm.boot_conn = Some(conn);
         vm.reply = Some(reply);
         vm.boot_time = started.elapsed();
-        tracing::debug!(
-            "boot phase: agent ready after {} ms",
-            vm.boot_time.as_millis()
-        );
+        vm.report_machine_phases(started_wall);
         Ok(vm)
+    }
+
+    /// The machine process's boot phases (VM created, kernel started), logged for `-v` with
+    /// their times since this launch began.
+    fn report_machine_phases(&self, started: std::time::SystemTime) {
+        let since = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let log = std::fs::read_to_string(self.run_dir.join("machine.log")).unwrap_or_default();
+        for (ms, name) in log
+            .lines()
+            .filter_map(|l| l.strip_prefix(super::host::PHASE_PREFIX)?.split_once(' '))
+        {
+            if let Ok(ms) = ms.parse::<u128>() {
+                tracing::debug!("boot phase: {name} after {} ms", ms.saturating_sub(since));
+            }
+        }
     }
 
     /// An error for a VM that did not come up, with the console's and the machine process's
