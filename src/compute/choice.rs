@@ -12,6 +12,8 @@ use crate::diag::Diagnostic;
 static BACKENDS: &[&dyn Backend] = &[
     #[cfg(target_os = "linux")]
     &super::linux::LinuxNamespaces,
+    #[cfg(target_os = "linux")]
+    &super::vm::backend::VmBackend,
 ];
 
 /// The backend used when none is named: namespaces on Linux, a VM elsewhere.
