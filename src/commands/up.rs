@@ -13,6 +13,9 @@ use crate::runtime::RunState;
 use crate::workspace::Workspace;
 
 pub fn run(args: &UpArgs) -> Result<i32> {
+    if crate::compute::vm::enter::wanted(args.opts.backend.as_deref())? {
+        return crate::compute::vm::up::run(args);
+    }
     let cwd = current_dir()?;
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
     let backend = ws.choose_backend(args.opts.backend.as_deref())?;

@@ -18,6 +18,12 @@ pub enum VmVerb {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// The supervisor of a VM started by `up` (its plan as JSON).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(value_name = "PLAN")]
+        plan: String,
+    },
     /// Inside a VM: evaluate a dev shell and print it as JSON.
     #[command(hide = true)]
     Eval {
@@ -41,6 +47,7 @@ pub fn run(verb: &VmVerb) -> Result<i32> {
             );
             Ok(0)
         }
+        VmVerb::Supervise { plan } => crate::compute::vm::up::supervise(plan),
         VmVerb::Eval { path, refresh } => {
             let cwd = crate::cli::current_dir()?;
             let target = crate::nix::flake::FlakeTarget::resolve(path, &cwd)?;

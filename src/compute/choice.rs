@@ -12,6 +12,8 @@ use crate::diag::Diagnostic;
 static BACKENDS: &[&dyn Backend] = &[
     #[cfg(target_os = "linux")]
     &super::linux::LinuxNamespaces,
+    #[cfg(target_os = "linux")]
+    &super::vm::backend::VmBackend,
     #[cfg(target_os = "macos")]
     &super::vm::vz::backend::VzBackend,
 ];

@@ -20,3 +20,4 @@ mod profile_layout;
 mod rootless;
 pub mod support;
 mod vm;
+mod vm_backend;

@@ -16,6 +16,15 @@ use crate::paths::StateDirs;
 use crate::proto::client;
 use crate::workspace::{current_user, project_dir, Workspace};
 
+/// Whether `--backend` (else config.toml) names this backend.
+pub fn wanted(arg: Option<&str>) -> Result<bool> {
+    if let Some(a) = arg {
+        return Ok(a == "vm");
+    }
+    let config = StateDirs::from_env()?.config.join("config.toml");
+    Ok(crate::compute::choice::named_backend(None, &config)?.name() == "vm")
+}
+
 pub fn run(args: &EnterArgs) -> Result<i32> {
     let cwd = current_dir()?;
     let target = FlakeTarget::resolve(&args.path, &cwd)?;
@@ -38,6 +47,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         project: &project,
         home: (&home_source, &user.home),
         profile: profile.as_deref(),
+        run_dir: None,
     })?;
     super::boot::phase("agent ready", t0);
     let devenv = env.devenv(&target, args.opts.refresh)?;

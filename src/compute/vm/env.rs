@@ -58,6 +58,9 @@ pub struct VmEnvPlan<'a> {
     /// The environment's home (host directory) and where it is inside.
     pub home: (&'a Path, &'a Path),
     pub profile: Option<&'a Path>,
+    /// Where the VM's sockets and logs go (default: a directory of its own under the runtime
+    /// directory).
+    pub run_dir: Option<PathBuf>,
 }
 
 impl VmEnv {

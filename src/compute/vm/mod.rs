@@ -4,6 +4,8 @@
 //! platform-neutral description, `qemu` its translation for Linux hosts.
 
 pub mod assets;
+#[cfg(target_os = "linux")]
+pub mod backend;
 pub mod boot;
 #[cfg(target_os = "linux")]
 pub mod capture;
@@ -18,4 +20,6 @@ pub mod hybrid;
 pub mod launch;
 pub mod qemu;
 pub mod spec;
+#[cfg(target_os = "linux")]
+pub mod up;
 pub mod vz;
