@@ -16,13 +16,21 @@ use crate::paths::StateDirs;
 use crate::proto::client;
 use crate::workspace::{current_user, project_dir, Workspace};
 
-/// Whether `--backend` (else config.toml) names this backend.
+/// The backend whose environments this flow runs: QEMU's on Linux, Virtualization.framework's
+/// on macOS (the same VM, guest and flow; `vz` is only the machine under it).
+pub const BACKEND: &str = if cfg!(target_os = "macos") {
+    "vz"
+} else {
+    "vm"
+};
+
+/// Whether `--backend` (else config.toml, else the default) names this backend.
 pub fn wanted(arg: Option<&str>) -> Result<bool> {
     if let Some(a) = arg {
-        return Ok(a == "vm");
+        return Ok(a == BACKEND);
     }
     let config = StateDirs::from_env()?.config.join("config.toml");
-    Ok(crate::compute::choice::named_backend(None, &config)?.name() == "vm")
+    Ok(crate::compute::choice::named_backend(None, &config)?.name() == BACKEND)
 }
 
 pub fn run(args: &EnterArgs) -> Result<i32> {

@@ -12,9 +12,13 @@ use super::assets::Assets;
 use super::boot::{BootConfig, GuestMount, MountSource, GUEST_CID};
 use super::capture::capture;
 use super::clone::clone_image;
+#[cfg(target_os = "linux")]
 use super::launch::Vm;
+#[cfg(target_os = "linux")]
 use super::qemu::Tools;
 use super::spec::{Arch, Console, Disk, Share, VmSpec, Vsock};
+#[cfg(target_os = "macos")]
+use super::vz::launch::Vm;
 use crate::diag::Diagnostic;
 use crate::envs::EnvDirs;
 use crate::nix::devenv::DevEnv;
@@ -67,6 +71,7 @@ impl VmEnv {
     /// Boots the environment's VM.
     pub fn boot(plan: &VmEnvPlan) -> Result<Self> {
         let assets = Assets::installed(plan.state, plan.arch)?;
+        #[cfg(target_os = "linux")]
         let tools = Tools::find(plan.arch)?;
         let store = store_disk(plan.env_dirs, &assets)?;
         let lock = std::fs::OpenOptions::new()
@@ -169,7 +174,11 @@ impl VmEnv {
             },
         };
         let config = BootConfig::now("root", mounts, "agentenv");
+        #[cfg(target_os = "linux")]
         let vm = Vm::start(spec, &tools, &run_dir, &config)?;
+        // Virtualization.framework: the VM in a machine process of its own (`vz::host`).
+        #[cfg(target_os = "macos")]
+        let vm = Vm::start(spec, &run_dir, &config)?;
         tracing::debug!(boot = ?vm.boot_time, "{name} is up");
         Ok(Self {
             vm,

@@ -7,19 +7,19 @@ pub mod assets;
 #[cfg(target_os = "linux")]
 pub mod backend;
 pub mod boot;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod capture;
 pub mod clock;
 pub mod clone;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod enter;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod env;
 pub mod hybrid;
 #[cfg(target_os = "linux")]
 pub mod launch;
 pub mod qemu;
 pub mod spec;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod up;
 pub mod vz;

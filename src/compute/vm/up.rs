@@ -64,7 +64,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     };
     let _lock = runtime.lock_for_start(&id)?;
     if let Some(running) = runtime.get(&id) {
-        if running.state.backend != "vm" || running.state.profile != profile {
+        if running.state.backend != super::enter::BACKEND || running.state.profile != profile {
             return Err(Diagnostic::new(format!(
                 "{id} is running already, with --backend {}",
                 running.state.backend
@@ -111,7 +111,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
             let _ = child.wait();
             let _ = std::fs::remove_dir_all(&dir);
             return Err(Diagnostic::new(format!("the VM of {id} did not start"))
-                .detail(super::launch::tail(&log_path, 15))
+                .detail(super::boot::tail(&log_path, 15))
                 .into());
         }
     };
@@ -131,7 +131,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
         profile,
         // The VM has no network device.
         network: Network::None,
-        backend: "vm".into(),
+        backend: super::enter::BACKEND.into(),
         instance: Instance::of_process(pid, agent),
         started_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
