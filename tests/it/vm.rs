@@ -197,6 +197,25 @@ fn an_aarch64_guest_boots_and_serves_exec_over_vsock() {
         "guest clock {guest}, host {host}"
     );
 
+    // A clock pushed later (as after the host slept) is the guest's clock from then on.
+    let ahead = agentenv::compute::vm::clock::ClockUpdate {
+        time_secs: host + 86_400,
+        time_nanos: 0,
+    };
+    vm.push_clock(ahead).unwrap();
+    let moved = (0..50).any(|_| {
+        let out = run(&vm, "date +%s");
+        let guest: i64 = text(&out.stdout).trim().parse().unwrap();
+        if (guest - (host + 86_400)).abs() < 30 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(moved, "the guest's clock did not follow the pushed one");
+    vm.push_clock(agentenv::compute::vm::clock::ClockUpdate::now())
+        .unwrap();
+
     // Lines logged before the console existed reached it.
     let console = std::fs::read_to_string(work.path().join("console.log")).unwrap();
     assert!(console.contains("modules loaded"), "{console}");

@@ -225,6 +225,15 @@ impl Vm {
         }
     }
 
+    /// Sets the guest's clock now (as after the host slept): one line on the boot connection.
+    pub fn push_clock(&self, update: super::clock::ClockUpdate) -> Result<()> {
+        let mut conn = self
+            .boot_conn
+            .as_ref()
+            .context("the VM has no boot connection")?;
+        std::io::Write::write_all(&mut conn, &update.line()).context("cannot reach the guest")
+    }
+
     /// Every host-side process of the VM (QEMU and helpers).
     pub fn pids(&self) -> Vec<u32> {
         self.qemu
