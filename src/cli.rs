@@ -98,6 +98,15 @@ pub struct EnvOptions {
     /// and ~/.agent-memory/, committed when the session ends.
     #[arg(long, value_name = "NAME", conflicts_with = "no_profile")]
     pub agent: Option<String>,
+
+    /// Where the environment runs: `namespaces` (Linux's default), `vm`; also `backend = "..."`
+    /// in config.toml.
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+
+    /// The VM guest's architecture (default: the host's).
+    #[arg(long, value_enum, value_name = "ARCH")]
+    pub arch: Option<crate::compute::vm::spec::Arch>,
 }
 
 /// Options of `agentenv up`.
@@ -215,6 +224,9 @@ pub enum Verb {
         /// Print the checks as JSON.
         #[arg(long)]
         json: bool,
+        /// Check this backend instead of the configured (or default) one.
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
     },
     /// A shell (or one command) inside a running container or process, with a toolbox's tools.
     #[cfg(target_os = "linux")]
@@ -231,6 +243,9 @@ pub enum Verb {
     /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
     #[command(subcommand, after_help = commands::profile::EXAMPLES)]
     Profile(commands::profile::ProfileVerb),
+    /// Virtual machines: install a set of VM assets (`vm setup DIR`).
+    #[command(subcommand)]
+    Vm(commands::vm::VmVerb),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell): verbs, flags,
     /// running environments and containers. E.g. `source <(agentenv completions bash)`.
     Completions {
@@ -264,8 +279,19 @@ fn init_logging(verbose: u8) {
 pub fn main() -> ExitCode {
     // A completion script asking for candidates: answered and exited.
     commands::completions::complete_if_asked();
+    // A VM's /init: the guest side, never the command line.
+    #[cfg(target_os = "linux")]
+    if std::process::id() == 1 && std::env::args_os().next().is_some_and(|a| a == "/init") {
+        crate::guest::vm::main();
+    }
     // Only stdin, stdout and stderr pass into environments and targets.
     crate::process::close_inherited_fds();
+    // The VZ backend's machine process: agentenv holding one VM (RUST_LOG sets its logging).
+    #[cfg(target_os = "macos")]
+    if let Some(spec) = std::env::var_os(crate::compute::vm::vz::host::MACHINE_ENV) {
+        init_logging(0);
+        return ExitCode::from(crate::compute::vm::vz::host::main(spec.as_ref()) as u8);
+    }
     // An empty AGENTENV_PROFILE means none (as shells make it with `AGENTENV_PROFILE=`); clap
     // would take it for an empty --profile. No other thread runs yet.
     if std::env::var_os("AGENTENV_PROFILE").is_some_and(|v| v.is_empty()) {
@@ -292,7 +318,7 @@ pub fn main() -> ExitCode {
         Some(Verb::Down(args)) => commands::down::run(&args),
         Some(Verb::Ls { json }) => commands::ls::run(json),
         Some(Verb::Gc(args)) => commands::gc::run(&args),
-        Some(Verb::Doctor { json }) => commands::doctor::run(json),
+        Some(Verb::Doctor { json, backend }) => commands::doctor::run(json, backend.as_deref()),
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),
         #[cfg(target_os = "linux")]
@@ -300,6 +326,7 @@ pub fn main() -> ExitCode {
         #[cfg(target_os = "linux")]
         Some(Verb::Memory(verb)) => commands::memory::run(&verb),
         Some(Verb::Profile(verb)) => commands::profile::run(&verb),
+        Some(Verb::Vm(verb)) => commands::vm::run(&verb),
         Some(Verb::Completions { shell }) => commands::completions::run(shell),
         Some(Verb::Man) => commands::man::run(),
     };

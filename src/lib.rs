@@ -29,5 +29,6 @@ pub mod runtime;
 pub mod store;
 pub mod terminal;
 pub mod typo;
+pub mod transport;
 pub mod util;
 pub mod workspace;

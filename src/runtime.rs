@@ -1,5 +1,6 @@
-//! Running environments. Each has a directory under the runtime directory (mode 0700) holding
-//! its agent's socket (0600), a state file, the agent's log, and a lock held while it starts.
+//! Running environments, whatever their backend. Each has a directory under the runtime
+//! directory (mode 0700) holding a state file (which backend, how to reach its agent, what an
+//! exec needs), the agent's log, the backend's sockets, and a lock held while it starts.
 //! Finds them by id, id prefix, name or project, and cleans up after ones that died.
 
 use std::fs::File;
@@ -13,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::diag::Diagnostic;
 use crate::util::write_atomic;
 
-/// What `ps` shows of a running environment, and how to find its agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What `ps` shows of a running environment, how to find its agent, and what an exec into it
+/// needs (so that it needs no nix on the host).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
     pub id: String,
     pub name: Option<String>,
@@ -23,14 +25,24 @@ pub struct RunState {
     pub shell: String,
     pub profile: Option<PathBuf>,
     pub network: crate::compute::Network,
-    /// The agent's pid on the host, and its start time (to tell a reused pid).
-    pub pid: i32,
-    pub pid_start: u64,
+    /// The backend that runs it.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Its host process and its agent's address.
+    #[serde(flatten)]
+    pub instance: crate::compute::Instance,
     /// Seconds since the epoch.
     pub started_at: u64,
     /// The agent whose memory the environment shows (`up --agent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The dev environment it was started with: execs use it as it is, without nix.
+    #[serde(default)]
+    pub devenv: Option<crate::nix::devenv::DevEnv>,
+}
+
+fn default_backend() -> String {
+    "namespaces".into()
 }
 
 #[derive(Debug, Clone)]
@@ -40,8 +52,9 @@ pub struct RunningEnv {
 }
 
 impl RunningEnv {
-    pub fn socket(&self) -> PathBuf {
-        self.dir.join("agent.sock")
+    /// Where its agent answers.
+    pub fn agent(&self) -> &crate::transport::AgentAddress {
+        &self.state.instance.agent
     }
 }
 
@@ -57,6 +70,7 @@ pub struct Runtime {
 
 /// The start time of a living (not zombie) `pid`, in clock ticks since boot (field 22 of
 /// /proc/PID/stat). An agent whose parent has gone stays a zombie until init reaps it.
+#[cfg(target_os = "linux")]
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; fields resume after the last ')'.
@@ -65,6 +79,29 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
         return None;
     }
     fields.nth(18)?.parse().ok()
+}
+
+/// The start time of a living (not zombie) `pid`, in microseconds since the epoch (macOS has
+/// no /proc: the kernel's BSD info for the process).
+#[cfg(target_os = "macos")]
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    // SAFETY: proc_bsdinfo is plain integers and byte arrays, valid when zeroed.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: the buffer is a proc_bsdinfo of `size` bytes that lives across the call.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&mut info as *mut libc::proc_bsdinfo).cast(),
+            size,
+        )
+    };
+    if n != size || info.pbi_status == libc::SZOMB {
+        return None;
+    }
+    Some(info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
 }
 
 impl Runtime {
@@ -90,25 +127,6 @@ impl Runtime {
         Ok(StartLock { _lock: lock })
     }
 
-    /// Binds the agent's socket for `id`, owner-only. The socket's path must fit in a
-    /// sockaddr_un (107 bytes).
-    pub fn bind_socket(&self, id: &str) -> Result<std::os::unix::net::UnixListener> {
-        let path = self.env_dir(id).join("agent.sock");
-        if path.as_os_str().len() > 107 {
-            return Err(Diagnostic::new(format!(
-                "the socket path {} is too long for a unix socket",
-                path.display()
-            ))
-            .hint("point XDG_RUNTIME_DIR or AGENTENV_HOME at a shorter directory")
-            .into());
-        }
-        let _ = std::fs::remove_file(&path);
-        let listener = std::os::unix::net::UnixListener::bind(&path)
-            .with_context(|| format!("cannot listen on {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(listener)
-    }
-
     pub fn record(&self, state: &RunState) -> Result<()> {
         write_atomic(
             &self.env_dir(&state.id).join("state.json"),
@@ -121,7 +139,7 @@ impl Runtime {
         let dir = self.env_dir(id);
         let data = std::fs::read(dir.join("state.json")).ok()?;
         let state: RunState = serde_json::from_slice(&data).ok()?;
-        if process_start_time(state.pid) == Some(state.pid_start) {
+        if state.instance.is_alive() {
             return Some(RunningEnv { state, dir });
         }
         tracing::debug!(id, "removing the state of a stopped environment");
@@ -188,10 +206,16 @@ mod tests {
             shell: "default".into(),
             profile: None,
             network: crate::compute::Network::Host,
-            pid,
-            pid_start: process_start_time(pid).unwrap_or(0),
+            backend: "namespaces".into(),
+            instance: crate::compute::Instance::of_process(
+                pid,
+                crate::transport::AgentAddress::Unix {
+                    path: "/nonexistent".into(),
+                },
+            ),
             started_at: 0,
             agent: None,
+            devenv: None,
         }
     }
 
@@ -206,7 +230,7 @@ mod tests {
         }
         let _l = rt.lock_for_start("gone-3333").unwrap();
         let mut dead = state("gone-3333", me);
-        dead.pid_start += 1;
+        dead.instance.pid_start += 1;
         rt.record(&dead).unwrap();
 
         assert_eq!(rt.list().len(), 2);

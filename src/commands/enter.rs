@@ -7,8 +7,6 @@ use std::io::IsTerminal;
 use anyhow::Result;
 
 use crate::cli::{current_dir, EnterArgs};
-use crate::compute::linux::LinuxNamespaces;
-use crate::compute::Compute;
 use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
 use crate::memory::run as memory;
@@ -16,6 +14,9 @@ use crate::proto::client;
 use crate::workspace::Workspace;
 
 pub fn run(args: &EnterArgs) -> Result<i32> {
+    if crate::compute::vm::enter::wanted(args.opts.backend.as_deref())? {
+        return crate::compute::vm::enter::run(args);
+    }
     let cwd = current_dir()?;
     let (path, _) = args.path.split_once('#').unwrap_or((&args.path, ""));
     // The stat first: building the verb list is not for the warm path.
@@ -50,6 +51,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         return Ok(2);
     }
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
+    let backend = ws.choose_backend(args.opts.backend.as_deref())?;
     let agent = match &args.opts.agent {
         Some(name) => Some(memory::for_workspace(
             &mut ws,
@@ -69,7 +71,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
     let running = ws
         .runtime()
         .get(&ws.env_dirs.id)
-        .filter(|r| r.state.network == args.opts.network);
+        .filter(|r| r.state.network == args.opts.network && r.state.backend == backend.name());
     if let Some(r) = &running {
         if r.state.agent != args.opts.agent {
             return Err(memory::running_as_other(
@@ -98,8 +100,8 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         }
     }
     ws.use_profile(profile)?;
-    let socket = running.as_ref().map(|r| r.socket());
-    ws.run_profile_hook(&LinuxNamespaces, args.opts.network, socket.as_deref())?;
+    let agent_addr = running.as_ref().map(|r| r.agent().clone());
+    ws.run_profile_hook(backend, args.opts.network, agent_addr.as_ref())?;
     if let Some(running) = running {
         tracing::debug!(id = %running.state.id, "using the running environment");
         // A terminal inside only when the command would have had one here: all three stdio
@@ -110,7 +112,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         let tty = all_tty.then(client::local_winsize).flatten();
         let spec = ws.exec_spec(&cwd_inside, &mode, tty, &[]);
         let started = crate::memory::provenance::now();
-        let code = client::exec(&running.socket(), spec, true)?;
+        let code = client::exec(running.agent(), spec, true)?;
         if let Some(name) = &args.opts.agent {
             memory::land_exec(name, &running.state.id, &args.command, started);
         }
@@ -132,7 +134,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
             ws.env_dirs.id
         );
     }
-    let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network, &layer), &launch);
+    let code = backend.run(&ws.sandbox_spec(args.opts.network, &layer), &launch);
     drop(layer);
     if let Some(lander) = lander {
         lander.finish()?;

@@ -17,3 +17,4 @@ pub mod memory;
 pub mod profile;
 pub mod ps;
 pub mod up;
+pub mod vm;

@@ -12,3 +12,5 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod session;
 pub mod syscall;
+pub mod vm;
+pub mod vm_agent;

@@ -1,6 +1,6 @@
 //! Which profile applies when none is named on the command line: `$AGENTENV_PROFILE` (read by
-//! clap into the argument), else `profile = "..."` in agentenv's `config.toml`; and whether an
-//! environment may write it (`profile_rw = true` there).
+//! clap into the argument), else `profile = "..."` in agentenv's `config.toml`, which this
+//! module reads for every key; and whether an environment may write it (`profile_rw = true`).
 
 use std::path::{Path, PathBuf};
 
@@ -40,15 +40,21 @@ pub fn configured_profile_rw(config: &Path) -> Result<bool> {
     Ok(read_config(config)?.profile_rw.unwrap_or(false))
 }
 
-// Unknown keys are refused, as in the manifest: a misspelt key must not pass silently.
-#[derive(Default, serde::Deserialize)]
+/// agentenv's `config.toml`: what applies when the command line does not say.
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
-    profile: Option<String>,
-    profile_rw: Option<bool>,
+pub struct Config {
+    /// The profile to use (`~/` allowed).
+    pub profile: Option<String>,
+    /// Whether environments may write the profile.
+    pub profile_rw: Option<bool>,
+    /// The backend to run environments with (see `compute::choice`).
+    pub backend: Option<String>,
 }
 
-fn read_config(config: &Path) -> Result<Config> {
+/// Reads `config`; a missing file is an empty configuration.
+pub fn read_config(config: &Path) -> Result<Config> {
+    // Unknown keys are refused, as in the manifest: a misspelt key must not pass silently.
     let text = match std::fs::read_to_string(config) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
@@ -56,7 +62,7 @@ fn read_config(config: &Path) -> Result<Config> {
     };
     let parsed: Config = toml::from_str(&text).map_err(|e| {
         toml_diagnostic("invalid configuration", config, &text, &e).hint(
-            "the keys there are `profile = \"~/config\"`, the profile to use, and `profile_rw = true` (docs/profile.md)",
+            "the keys there are `profile = \"~/config\"`, the profile to use, `profile_rw = true` (docs/profile.md), and `backend = \"namespaces\"`",
         )
     })?;
     Ok(parsed)

@@ -24,6 +24,7 @@ const STDERR: u8 = 7;
 const RESIZE: u8 = 8;
 const SIGNAL: u8 = 9;
 const EXIT: u8 = 10;
+const END: u8 = 11;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
@@ -34,9 +35,14 @@ pub enum Frame {
     StdinClose,
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
-    Resize { rows: u16, cols: u16 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
     Signal(i32),
     Exit(ExitStatus),
+    /// The client is done with an exec session; the connection carries the next request.
+    End,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +87,7 @@ impl Frame {
             Frame::Stdout(d) => (STDOUT, Borrowed(d.as_slice())),
             Frame::Stderr(d) => (STDERR, Borrowed(d.as_slice())),
             Frame::StdinClose => (STDIN_CLOSE, Borrowed(&[][..])),
+            Frame::End => (END, Borrowed(&[][..])),
             Frame::Resize { rows, cols } => {
                 let mut v = rows.to_be_bytes().to_vec();
                 v.extend_from_slice(&cols.to_be_bytes());
@@ -125,6 +132,10 @@ impl Frame {
             STDIN_CLOSE => {
                 fixed(0)?;
                 Frame::StdinClose
+            }
+            END => {
+                fixed(0)?;
+                Frame::End
             }
             RESIZE => {
                 fixed(4)?;
@@ -188,9 +199,27 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<
     Ok(())
 }
 
-/// Sends our Hello and checks theirs.
+/// Sends our Hello and checks theirs (a client's end).
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<Hello, ProtoError> {
-    write_frame(s, &Frame::Hello(our_hello())).await?;
+    exchange_hellos(s, our_hello()).await
+}
+
+/// The agent's end of the handshake: it offers to take several requests per connection.
+pub async fn handshake_as_agent<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+) -> Result<Hello, ProtoError> {
+    let hello = Hello {
+        reuse: true,
+        ..our_hello()
+    };
+    exchange_hellos(s, hello).await
+}
+
+async fn exchange_hellos<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    ours: Hello,
+) -> Result<Hello, ProtoError> {
+    write_frame(s, &Frame::Hello(ours)).await?;
     match read_frame(s).await? {
         Some(Frame::Hello(h)) if h.version == VERSION => Ok(h),
         Some(Frame::Hello(h)) => Err(ProtoError::VersionMismatch {
@@ -206,6 +235,7 @@ pub fn our_hello() -> Hello {
     Hello {
         version: VERSION,
         software: format!("agentenv {}", env!("CARGO_PKG_VERSION")),
+        reuse: false,
     }
 }
 
@@ -247,6 +277,7 @@ mod tests {
             },
             Frame::Signal(15),
             Frame::Exit(ExitStatus { code: 143 }),
+            Frame::End,
         ];
         for f in frames {
             assert_eq!(round_trip(f.clone()).await, f);
@@ -278,6 +309,7 @@ mod tests {
             let hello = Hello {
                 version: VERSION + 1,
                 software: "future".into(),
+                reuse: false,
             };
             write_frame(&mut b, &Frame::Hello(hello)).await.unwrap();
         });

@@ -26,3 +26,5 @@ mod profile_swaps;
 mod rootless;
 mod suite;
 pub mod support;
+mod vm;
+mod vm_backend;

@@ -3,6 +3,7 @@
 //! forks PID 1 and learns through a pipe whether its setup worked; for a one-shot command it
 //! then waits and forwards signals, for a persistent environment it leaves it running.
 
+pub mod doctor;
 pub mod plan;
 pub mod userns;
 
@@ -15,7 +16,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use crate::compute::{AgentSetup, Compute, Network, SandboxSpec};
+use crate::compute::{AgentSetup, Backend, Instance, Network, SandboxSpec};
 use crate::diag::Diagnostic;
 use crate::guest::agent::run_agent;
 use crate::guest::init::{report_error, run_init};
@@ -30,10 +31,30 @@ use userns::{enter_user_namespace, unshare_refused, IdMode};
 /// What the agent writes to the start-up pipe once it serves.
 const READY: &[u8] = b"ready";
 
-/// Namespaces on the local kernel.
+/// Namespaces on the local kernel: the `namespaces` backend.
 pub struct LinuxNamespaces;
 
-impl Compute for LinuxNamespaces {
+impl Backend for LinuxNamespaces {
+    fn name(&self) -> &'static str {
+        "namespaces"
+    }
+
+    /// What a sysctl says; the kernel's own verdict comes at `unshare` (and from `doctor`).
+    fn available(&self) -> Result<(), Diagnostic> {
+        match IdMode::detect()
+            .userns()
+            .then(userns::userns_blocker)
+            .flatten()
+        {
+            Some(d) => Err(d),
+            None => Ok(()),
+        }
+    }
+
+    fn checks(&self) -> Vec<crate::compute::Check> {
+        doctor::checks()
+    }
+
     fn run(&self, spec: &SandboxSpec, launch: &Launch) -> Result<i32> {
         let (child, report) = fork_pid1(spec, |plan, pipe| {
             let sys = LinuxSyscall;
@@ -88,8 +109,10 @@ impl Compute for LinuxNamespaces {
         }
     }
 
-    fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> Result<i32> {
-        let AgentSetup { listener, log } = agent;
+    fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> Result<Instance> {
+        let AgentSetup { dir, log } = agent;
+        let socket = dir.join("agent.sock");
+        let listener = crate::transport::unix::bind_owner_only(&socket)?;
         let (child, report) = fork_pid1(spec, |plan, pipe| {
             let setup = (|| -> Result<()> {
                 // Its own session: no terminal of the caller's can stop or hang it up.
@@ -115,16 +138,22 @@ impl Compute for LinuxNamespaces {
                 report_error(&pipe, &e);
                 return 1;
             }
-            run_agent(listener, move || {
-                let _ = nix::unistd::write(&pipe, READY);
-                drop(pipe);
-            })
+            run_agent(
+                move || crate::guest::agent::unix_listener(listener),
+                move || {
+                    let _ = nix::unistd::write(&pipe, READY);
+                    drop(pipe);
+                },
+            )
         })?;
         if let Some(diag) = parse_report(&report, true) {
             let _ = nix::sys::wait::waitpid(child, None);
             return Err(diag.into());
         }
-        Ok(child.as_raw())
+        Ok(Instance::of_process(
+            child.as_raw(),
+            crate::transport::AgentAddress::Unix { path: socket },
+        ))
     }
 }
 
