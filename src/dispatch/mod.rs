@@ -1,0 +1,11 @@
+//! Dispatch: an agent with its workstation sent to a Linux host that has only sshd and a POSIX
+//! `sh`. `target` names the host, `ssh` keeps one multiplexed connection, `probe` learns what
+//! the host is and where agentenv may work there, `binary` and `push` put a static agentenv
+//! there by content hash, `store_sync` sends the toolbox's store paths the host lacks.
+
+pub mod binary;
+pub mod probe;
+pub mod push;
+pub mod ssh;
+pub mod store_sync;
+pub mod target;
