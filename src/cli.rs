@@ -83,6 +83,11 @@ pub struct EnvOptions {
     /// No profile, even if one is given by $AGENTENV_PROFILE or configured: the bare dev shell.
     #[arg(long)]
     pub no_profile: bool,
+
+    /// Where the environment runs: `namespaces` (Linux's default), `vm`; also `backend = "..."`
+    /// in config.toml.
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
 }
 
 /// Options of `agentenv up`.

@@ -25,5 +25,6 @@ pub mod proto;
 pub mod runtime;
 pub mod store;
 pub mod terminal;
+pub mod transport;
 pub mod util;
 pub mod workspace;

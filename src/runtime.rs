@@ -1,5 +1,6 @@
-//! Running environments. Each has a directory under the runtime directory (mode 0700) holding
-//! its agent's socket (0600), a state file, the agent's log, and a lock held while it starts.
+//! Running environments, whatever their backend. Each has a directory under the runtime
+//! directory (mode 0700) holding a state file (which backend, how to reach its agent, what an
+//! exec needs), the agent's log, the backend's sockets, and a lock held while it starts.
 //! Finds them by id, id prefix, name or project, and cleans up after ones that died.
 
 use std::fs::File;
@@ -13,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::diag::Diagnostic;
 use crate::util::write_atomic;
 
-/// What `ps` shows of a running environment, and how to find its agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What `ps` shows of a running environment, how to find its agent, and what an exec into it
+/// needs (so that it needs no nix on the host).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
     pub id: String,
     pub name: Option<String>,
@@ -23,11 +25,21 @@ pub struct RunState {
     pub shell: String,
     pub profile: Option<PathBuf>,
     pub network: crate::compute::Network,
-    /// The agent's pid on the host, and its start time (to tell a reused pid).
-    pub pid: i32,
-    pub pid_start: u64,
+    /// The backend that runs it.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Its host process and its agent's address.
+    #[serde(flatten)]
+    pub instance: crate::compute::Instance,
     /// Seconds since the epoch.
     pub started_at: u64,
+    /// The dev environment it was started with: execs use it as it is, without nix.
+    #[serde(default)]
+    pub devenv: Option<crate::nix::devenv::DevEnv>,
+}
+
+fn default_backend() -> String {
+    "namespaces".into()
 }
 
 #[derive(Debug, Clone)]
@@ -37,8 +49,9 @@ pub struct RunningEnv {
 }
 
 impl RunningEnv {
-    pub fn socket(&self) -> PathBuf {
-        self.dir.join("agent.sock")
+    /// Where its agent answers.
+    pub fn agent(&self) -> &crate::transport::AgentAddress {
+        &self.state.instance.agent
     }
 }
 
@@ -87,25 +100,6 @@ impl Runtime {
         Ok(StartLock { _lock: lock })
     }
 
-    /// Binds the agent's socket for `id`, owner-only. The socket's path must fit in a
-    /// sockaddr_un (107 bytes).
-    pub fn bind_socket(&self, id: &str) -> Result<std::os::unix::net::UnixListener> {
-        let path = self.env_dir(id).join("agent.sock");
-        if path.as_os_str().len() > 107 {
-            return Err(Diagnostic::new(format!(
-                "the socket path {} is too long for a unix socket",
-                path.display()
-            ))
-            .hint("point XDG_RUNTIME_DIR or AGENTENV_HOME at a shorter directory")
-            .into());
-        }
-        let _ = std::fs::remove_file(&path);
-        let listener = std::os::unix::net::UnixListener::bind(&path)
-            .with_context(|| format!("cannot listen on {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(listener)
-    }
-
     pub fn record(&self, state: &RunState) -> Result<()> {
         write_atomic(
             &self.env_dir(&state.id).join("state.json"),
@@ -118,7 +112,7 @@ impl Runtime {
         let dir = self.env_dir(id);
         let data = std::fs::read(dir.join("state.json")).ok()?;
         let state: RunState = serde_json::from_slice(&data).ok()?;
-        if process_start_time(state.pid) == Some(state.pid_start) {
+        if state.instance.is_alive() {
             return Some(RunningEnv { state, dir });
         }
         tracing::debug!(id, "removing the state of a stopped environment");
@@ -185,9 +179,15 @@ mod tests {
             shell: "default".into(),
             profile: None,
             network: crate::compute::Network::Host,
-            pid,
-            pid_start: process_start_time(pid).unwrap_or(0),
+            backend: "namespaces".into(),
+            instance: crate::compute::Instance::of_process(
+                pid,
+                crate::transport::AgentAddress::Unix {
+                    path: "/nonexistent".into(),
+                },
+            ),
             started_at: 0,
+            devenv: None,
         }
     }
 
@@ -202,7 +202,7 @@ mod tests {
         }
         let _l = rt.lock_for_start("gone-3333").unwrap();
         let mut dead = state("gone-3333", me);
-        dead.pid_start += 1;
+        dead.instance.pid_start += 1;
         rt.record(&dead).unwrap();
 
         assert_eq!(rt.list().len(), 2);

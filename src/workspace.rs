@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::compute::{Compute, Network, SandboxSpec};
+use crate::compute::{Backend, Network, SandboxSpec};
 use crate::diag::Diagnostic;
 use crate::envs::EnvDirs;
 use crate::guest::etc::UserIdentity;
@@ -20,6 +20,7 @@ use crate::profile::ProfileEnv;
 use crate::proto::message::{ExecSpec, WinSize};
 use crate::runtime::{RunningEnv, Runtime};
 use crate::store::LayerClaim;
+use crate::transport::AgentAddress;
 
 /// Host variables that describe the terminal and locale, not the host; they pass through.
 const PASSED_THROUGH: &[&str] = &[
@@ -64,10 +65,32 @@ impl Workspace {
         let state = StateDirs::from_env()?;
         let (devenv, outcome) = load_or_evaluate(&target, &state, refresh)?;
         tracing::debug!(?outcome, shell = %devenv.shell.display(), "dev environment ready");
+        Ok(Self::with_devenv(target, state, devenv))
+    }
+
+    /// The workspace of a running environment, with the dev environment it was started with:
+    /// no nix runs, and an edit of the flake since does not change what its execs get.
+    pub fn of_running(running: &RunningEnv) -> Result<Self> {
+        let target = FlakeTarget {
+            root: running.state.project.clone(),
+            attr: (running.state.shell != "default").then(|| running.state.shell.clone()),
+        };
+        match &running.state.devenv {
+            Some(devenv) => Ok(Self::with_devenv(
+                target,
+                StateDirs::from_env()?,
+                devenv.clone(),
+            )),
+            // Started by an agentenv that did not record it.
+            None => Self::open_target(target, false),
+        }
+    }
+
+    fn with_devenv(target: FlakeTarget, state: StateDirs, devenv: DevEnv) -> Self {
         let env_dirs = EnvDirs::for_target(&state, &target);
         let project = project_dir(&target.root);
         let user = current_user(&project);
-        Ok(Self {
+        Self {
             target,
             state,
             devenv,
@@ -75,7 +98,12 @@ impl Workspace {
             project,
             user,
             profile: None,
-        })
+        }
+    }
+
+    /// The backend named by `arg` (`--backend`), else by config.toml, else the default.
+    pub fn choose_backend(&self, arg: Option<&str>) -> Result<&'static dyn Backend> {
+        crate::compute::choose_backend(arg, &self.state.config.join("config.toml"))
     }
 
     /// The profile chosen by `--profile`, `$AGENTENV_PROFILE` or config.toml, unless
@@ -123,14 +151,14 @@ impl Workspace {
 
     /// Runs the profile's `activate.sh` if the activation left it to run: inside, where `$HOME`
     /// is the environment's home, with the dev shell's and the profile's PATH, in the profile's
-    /// directory; its output goes to stderr. It runs in the environment running at `socket`, or
-    /// else in a sandbox of its own built by `compute`. The outcome is recorded (a failed
-    /// script runs again next time) and a failure is an error.
+    /// directory; its output goes to stderr. It runs in the environment whose agent answers at
+    /// `agent`, or else in a sandbox of its own made by `backend`. The outcome is recorded (a
+    /// failed script runs again next time) and a failure is an error.
     pub fn run_profile_hook(
         &mut self,
-        compute: &dyn Compute,
+        backend: &dyn Backend,
         network: Network,
-        socket: Option<&Path>,
+        agent: Option<&AgentAddress>,
     ) -> Result<()> {
         let Some(p) = &self.profile else {
             return Ok(());
@@ -143,11 +171,11 @@ impl Workspace {
         // The shellHook's output too goes to stderr.
         let mut rc_script = String::from(crate::profile::hook::OUTPUT_TO_STDERR);
         rc_script.push_str(&self.rc_script_for(&dir, false));
-        let code = match socket {
-            Some(socket) => {
+        let code = match agent {
+            Some(agent) => {
                 let mut spec = self.exec_spec(&dir, &mode, None, &[]);
                 spec.rc_script = rc_script;
-                crate::proto::client::exec(socket, spec, false)?
+                crate::proto::client::exec(agent, spec, false)?
             }
             None => {
                 let launch = plan_launch(
@@ -160,7 +188,7 @@ impl Workspace {
                 );
                 let layer = self.claim_layer()?;
                 // The environment itself starts after this one: keep this process clean.
-                compute.run_aside(&self.sandbox_spec(network, &layer), &launch)?
+                backend.run_aside(&self.sandbox_spec(network, &layer), &launch)?
             }
         };
         crate::profile::record_hook_outcome(&self.env_dirs.profile_state(), code == 0)?;
@@ -243,7 +271,7 @@ impl Workspace {
         if let Some(p) = &self.profile {
             env.extend(p.env.vars.iter().map(|(k, v)| (k.into(), v.into())));
         }
-        let ca = crate::compute::linux::plan::CA_BUNDLE;
+        let ca = crate::guest::etc::CA_BUNDLE;
         if Path::new(ca).is_file() {
             for var in ["SSL_CERT_FILE", "NIX_SSL_CERT_FILE"] {
                 env.push((var.into(), ca.into()));

@@ -9,21 +9,23 @@ use crate::cli::{current_dir, DownArgs};
 use crate::diag::Diagnostic;
 use crate::paths::StateDirs;
 use crate::proto::client;
-use crate::runtime::process_start_time;
 use crate::workspace::find_running;
 
 pub fn run(args: &DownArgs) -> Result<i32> {
     let cwd = current_dir()?;
     let env = find_running(&args.env, &cwd)?;
     let grace = Duration::from_secs(args.timeout);
-    client::shutdown(&env.socket(), grace.as_millis() as u64)?;
+    client::shutdown(env.agent(), grace.as_millis() as u64)?;
     // The agent exits once its processes are gone; then the kernel drops the namespaces.
     let deadline = Instant::now() + grace + Duration::from_secs(5);
-    while process_start_time(env.state.pid) == Some(env.state.pid_start) {
+    while env.state.instance.is_alive() {
         if Instant::now() > deadline {
             return Err(
                 Diagnostic::new(format!("the environment {} did not stop", env.state.id))
-                    .hint(format!("kill its agent: `kill -9 {}`", env.state.pid))
+                    .hint(format!(
+                        "kill its agent: `kill -9 {}`",
+                        env.state.instance.pid
+                    ))
                     .into(),
             );
         }

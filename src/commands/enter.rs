@@ -7,8 +7,6 @@ use std::io::IsTerminal;
 use anyhow::Result;
 
 use crate::cli::{current_dir, EnterArgs};
-use crate::compute::linux::LinuxNamespaces;
-use crate::compute::Compute;
 use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
 use crate::proto::client;
@@ -34,6 +32,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         return Ok(2);
     }
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
+    let backend = ws.choose_backend(args.opts.backend.as_deref())?;
     let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
     let cwd_inside = ws.cwd_inside(&cwd);
     let mode = LaunchMode::for_command(&args.command);
@@ -41,7 +40,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
     let running = ws
         .runtime()
         .get(&ws.env_dirs.id)
-        .filter(|r| r.state.network == args.opts.network);
+        .filter(|r| r.state.network == args.opts.network && r.state.backend == backend.name());
     if let Some(r) = &running {
         if r.state.profile != profile {
             // Its home is shared: another profile cannot be activated under it.
@@ -64,8 +63,8 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         }
     }
     ws.use_profile(profile)?;
-    let socket = running.as_ref().map(|r| r.socket());
-    ws.run_profile_hook(&LinuxNamespaces, args.opts.network, socket.as_deref())?;
+    let agent = running.as_ref().map(|r| r.agent().clone());
+    ws.run_profile_hook(backend, args.opts.network, agent.as_ref())?;
     if let Some(running) = running {
         tracing::debug!(id = %running.state.id, "using the running environment");
         // A terminal inside only when the command would have had one here: all three stdio
@@ -75,12 +74,12 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
             && std::io::stderr().is_terminal();
         let tty = all_tty.then(client::local_winsize).flatten();
         let spec = ws.exec_spec(&cwd_inside, &mode, tty, &[]);
-        return client::exec(&running.socket(), spec, true);
+        return client::exec(running.agent(), spec, true);
     }
 
     let launch = ws.launch(&cwd_inside, &mode);
     let layer = ws.claim_layer()?;
-    let code = LinuxNamespaces.run(&ws.sandbox_spec(args.opts.network, &layer), &launch)?;
+    let code = backend.run(&ws.sandbox_spec(args.opts.network, &layer), &launch)?;
     drop(layer);
     ws.env_dirs.record(&ws.target)?;
     Ok(code)

@@ -9,24 +9,16 @@ use anyhow::Result;
 use crate::cli::{current_dir, ExecArgs};
 use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
-use crate::nix::flake::FlakeTarget;
 use crate::proto::client;
 use crate::workspace::{find_running, Workspace};
 
 pub fn run(args: &ExecArgs) -> Result<i32> {
     let cwd = current_dir()?;
     let running = find_running(&args.env, &cwd)?;
-    let target = FlakeTarget {
-        root: running.state.project.clone(),
-        attr: (running.state.shell != "default").then(|| running.state.shell.clone()),
-    };
-    let mut ws = Workspace::open_target(target, false)?;
+    let mut ws = Workspace::of_running(&running)?;
     ws.use_profile(running.state.profile.clone())?;
-    ws.run_profile_hook(
-        &crate::compute::linux::LinuxNamespaces,
-        running.state.network,
-        Some(&running.socket()),
-    )?;
+    let backend = crate::compute::backend_named(&running.state.backend)?;
+    ws.run_profile_hook(backend, running.state.network, Some(running.agent()))?;
     let dir = match &args.cwd {
         Some(d) if d.is_absolute() => d.clone(),
         Some(d) => ws.cwd_inside(&cwd).join(d),
@@ -48,7 +40,7 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
     let spec = ws.exec_spec(&dir, &mode, tty, &extra);
     // A terminal session is interactive by nature; otherwise stdin is passed only with -i.
     let forward_stdin = args.interactive || tty.is_some();
-    client::exec(&running.socket(), spec, forward_stdin)
+    client::exec(running.agent(), spec, forward_stdin)
 }
 
 fn parse_env(vars: &[String]) -> Result<Vec<(OsString, OsString)>> {

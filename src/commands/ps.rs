@@ -16,6 +16,7 @@ struct Row {
     project: String,
     shell: String,
     profile: Option<String>,
+    backend: String,
     uptime_secs: u64,
     processes: Vec<ProcInfo>,
 }
@@ -26,7 +27,7 @@ pub fn run(json: bool) -> Result<i32> {
         .list()
         .into_iter()
         .map(|env| {
-            let (uptime_secs, processes) = match client::ps(&env.socket()) {
+            let (uptime_secs, processes) = match client::ps(env.agent()) {
                 Ok(Response::Processes {
                     uptime_secs,
                     processes,
@@ -39,6 +40,7 @@ pub fn run(json: bool) -> Result<i32> {
                 project: env.state.project.display().to_string(),
                 shell: env.state.shell,
                 profile: env.state.profile.map(|p| p.display().to_string()),
+                backend: env.state.backend,
                 uptime_secs,
                 processes,
             }

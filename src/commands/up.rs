@@ -7,15 +7,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use crate::cli::{current_dir, UpArgs};
-use crate::compute::linux::LinuxNamespaces;
-use crate::compute::{AgentSetup, Compute};
+use crate::compute::AgentSetup;
 use crate::diag::Diagnostic;
-use crate::runtime::{process_start_time, RunState};
+use crate::runtime::RunState;
 use crate::workspace::Workspace;
 
 pub fn run(args: &UpArgs) -> Result<i32> {
     let cwd = current_dir()?;
     let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
+    let backend = ws.choose_backend(args.opts.backend.as_deref())?;
     let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
     let runtime = ws.runtime();
     let id = ws.env_dirs.id.clone();
@@ -52,6 +52,8 @@ pub fn run(args: &UpArgs) -> Result<i32> {
             Some("another profile".to_string())
         } else if running.state.network != args.opts.network {
             Some(format!("--network {}", running.state.network))
+        } else if running.state.backend != backend.name() {
+            Some(format!("--backend {}", running.state.backend))
         } else {
             match (&args.name, &running.state.name) {
                 (Some(new), Some(old)) if new != old => Some(format!("the name '{old}'")),
@@ -73,8 +75,7 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     }
     ws.use_profile(profile.clone())?;
     // Before the environment starts, so that nothing else writes its /nix layer meanwhile.
-    ws.run_profile_hook(&LinuxNamespaces, args.opts.network, None)?;
-    let listener = runtime.bind_socket(&id)?;
+    ws.run_profile_hook(backend, args.opts.network, None)?;
     let log_path = runtime.env_dir(&id).join("agent.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -83,8 +84,12 @@ pub fn run(args: &UpArgs) -> Result<i32> {
         tracing::warn!("another sandbox of {id} holds its /nix layer: until `agentenv down {id}`, this environment writes to /nix in a scratch layer, dropped when it stops");
     }
     let spec = ws.sandbox_spec(args.opts.network, &layer);
-    let pid = match LinuxNamespaces.start(&spec, AgentSetup { listener, log }) {
-        Ok(pid) => pid,
+    let setup = AgentSetup {
+        dir: runtime.env_dir(&id),
+        log,
+    };
+    let instance = match backend.start(&spec, setup) {
+        Ok(instance) => instance,
         Err(e) => {
             let _ = std::fs::remove_dir_all(runtime.env_dir(&id));
             return Err(e);
@@ -99,12 +104,13 @@ pub fn run(args: &UpArgs) -> Result<i32> {
         shell: ws.target.shell_name().to_string(),
         profile,
         network: args.opts.network,
-        pid,
-        pid_start: process_start_time(pid).unwrap_or(0),
+        backend: backend.name().to_string(),
+        instance,
         started_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        devenv: Some(ws.devenv.clone()),
     })?;
     ws.env_dirs.record(&ws.target)?;
     println!("{id}");

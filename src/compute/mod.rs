@@ -1,15 +1,24 @@
-//! Layer 0: where an environment's processes run. A backend takes a `SandboxSpec` (plain data,
-//! the same for every backend) and runs it to completion. Linux namespaces are the only
-//! backend so far; the macOS VM and remote hosts will take the same spec.
+//! Layer 0: where an environment's processes run. One place (`choice`) picks the backend: the
+//! verbs, the workspace and doctor see only the `Backend` trait. A backend takes a
+//! `SandboxSpec` (plain data, the same for every backend), runs it to completion or starts it
+//! and hands back an `Instance`: plain data the registry keeps to reach its guest agent later,
+//! whatever the backend. Adding one: a folder of its own and a line in `choice::BACKENDS`.
+
+pub mod choice;
+#[cfg(target_os = "linux")]
+pub mod linux;
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
+use crate::diag::Diagnostic;
 use crate::guest::etc::UserIdentity;
 use crate::guest::launch::Launch;
 use crate::store::StoreView;
+use crate::transport::AgentAddress;
 
-#[cfg(target_os = "linux")]
-pub mod linux;
+pub use choice::{backend_named, choose_backend};
 
 /// Whether the environment shares the host's network.
 #[derive(
@@ -32,7 +41,7 @@ impl std::fmt::Display for Network {
     }
 }
 
-/// Everything a backend needs to run one environment.
+/// Everything a backend needs to run one environment, the same for every backend.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     /// Visible read-write at its own absolute path.
@@ -52,19 +61,54 @@ pub struct SandboxSpec {
     pub env_tool: Option<PathBuf>,
     /// A profile directory, visible read-write at its own path.
     pub profile: Option<PathBuf>,
-    /// Host directories (home, store layer, staging) to create once the kernel has granted
-    /// the namespaces.
+    /// Host directories (home, store layer, staging) to create once the backend knows it can
+    /// start (for namespaces: once the kernel has granted them).
     pub create_dirs: Vec<PathBuf>,
 }
 
-/// What a persistent environment's agent serves on, and where it logs.
+/// Where a persistent environment's host side keeps what it makes: `dir` is the environment's
+/// runtime directory (mode 0700, the backend's sockets go there), `log` the agent's log.
 pub struct AgentSetup {
-    pub listener: std::os::unix::net::UnixListener,
+    pub dir: PathBuf,
     pub log: std::fs::File,
 }
 
+/// A started environment, as the registry records it: enough to reach its agent and to tell
+/// whether it still lives, for any verb and without the backend that started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The host process whose life is the environment's (a namespace sandbox's PID 1, a VM's
+    /// supervisor), and its start time, to tell a reused pid.
+    pub pid: i32,
+    pub pid_start: u64,
+    /// Where its guest agent answers.
+    pub agent: AgentAddress,
+}
+
+impl Instance {
+    /// The instance of host process `pid`, whose agent answers at `agent`.
+    pub fn of_process(pid: i32, agent: AgentAddress) -> Self {
+        Self {
+            pid,
+            pid_start: crate::runtime::process_start_time(pid).unwrap_or(0),
+            agent,
+        }
+    }
+
+    /// Whether its host process is the one that was started and is alive.
+    pub fn is_alive(&self) -> bool {
+        crate::runtime::process_start_time(self.pid) == Some(self.pid_start)
+    }
+}
+
 /// A place to run environments.
-pub trait Compute {
+pub trait Backend: Sync {
+    /// Its name: for `--backend`, `backend = "..."` in config.toml, and the registry.
+    fn name(&self) -> &'static str;
+
+    /// Whether it can run environments on this machine; if not, why, and what to do.
+    fn available(&self) -> Result<(), Diagnostic>;
+
     /// Runs `launch` in a fresh environment built from `spec`, and returns its exit code
     /// (128+N if it was killed by signal N). The environment ends with it.
     fn run(&self, spec: &SandboxSpec, launch: &Launch) -> anyhow::Result<i32>;
@@ -73,7 +117,7 @@ pub trait Compute {
     /// afterwards (`run` may change the caller in ways that can be done only once).
     fn run_aside(&self, spec: &SandboxSpec, launch: &Launch) -> anyhow::Result<i32>;
 
-    /// Starts an environment built from `spec` in the background, its guest agent serving
-    /// `agent`, and returns the agent's pid once it is ready.
-    fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> anyhow::Result<i32>;
+    /// Starts an environment built from `spec` in the background, its guest agent serving,
+    /// and returns it once the agent is ready.
+    fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> anyhow::Result<Instance>;
 }

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::rootfs::RootOp;
 
+/// The CA bundle path shown inside, and the variables that point tools at it.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// The user processes run as inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserIdentity {

@@ -1,5 +1,6 @@
 //! Which profile applies when none is named on the command line: `$AGENTENV_PROFILE` (read by
-//! clap into the argument), else `profile = "..."` in agentenv's `config.toml`.
+//! clap into the argument), else `profile = "..."` in agentenv's `config.toml`, which this
+//! module reads for every key.
 
 use std::path::{Path, PathBuf};
 
@@ -35,23 +36,33 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
 }
 
 fn read_configured_profile(config: &Path) -> Result<Option<String>> {
+    Ok(read_config(config)?.profile.filter(|p| !p.is_empty()))
+}
+
+/// agentenv's `config.toml`: what applies when the command line does not say.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The profile to use (`~/` allowed).
+    pub profile: Option<String>,
+    /// The backend to run environments with (see `compute::choice`).
+    pub backend: Option<String>,
+}
+
+/// Reads `config`; a missing file is an empty configuration.
+pub fn read_config(config: &Path) -> Result<Config> {
     // Unknown keys are refused, as in the manifest: a misspelt key must not pass silently.
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Config {
-        profile: Option<String>,
-    }
     let text = match std::fs::read_to_string(config) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", config.display())),
     };
     let parsed: Config = toml::from_str(&text).map_err(|e| {
         toml_diagnostic("invalid configuration", config, &text, &e).hint(
-            "the one key there is `profile = \"~/config\"`, the profile to use (docs/profile.md)",
+            "the keys there are `profile = \"~/config\"`, the profile to use (docs/profile.md), and `backend = \"namespaces\"`",
         )
     })?;
-    Ok(parsed.profile.filter(|p| !p.is_empty()))
+    Ok(parsed)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ const STDERR: u8 = 7;
 const RESIZE: u8 = 8;
 const SIGNAL: u8 = 9;
 const EXIT: u8 = 10;
+const END: u8 = 11;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
@@ -34,9 +35,14 @@ pub enum Frame {
     StdinClose,
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
-    Resize { rows: u16, cols: u16 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
     Signal(i32),
     Exit(ExitStatus),
+    /// The client is done with an exec session; the connection carries the next request.
+    End,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +87,7 @@ impl Frame {
             Frame::Stdout(d) => (STDOUT, Borrowed(d.as_slice())),
             Frame::Stderr(d) => (STDERR, Borrowed(d.as_slice())),
             Frame::StdinClose => (STDIN_CLOSE, Borrowed(&[][..])),
+            Frame::End => (END, Borrowed(&[][..])),
             Frame::Resize { rows, cols } => {
                 let mut v = rows.to_be_bytes().to_vec();
                 v.extend_from_slice(&cols.to_be_bytes());
@@ -125,6 +132,10 @@ impl Frame {
             STDIN_CLOSE => {
                 fixed(0)?;
                 Frame::StdinClose
+            }
+            END => {
+                fixed(0)?;
+                Frame::End
             }
             RESIZE => {
                 fixed(4)?;
@@ -206,6 +217,7 @@ pub fn our_hello() -> Hello {
     Hello {
         version: VERSION,
         software: format!("agentenv {}", env!("CARGO_PKG_VERSION")),
+        reuse: false,
     }
 }
 
@@ -247,6 +259,7 @@ mod tests {
             },
             Frame::Signal(15),
             Frame::Exit(ExitStatus { code: 143 }),
+            Frame::End,
         ];
         for f in frames {
             assert_eq!(round_trip(f.clone()).await, f);
@@ -278,6 +291,7 @@ mod tests {
             let hello = Hello {
                 version: VERSION + 1,
                 software: "future".into(),
+                reuse: false,
             };
             write_frame(&mut b, &Frame::Hello(hello)).await.unwrap();
         });

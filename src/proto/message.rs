@@ -12,9 +12,14 @@ pub struct Hello {
     pub version: u32,
     /// `agentenv <version>`, for messages.
     pub software: String,
+    /// From the agent: a connection may carry another request after an exec session (the
+    /// client ends the session with `Frame::End`). Without it, one exec per connection.
+    #[serde(default)]
+    pub reuse: bool,
 }
 
-/// What a client asks of the agent, once per connection after the handshake.
+/// What a client asks of the agent after the handshake: a `Ps` is answered and the connection
+/// takes the next request; an exec session takes one when the agent says `reuse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {

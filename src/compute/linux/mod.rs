@@ -15,7 +15,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use crate::compute::{AgentSetup, Compute, Network, SandboxSpec};
+use crate::compute::{AgentSetup, Backend, Instance, Network, SandboxSpec};
 use crate::diag::Diagnostic;
 use crate::guest::agent::run_agent;
 use crate::guest::init::{report_error, run_init};
@@ -29,10 +29,26 @@ use userns::{unshare_refused, write_id_maps, IdMode};
 /// What the agent writes to the start-up pipe once it serves.
 const READY: &[u8] = b"ready";
 
-/// Namespaces on the local kernel.
+/// Namespaces on the local kernel: the `namespaces` backend.
 pub struct LinuxNamespaces;
 
-impl Compute for LinuxNamespaces {
+impl Backend for LinuxNamespaces {
+    fn name(&self) -> &'static str {
+        "namespaces"
+    }
+
+    /// What a sysctl says; the kernel's own verdict comes at `unshare` (and from `doctor`).
+    fn available(&self) -> Result<(), Diagnostic> {
+        match IdMode::detect()
+            .userns()
+            .then(userns::userns_blocker)
+            .flatten()
+        {
+            Some(d) => Err(d),
+            None => Ok(()),
+        }
+    }
+
     fn run(&self, spec: &SandboxSpec, launch: &Launch) -> Result<i32> {
         let (child, report) = fork_pid1(spec, |plan, pipe| {
             let sys = LinuxSyscall;
@@ -87,8 +103,10 @@ impl Compute for LinuxNamespaces {
         }
     }
 
-    fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> Result<i32> {
-        let AgentSetup { listener, log } = agent;
+    fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> Result<Instance> {
+        let AgentSetup { dir, log } = agent;
+        let socket = dir.join("agent.sock");
+        let listener = crate::transport::unix::bind_owner_only(&socket)?;
         let (child, report) = fork_pid1(spec, |plan, pipe| {
             let setup = (|| -> Result<()> {
                 // Its own session: no terminal of the caller's can stop or hang it up.
@@ -123,7 +141,10 @@ impl Compute for LinuxNamespaces {
             let _ = nix::sys::wait::waitpid(child, None);
             return Err(diag.into());
         }
-        Ok(child.as_raw())
+        Ok(Instance::of_process(
+            child.as_raw(),
+            crate::transport::AgentAddress::Unix { path: socket },
+        ))
     }
 }
 

@@ -22,8 +22,7 @@ pub struct HostFacts {
     pub terminal: Option<PathBuf>,
 }
 
-/// The CA bundle path shown inside, and the variables that point tools at it.
-pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub use crate::guest::etc::CA_BUNDLE;
 
 impl HostFacts {
     pub fn read(network: Network) -> Self {
