@@ -2,6 +2,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod attach;
+#[cfg(target_os = "linux")]
+pub mod dispatch;
 pub mod doctor;
 pub mod down;
 pub mod enter;

@@ -6,6 +6,7 @@ mod attach_errors;
 mod attach_profile;
 mod cache;
 mod containers;
+mod dispatch;
 mod doctor;
 mod enter;
 mod environment;
