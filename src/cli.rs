@@ -169,6 +169,9 @@ pub enum Verb {
         /// Print the checks as JSON.
         #[arg(long)]
         json: bool,
+        /// Check this backend instead of the configured (or default) one.
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
     },
     /// A shell (or one command) inside a running container or process, with a toolbox's tools.
     #[cfg(target_os = "linux")]
@@ -228,7 +231,7 @@ pub fn main() -> ExitCode {
         Some(Verb::Exec(args)) => commands::exec::run(&args),
         Some(Verb::Ps { json }) => commands::ps::run(json),
         Some(Verb::Down(args)) => commands::down::run(&args),
-        Some(Verb::Doctor { json }) => commands::doctor::run(json),
+        Some(Verb::Doctor { json, backend }) => commands::doctor::run(json, backend.as_deref()),
         #[cfg(target_os = "linux")]
         Some(Verb::Attach(args)) => commands::attach::run(&args),
         #[cfg(target_os = "linux")]

@@ -1,14 +1,12 @@
-//! `agentenv doctor`: what this machine has for running environments (nix, namespaces,
-//! overlayfs, user-namespace limits), and for each missing piece the exact fix. Writes
-//! nothing but a temporary directory it removes.
+//! `agentenv doctor`: what this machine has for running environments (nix, its store, the
+//! chosen backend's own needs), and for each missing piece the exact fix. The other backends
+//! of this build are listed with whether they could run here; they do not fail the report.
 
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
-use crate::compute::linux::userns::{userns_blocker, write_id_maps, IdMode};
 use crate::nix::cli::NixCli;
 use crate::paths::StateDirs;
 
@@ -38,28 +36,69 @@ fn check(name: &'static str, result: Result<String, (String, String)>) -> Check 
     }
 }
 
-pub fn run(json: bool) -> Result<i32> {
+/// Another backend of this build, and whether it could run here.
+#[derive(Debug, Serialize)]
+struct OtherBackend {
+    name: &'static str,
+    available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why_not: Option<String>,
+}
+
+/// Checks the backend `backend` names (else config.toml's, else the default).
+pub fn run(json: bool, backend: Option<&str>) -> Result<i32> {
     let mut checks = vec![check_nix(), check_store(), check_store_access()];
-    checks.push(check_userns_limits());
-    checks.push(check_overlay_fs());
-    checks.push(check_sandbox());
+    let chosen = StateDirs::from_env().and_then(|s| {
+        crate::compute::choice::named_backend(backend, &s.config.join("config.toml"))
+    });
+    match &chosen {
+        Ok(b) => checks.extend(b.checks().into_iter().map(|c| check(c.name, c.found))),
+        Err(e) => checks.push(check(
+            "backend",
+            Err((
+                format!("{e:#}"),
+                "pick a backend of this build with --backend".into(),
+            )),
+        )),
+    }
     checks.push(check_state());
+    let chosen_name = chosen.as_ref().map(|b| b.name()).ok();
+    let others: Vec<OtherBackend> = crate::compute::choice::backend_names()
+        .into_iter()
+        .filter(|n| Some(*n) != chosen_name)
+        .filter_map(|n| crate::compute::backend_named(n).ok())
+        .map(|b| {
+            let why_not = b.available().err().map(|d| d.message);
+            OtherBackend {
+                name: b.name(),
+                available: why_not.is_none(),
+                why_not,
+            }
+        })
+        .collect();
 
     let ok = checks.iter().all(|c| c.ok);
     if json {
         #[derive(Serialize)]
         struct Report<'a> {
             ok: bool,
+            backend: Option<&'static str>,
             checks: &'a [Check],
+            other_backends: &'a [OtherBackend],
         }
         println!(
             "{}",
             serde_json::to_string_pretty(&Report {
                 ok,
-                checks: &checks
+                backend: chosen_name,
+                checks: &checks,
+                other_backends: &others,
             })?
         );
     } else {
+        if let Some(name) = chosen_name {
+            println!("backend: {name}");
+        }
         for c in &checks {
             println!(
                 "{:4}  {:<18} {}",
@@ -69,6 +108,12 @@ pub fn run(json: bool) -> Result<i32> {
             );
             if let Some(fix) = &c.fix {
                 println!("      {:<18} fix: {fix}", "");
+            }
+        }
+        for o in &others {
+            match &o.why_not {
+                None => println!("      {:<18} also available", o.name),
+                Some(why) => println!("      {:<18} not available: {why}", o.name),
             }
         }
     }
@@ -170,40 +215,6 @@ fn store_access_verdict(out: Option<&std::process::Output>) -> Result<String, (S
     Ok(format!("{url} store, reachable"))
 }
 
-fn check_userns_limits() -> Check {
-    let mode = IdMode::detect();
-    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    check(
-        "user namespaces",
-        match (mode, userns_blocker()) {
-            (IdMode::Root, _) => Ok(format!(
-                "not needed: running as root (user.max_user_namespaces = {max})"
-            )),
-            (_, Some(d)) => Err((d.message, d.hints.join("; "))),
-            (_, None) => Ok(format!("allowed (user.max_user_namespaces = {max})")),
-        },
-    )
-}
-
-fn check_overlay_fs() -> Check {
-    let listed = std::fs::read_to_string("/proc/filesystems")
-        .map(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
-        .unwrap_or(false);
-    check(
-        "overlayfs",
-        if listed {
-            Ok("available".into())
-        } else {
-            Err((
-                "overlay is not in /proc/filesystems".into(),
-                "`sudo modprobe overlay` (and add `overlay` to /etc/modules-load.d/)".into(),
-            ))
-        },
-    )
-}
-
 fn check_state() -> Check {
     check(
         "state",
@@ -219,123 +230,6 @@ fn check_state() -> Check {
             )),
         },
     )
-}
-
-/// Really builds a sandbox's essentials in a child: the namespaces, a tmpfs, an overlay of
-/// the store and a proc mount. This is what `agentenv PATH` needs.
-fn check_sandbox() -> Check {
-    check(
-        "sandbox",
-        match probe_sandbox() {
-            Ok(()) => Ok("namespaces, tmpfs, overlay and /proc mount work".into()),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                let fix = userns_blocker()
-                    .map(|d| d.hints.join("; "))
-                    .unwrap_or_else(|| "if this runs in a container, start it with `--privileged`; otherwise check seccomp/AppArmor/SELinux policy for unshare(2) and mount(2)".into());
-                Err((msg, fix))
-            }
-        },
-    )
-}
-
-fn probe_sandbox() -> Result<()> {
-    use nix::sched::{unshare, CloneFlags};
-    use nix::unistd::{fork, pipe, ForkResult};
-
-    let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let base = tmp.path().to_path_buf();
-    for d in ["upper", "work", "merged", "proc"] {
-        std::fs::create_dir(base.join(d))?;
-    }
-    let mode = IdMode::detect();
-    let (rd, wr) = pipe()?;
-    // SAFETY: doctor is single-threaded; the child only makes syscalls and exits.
-    match unsafe { fork() }? {
-        ForkResult::Child => {
-            drop(rd);
-            let r = (|| -> Result<()> {
-                let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
-                if mode.userns() {
-                    flags |= CloneFlags::CLONE_NEWUSER;
-                }
-                unshare(flags).context("unshare")?;
-                if let IdMode::UserNamespace { uid, gid } = mode {
-                    write_id_maps(uid, gid)?;
-                }
-                use nix::mount::{mount, MsFlags};
-                crate::guest::rootfs::make_mounts_private(&crate::guest::syscall::LinuxSyscall)?;
-                mount(
-                    Some("tmpfs"),
-                    &base.join("merged"),
-                    Some("tmpfs"),
-                    MsFlags::empty(),
-                    None::<&str>,
-                )
-                .context("tmpfs mount")?;
-                nix::mount::umount(&base.join("merged")).context("tmpfs unmount")?;
-                let lower = if Path::new("/nix").is_dir() {
-                    "/nix".into()
-                } else {
-                    base.join("proc")
-                };
-                let mut data = format!(
-                    "lowerdir={},upperdir={},workdir={}",
-                    lower.display(),
-                    base.join("upper").display(),
-                    base.join("work").display()
-                );
-                if mode.userns() {
-                    data.push_str(",userxattr");
-                }
-                mount(
-                    Some("overlay"),
-                    &base.join("merged"),
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(data.as_str()),
-                )
-                .context("overlay mount")?;
-                // proc needs a process inside the new PID namespace.
-                // SAFETY: single-threaded child; the grandchild only mounts and exits.
-                match unsafe { fork() }? {
-                    ForkResult::Child => {
-                        let ok = mount(
-                            Some("proc"),
-                            &base.join("proc"),
-                            Some("proc"),
-                            MsFlags::empty(),
-                            None::<&str>,
-                        )
-                        .is_ok();
-                        // SAFETY: leave without running the parent's destructors.
-                        unsafe { libc::_exit(if ok { 0 } else { 3 }) }
-                    }
-                    ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None)? {
-                        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
-                        _ => anyhow::bail!("proc mount: refused"),
-                    },
-                }
-            })();
-            if let Err(e) = r {
-                let _ = nix::unistd::write(&wr, format!("{e:#}").as_bytes());
-            }
-            // SAFETY: leave without running the parent's destructors (the tempdir's included).
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Parent { child } => {
-            drop(wr);
-            let mut msg = String::new();
-            std::fs::File::from(rd).read_to_string(&mut msg)?;
-            nix::sys::wait::waitpid(child, None)?;
-            let _ = crate::util::remove_tree(&base);
-            if msg.is_empty() {
-                Ok(())
-            } else {
-                anyhow::bail!("{msg}")
-            }
-        }
-    }
 }
 
 #[cfg(test)]

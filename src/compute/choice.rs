@@ -45,15 +45,22 @@ pub fn backend_named(name: &str) -> Result<&'static dyn Backend> {
 }
 
 /// The backend `arg` names, else the one `config` (agentenv's config.toml) names, else the
-/// default; an unavailable one is refused with its reason.
+/// default, available or not.
+pub fn named_backend(arg: Option<&str>, config: &Path) -> Result<&'static dyn Backend> {
+    match arg {
+        Some(name) => backend_named(name),
+        None => match crate::profile::config::read_config(config)?.backend {
+            Some(name) => backend_named(&name),
+            None => backend_named(DEFAULT_BACKEND),
+        },
+    }
+}
+
+/// `named_backend`, refused with its reason if it cannot run here.
 pub fn choose_backend(arg: Option<&str>, config: &Path) -> Result<&'static dyn Backend> {
-    let configured = match arg {
-        Some(_) => None,
-        None => crate::profile::config::read_config(config)?.backend,
-    };
-    let name = arg.or(configured.as_deref()).unwrap_or(DEFAULT_BACKEND);
-    let backend = backend_named(name)?;
+    let backend = named_backend(arg, config)?;
     backend.available().map_err(|d| {
+        let name = backend.name();
         anyhow::Error::from(d).context(format!("the backend '{name}' cannot run here"))
     })?;
     Ok(backend)

@@ -101,6 +101,12 @@ impl Instance {
     }
 }
 
+/// One thing `doctor` checks for a backend: found (what), or not (what is wrong, and the fix).
+pub struct Check {
+    pub name: &'static str,
+    pub found: Result<String, (String, String)>,
+}
+
 /// A place to run environments.
 pub trait Backend: Sync {
     /// Its name: for `--backend`, `backend = "..."` in config.toml, and the registry.
@@ -108,6 +114,9 @@ pub trait Backend: Sync {
 
     /// Whether it can run environments on this machine; if not, why, and what to do.
     fn available(&self) -> Result<(), Diagnostic>;
+
+    /// What `doctor` checks for it, each with the fix for what is missing.
+    fn checks(&self) -> Vec<Check>;
 
     /// Runs `launch` in a fresh environment built from `spec`, and returns its exit code
     /// (128+N if it was killed by signal N). The environment ends with it.

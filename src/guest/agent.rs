@@ -1,29 +1,33 @@
-//! The guest agent: PID 1 of a persistent environment. It owns the namespaces, serves exec,
-//! ps and shutdown requests on a socket only its owner may use, reaps every process, and keeps
-//! running when clients leave. When it exits, the kernel ends every process inside.
+//! The guest agent: PID 1 of a persistent environment (a namespace sandbox, a VM), or a process
+//! started on a remote host. It serves exec, ps and shutdown requests on whatever transport it
+//! is given (a unix socket only its owner may use, vsock, stdio), reaps every process, and
+//! keeps running when clients leave. As PID 1, its exit ends every process inside.
 
-use std::os::unix::net::UnixListener as StdListener;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
-use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::reaper::Reaper;
 use super::session::run_exec;
-use crate::proto::fdpass::recv_stdio;
-use crate::proto::frame::handshake;
+use crate::proto::frame::handshake_as_agent;
 use crate::proto::message::{ProcInfo, Request, Response};
 use crate::proto::{read_frame, write_frame, Frame};
+use crate::transport::{Accept, Transport};
 
 /// How long processes get between SIGTERM and SIGKILL when the agent itself is terminated.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `listener` until a shutdown request or SIGTERM; returns the exit code.
-pub fn run_agent(listener: StdListener, ready: impl FnOnce()) -> i32 {
+/// Serves the connections `listen` makes (it runs inside the agent's runtime, so that it can
+/// register sockets there) until a shutdown request, SIGTERM, or the end of its connections;
+/// returns the exit code.
+pub fn run_agent<A: Accept>(
+    listen: impl FnOnce() -> std::io::Result<A>,
+    ready: impl FnOnce(),
+) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -34,7 +38,7 @@ pub fn run_agent(listener: StdListener, ready: impl FnOnce()) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(serve(listener, ready)) {
+    match rt.block_on(async move { serve(listen()?, ready).await }) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("agentenv agent: {e:#}");
@@ -43,9 +47,15 @@ pub fn run_agent(listener: StdListener, ready: impl FnOnce()) -> i32 {
     }
 }
 
-async fn serve(listener: StdListener, ready: impl FnOnce()) -> Result<()> {
+/// A unix listening socket made by the host side, served from inside the runtime.
+pub fn unix_listener(
+    listener: std::os::unix::net::UnixListener,
+) -> std::io::Result<tokio::net::UnixListener> {
     listener.set_nonblocking(true)?;
-    let listener = UnixListener::from_std(listener).context("cannot serve the agent socket")?;
+    tokio::net::UnixListener::from_std(listener)
+}
+
+async fn serve(mut listener: impl Accept, ready: impl FnOnce()) -> Result<()> {
     let reaper = Reaper::default();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -61,7 +71,8 @@ async fn serve(listener: StdListener, ready: impl FnOnce()) -> Result<()> {
     let grace = loop {
         tokio::select! {
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => {
+                Ok(None) => break DEFAULT_GRACE,
+                Ok(Some(stream)) => {
                     let ctx = Ctx { reaper: reaper.clone(), started, owner, shutdown: shutdown_tx.clone() };
                     tokio::spawn(async move {
                         if let Err(e) = handle(stream, ctx).await {
@@ -92,55 +103,72 @@ struct Ctx {
     shutdown: mpsc::Sender<Duration>,
 }
 
-async fn handle(mut stream: UnixStream, ctx: Ctx) -> Result<()> {
-    let peer = stream.peer_cred()?;
-    if peer.uid() != ctx.owner {
-        let message = format!("uid {} may not use this environment", peer.uid());
+/// Serves one connection: requests one after another until the client closes it. Where the
+/// transport names its peer, only the owner is served; where it cannot (vsock, stdio), the
+/// transport's own access (a 0600 socket on the host, ssh) is what guards the agent.
+async fn handle(mut stream: Box<dyn Transport>, ctx: Ctx) -> Result<()> {
+    if let Some(uid) = stream.peer_uid().filter(|&uid| uid != ctx.owner) {
+        let message = format!("uid {uid} may not use this environment");
         write_frame(&mut stream, &Frame::Response(Response::Error { message })).await?;
         return Ok(());
     }
-    handshake(&mut stream).await?;
-    // Large output moves in large chunks: let more of it be in flight to the client.
-    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
-    let request = match read_frame(&mut stream).await? {
-        Some(Frame::Request(r)) => r,
-        Some(other) => anyhow::bail!("expected a request, got {other:?}"),
-        None => return Ok(()),
-    };
-    match request {
-        Request::Exec(spec) => {
-            let passed = if spec.passed_stdio {
-                Some(recv_stdio(&stream).await?)
-            } else {
-                None
-            };
-            run_exec(spec, stream, passed, ctx.reaper).await
-        }
-        Request::Ps => {
-            let response = Response::Processes {
-                uptime_secs: ctx.started.elapsed().as_secs(),
-                processes: processes(),
-            };
-            write_frame(&mut stream, &Frame::Response(response)).await?;
-            Ok(())
-        }
-        Request::Shutdown { grace_ms } => {
-            write_frame(&mut stream, &Frame::Response(Response::ShuttingDown)).await?;
-            let _ = ctx.shutdown.send(Duration::from_millis(grace_ms)).await;
-            // Hold the connection until the agent exits: the client sees it close then.
-            let _ = read_frame(&mut stream).await;
-            Ok(())
+    handshake_as_agent(&mut stream).await?;
+    stream.prefer_bulk();
+    loop {
+        let request = match read_frame(&mut stream).await? {
+            Some(Frame::Request(r)) => r,
+            Some(other) => anyhow::bail!("expected a request, got {other:?}"),
+            None => return Ok(()),
+        };
+        match request {
+            Request::Exec(spec) => {
+                let passed = match (spec.passed_stdio, stream.fd_passing()) {
+                    (false, _) => None,
+                    (true, Some(fds)) => Some(fds.recv_stdio().await?),
+                    (true, None) => {
+                        let message = "this transport cannot pass descriptors".to_string();
+                        let error = Frame::Response(Response::Error { message });
+                        write_frame(&mut stream, &error).await?;
+                        return Ok(());
+                    }
+                };
+                match run_exec(spec, stream, passed, ctx.reaper.clone()).await? {
+                    Some(back) => stream = back,
+                    None => return Ok(()),
+                }
+            }
+            Request::Ps => {
+                let response = Response::Processes {
+                    uptime_secs: ctx.started.elapsed().as_secs(),
+                    processes: processes(&ctx.reaper),
+                };
+                write_frame(&mut stream, &Frame::Response(response)).await?;
+            }
+            Request::Shutdown { grace_ms } => {
+                write_frame(&mut stream, &Frame::Response(Response::ShuttingDown)).await?;
+                let _ = ctx.shutdown.send(Duration::from_millis(grace_ms)).await;
+                // Hold the connection until the agent exits: the client sees it close then.
+                let _ = read_frame(&mut stream).await;
+                return Ok(());
+            }
         }
     }
 }
 
+/// Whether the agent is its environment's PID 1: then every process it sees is the
+/// environment's. Otherwise (a process on a remote host, a test) only what it started is.
+fn is_init() -> bool {
+    std::process::id() == 1
+}
+
 /// Every process of the environment but the agent.
-fn processes() -> Vec<ProcInfo> {
+fn processes(reaper: &Reaper) -> Vec<ProcInfo> {
+    let started = reaper.watched();
     let mut out: Vec<ProcInfo> = std::fs::read_dir("/proc")
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|&pid| pid != 1)
+                .filter(|&pid| pid != 1 && (is_init() || started.contains(&pid)))
                 .filter_map(|pid| {
                     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
                     let command = cmdline
@@ -158,16 +186,27 @@ fn processes() -> Vec<ProcInfo> {
     out
 }
 
-/// SIGTERM to every process, SIGKILL to what is left after `grace`, then reap.
+/// SIGTERM to every process, SIGKILL to what is left after `grace`, then reap. Outside PID 1,
+/// "every process" is what the agent started (and the process groups they lead).
 async fn stop_everything(reaper: &Reaper, grace: Duration) {
-    let all = Pid::from_raw(-1);
-    if kill(all, Signal::SIGTERM).is_ok() {
+    let signal_all = |sig: Signal| -> bool {
+        if is_init() {
+            return kill(Pid::from_raw(-1), sig).is_ok();
+        }
+        let started = reaper.watched();
+        for &pid in &started {
+            let _ = kill(Pid::from_raw(-pid), sig);
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+        !started.is_empty()
+    };
+    if signal_all(Signal::SIGTERM) {
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && !processes().is_empty() {
+        while Instant::now() < deadline && !processes(reaper).is_empty() {
             reaper.reap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = kill(all, Signal::SIGKILL);
+        signal_all(Signal::SIGKILL);
     }
     reaper.reap();
 }

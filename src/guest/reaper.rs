@@ -30,6 +30,11 @@ impl Reaper {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The processes someone waits for (started by the agent and not yet reaped).
+    pub fn watched(&self) -> Vec<i32> {
+        self.lock().keys().copied().collect()
+    }
+
     /// Reaps everything that has exited.
     pub fn reap(&self) {
         loop {

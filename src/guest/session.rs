@@ -230,13 +230,14 @@ fn set_pipe_size(pipe: &AsyncPipe) {
 }
 
 /// Runs an exec request on `conn` to the end; `passed` are the client's own descriptors when
-/// it sent them.
+/// it sent them. Returns the connection when the client ended the session with `End` (it
+/// carries the next request), `None` when it closed it.
 pub async fn run_exec<S>(
     spec: ExecSpec,
     conn: S,
     passed: Option<[OwnedFd; 3]>,
     reaper: Reaper,
-) -> Result<()>
+) -> Result<Option<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -254,7 +255,7 @@ where
             let message = format!("{e:#}");
             let mut wr = wr;
             write_frame(&mut wr, &Frame::Response(Response::Error { message })).await?;
-            return Ok(());
+            return Ok(Some(rd.unsplit(wr)));
         }
     };
     let exit = reaper.watch(spawned.pid);
@@ -288,13 +289,15 @@ where
         )));
     }
 
-    // Input from the client: stdin, resizes, signals. Ends when the client closes.
+    // Input from the client: stdin, resizes, signals. Ends when the client closes, or hands
+    // the reading half back when the client ends the session.
     let pid = spawned.pid;
     let pty = spawned.pty;
     let mut stdin = spawned.stdin.clone();
     let input = tokio::spawn(async move {
         while let Ok(Some(frame)) = read_frame(&mut rd).await {
             match frame {
+                Frame::End => return Some(rd),
                 Frame::Stdin(data) => {
                     if let Some(p) = &stdin {
                         if p.write_all(&data).await.is_err() {
@@ -324,6 +327,7 @@ where
                 other => tracing::debug!(?other, "ignored frame from client"),
             }
         }
+        None
     });
     drop(spawned);
 
@@ -332,9 +336,17 @@ where
     for o in outputs {
         let _ = o.await;
     }
-    send(&writer, &Frame::Exit(ExitStatus { code })).await;
-    input.abort();
+    let sent = send(&writer, &Frame::Exit(ExitStatus { code })).await;
     let _ = std::fs::remove_file(&launch.script_path);
     tracing::debug!(pid, code, "exec ended");
-    Ok(())
+    if !sent {
+        input.abort();
+        return Ok(None);
+    }
+    // The client reads the exit status, then closes the connection or ends the session.
+    let back = match (input.await, Arc::try_unwrap(writer)) {
+        (Ok(Some(rd)), Ok(wr)) => Some(rd.unsplit(wr.into_inner())),
+        _ => None,
+    };
+    Ok(back)
 }

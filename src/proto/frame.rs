@@ -199,9 +199,27 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<
     Ok(())
 }
 
-/// Sends our Hello and checks theirs.
+/// Sends our Hello and checks theirs (a client's end).
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<Hello, ProtoError> {
-    write_frame(s, &Frame::Hello(our_hello())).await?;
+    exchange_hellos(s, our_hello()).await
+}
+
+/// The agent's end of the handshake: it offers to take several requests per connection.
+pub async fn handshake_as_agent<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+) -> Result<Hello, ProtoError> {
+    let hello = Hello {
+        reuse: true,
+        ..our_hello()
+    };
+    exchange_hellos(s, hello).await
+}
+
+async fn exchange_hellos<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    ours: Hello,
+) -> Result<Hello, ProtoError> {
+    write_frame(s, &Frame::Hello(ours)).await?;
     match read_frame(s).await? {
         Some(Frame::Hello(h)) if h.version == VERSION => Ok(h),
         Some(Frame::Hello(h)) => Err(ProtoError::VersionMismatch {

@@ -7,7 +7,9 @@
 pub mod unix;
 pub mod vsock;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -52,6 +54,109 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+}
+
+/// A boxed future, for traits that must stay usable as `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the agent takes its connections from: a listening socket (unix, vsock) or a single
+/// stream (stdio).
+pub trait Accept: Send + 'static {
+    /// The next connection; `None` once no more will come (the agent then stops).
+    fn accept(&mut self) -> BoxFuture<'_, std::io::Result<Option<Box<dyn Transport>>>>;
+}
+
+/// One connection, then no more: the agent's own stdin and stdout (a process started over ssh)
+/// or any stream handed to it. `accept` gives it once, and `None` once it has been dropped.
+pub struct OneConnection {
+    stream: Option<Box<dyn Transport>>,
+    closed: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl OneConnection {
+    pub fn new(stream: Box<dyn Transport>) -> Self {
+        Self {
+            stream: Some(stream),
+            closed: None,
+        }
+    }
+
+    /// This process's stdin and stdout (call inside a runtime).
+    pub fn stdio() -> Self {
+        Self::new(Box::new(tokio::io::join(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        )))
+    }
+}
+
+impl Accept for OneConnection {
+    fn accept(&mut self) -> BoxFuture<'_, std::io::Result<Option<Box<dyn Transport>>>> {
+        Box::pin(async move {
+            if let Some(stream) = self.stream.take() {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.closed = Some(rx);
+                return Ok(Some(Box::new(Watched {
+                    inner: stream,
+                    _closed: tx,
+                }) as Box<dyn Transport>));
+            }
+            if let Some(rx) = self.closed.take() {
+                let _ = rx.await;
+            }
+            Ok(None)
+        })
+    }
+}
+
+/// A stream that tells `OneConnection` when it is dropped (its sender goes with it).
+struct Watched {
+    inner: Box<dyn Transport>,
+    _closed: tokio::sync::oneshot::Sender<()>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Transport for Watched {
+    fn peer_uid(&self) -> Option<u32> {
+        self.inner.peer_uid()
+    }
+    fn fd_passing(&self) -> Option<FdPassing<'_>> {
+        self.inner.fd_passing()
+    }
+    fn prefer_bulk(&self) {
+        self.inner.prefer_bulk()
+    }
 }
 
 /// Where an environment's guest agent answers.

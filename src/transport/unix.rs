@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tokio::net::UnixStream;
 
-use super::Transport;
+use super::{Accept, BoxFuture, Transport};
 use crate::diag::Diagnostic;
 use crate::proto::ProtoError;
 
@@ -24,6 +24,15 @@ impl Transport for UnixStream {
     fn prefer_bulk(&self) {
         // Large output moves in large chunks: let more of it be in flight to the client.
         let _ = nix::sys::socket::setsockopt(self, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    fn accept(&mut self) -> BoxFuture<'_, std::io::Result<Option<Box<dyn Transport>>>> {
+        Box::pin(async move {
+            let (stream, _) = tokio::net::UnixListener::accept(self).await?;
+            Ok(Some(Box::new(stream) as Box<dyn Transport>))
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! forks PID 1 and learns through a pipe whether its setup worked; for a one-shot command it
 //! then waits and forwards signals, for a persistent environment it leaves it running.
 
+pub mod doctor;
 pub mod plan;
 pub mod userns;
 
@@ -47,6 +48,10 @@ impl Backend for LinuxNamespaces {
             Some(d) => Err(d),
             None => Ok(()),
         }
+    }
+
+    fn checks(&self) -> Vec<crate::compute::Check> {
+        doctor::checks()
     }
 
     fn run(&self, spec: &SandboxSpec, launch: &Launch) -> Result<i32> {
@@ -132,7 +137,7 @@ impl Backend for LinuxNamespaces {
                 report_error(&pipe, &e);
                 return 1;
             }
-            run_agent(listener, move || {
+            run_agent(move || crate::guest::agent::unix_listener(listener), move || {
                 let _ = nix::unistd::write(&pipe, READY);
                 drop(pipe);
             })
