@@ -42,7 +42,12 @@ fn names_in(dir: &Path) -> Vec<String> {
 /// `__remote facts DIR`: prints `RemoteFacts` as JSON.
 pub fn facts(dir: &Path) -> Result<i32> {
     let env = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     let facts = RemoteFacts {
         env,
@@ -128,11 +133,12 @@ pub fn clean(dir: &Path, id: &str) -> Result<i32> {
         crate::util::remove_tree(&session)
             .with_context(|| format!("cannot remove {}", session.display()))?;
     }
-    // An empty sessions directory is not a cache: it goes too.
+    // An empty sessions directory is not a cache: it goes too. Other sessions (running, or
+    // holding learnings not yet collected) are theirs, not this one's leftovers.
     let _ = std::fs::remove_dir(&sessions);
     let stray_entries = names_in(dir)
         .into_iter()
-        .filter(|n| !layout::CACHES.contains(&n.as_str()))
+        .filter(|n| !layout::CACHES.contains(&n.as_str()) && n != layout::SESSIONS)
         .collect();
     let report = CleanReport {
         stray_entries,
@@ -182,8 +188,8 @@ pub fn session(spec_path: &Path) -> Result<i32> {
     use nix::sched::{unshare, CloneFlags};
     use nix::unistd::{fork, ForkResult};
 
-    let data = std::fs::read(spec_path)
-        .with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let data =
+        std::fs::read(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
     let spec: SessionSpec = serde_json::from_slice(&data)
         .with_context(|| format!("{} is not a session spec", spec_path.display()))?;
     if let Some(view) = &spec.view {
@@ -198,7 +204,8 @@ pub fn session(spec_path: &Path) -> Result<i32> {
     // ordinary code.
     match unsafe { fork() }.context("cannot fork")? {
         ForkResult::Child => {
-            let code = crate::guest::agent::serve_stdio();
+            let code =
+                crate::guest::agent::run_agent(crate::transport::OneConnection::stdio, || {});
             // SAFETY: _exit leaves without running the parent's destructors.
             unsafe { libc::_exit(code) }
         }

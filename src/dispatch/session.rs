@@ -76,7 +76,9 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     let bin_dir = join(&facts.dir, layout::BIN);
     match push_executable(&ssh, &local_bin, &bin_dir, &name)? {
         Pushed::Present => tracing::info!("agentenv is on the host already ({name})"),
-        Pushed::Sent { bytes } => tracing::info!("sent agentenv ({}) to {}", human_bytes(bytes), req.target),
+        Pushed::Sent { bytes } => {
+            tracing::info!("sent agentenv ({}) to {}", human_bytes(bytes), req.target)
+        }
     }
     let host = Host {
         bin: format!("{bin_dir}/{name}"),
@@ -103,16 +105,14 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     let id = layout::new_session_id();
     let code = run_session(&host, &remote, req, &id);
     let cleaned = clean_session(&host, &id);
-    match (code, cleaned) {
-        (Ok(code), Ok(())) => Ok(code),
-        (Ok(_), Err(e)) => Err(e),
-        (Err(e), cleaned) => {
-            if let Err(c) = cleaned {
-                tracing::warn!("{c:#}");
-            }
-            Err(e)
-        }
+    // The command's exit code stands; what the cleanup found is said loudly beside it.
+    if let Err(c) = cleaned {
+        eprint!(
+            "{}",
+            crate::diag::render(&c).replacen("error:", "warning:", 1)
+        );
     }
+    code
 }
 
 /// Makes the session's directory, then runs the session's agent over ssh stdio and the
@@ -248,8 +248,7 @@ fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &PathBuf, host: 
 
 /// Removes the session's directory on the host and checks what remains: only the caches.
 fn clean_session(host: &Host, id: &str) -> Result<()> {
-    let report: CleanReport =
-        host.run_json(&format!("clean {} {id}", q(&host.facts.dir)?))?;
+    let report: CleanReport = host.run_json(&format!("clean {} {id}", q(&host.facts.dir)?))?;
     if report == CleanReport::default() {
         return Ok(());
     }

@@ -77,7 +77,7 @@ pub fn sync_closure(
     }
     let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned());
     let script = format!(
-        "exec {} __unpack-store {}\n",
+        "exec {} __remote unpack-store {}\n",
         q(remote_bin).context("a remote path holds a NUL byte")?,
         q(store_dir).context("a remote path holds a NUL byte")?
     );
@@ -87,22 +87,12 @@ pub fn sync_closure(
         inner: stdin,
         bytes: 0,
     };
-    {
-        let mut tar = tar::Builder::new(&mut counted);
-        tar.follow_symlinks(false);
-        for path in &missing {
-            let name = path.file_name().context("a store path has no name")?;
-            tar.append_dir_all(name, path)
-                .or_else(|e| append_non_dir(&mut tar, path, name, e))
-                .with_context(|| format!("cannot send {}", path.display()))?;
-        }
-        tar.finish().context("cannot finish the store stream")?;
-    }
+    let sent = send_paths(&mut counted, &missing);
     stats.bytes_sent = counted.bytes;
     stats.paths_sent = missing.len();
     drop(counted);
     let out = child.wait_with_output().context("cannot wait for ssh")?;
-    if !out.status.success() {
+    if !out.status.success() || sent.is_err() {
         return Err(Diagnostic::new(format!(
             "the host {} could not take the toolbox's store paths",
             ssh.target()
@@ -111,6 +101,20 @@ pub fn sync_closure(
         .into());
     }
     Ok(stats)
+}
+
+/// Writes `paths` as one tar stream, each under its store name.
+fn send_paths(out: &mut impl Write, paths: &[&Path]) -> Result<()> {
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    for path in paths {
+        let name = path.file_name().context("a store path has no name")?;
+        tar.append_dir_all(name, path)
+            .or_else(|e| append_non_dir(&mut tar, path, name, e))
+            .with_context(|| format!("cannot send {}", path.display()))?;
+    }
+    tar.finish().context("cannot finish the store stream")?;
+    Ok(())
 }
 
 /// A store path that is a single file or a link, not a directory.
@@ -165,7 +169,7 @@ pub fn unpack_store(store_dir: &Path, input: impl Read) -> Result<usize> {
         if std::fs::symlink_metadata(&dest).is_ok() {
             continue;
         }
-        std::fs::rename(entry.path(), &dest)
+        move_into_place(&entry.path(), &dest)
             .with_context(|| format!("cannot move {} into place", dest.display()))?;
         n += 1;
     }
@@ -173,6 +177,22 @@ pub fn unpack_store(store_dir: &Path, input: impl Read) -> Result<usize> {
     // paths are read-only, so make them removable first.
     make_writable(incoming.path());
     Ok(n)
+}
+
+/// Renames `from` to `to`. A directory moved to another parent must be writable (its `..`
+/// changes), and store paths are not: it is for the moment of the rename.
+fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(from)?;
+    if !meta.is_dir() {
+        return std::fs::rename(from, to);
+    }
+    let mode = meta.permissions().mode();
+    std::fs::set_permissions(from, std::fs::Permissions::from_mode(mode | 0o200))?;
+    let moved = std::fs::rename(from, to);
+    let at = if moved.is_ok() { to } else { from };
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))?;
+    moved
 }
 
 /// Gives the owner write permission on every directory below `dir`, so it can be removed.

@@ -91,7 +91,8 @@ fn sweep_dead_runs() {
             let o = docker(&args);
             for line in stdout(&o).lines() {
                 let mut it = line.split_whitespace();
-                let (Some(id), pid) = (it.next(), it.next().and_then(|p| p.parse::<i32>().ok())) else {
+                let (Some(id), pid) = (it.next(), it.next().and_then(|p| p.parse::<i32>().ok()))
+                else {
                     continue;
                 };
                 let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
@@ -110,7 +111,15 @@ impl Lab {
     fn new(test: &str) -> Self {
         sweep_dead_runs();
         let network = format!("agentenv-test-{test}-{}", std::process::id());
-        let o = docker(&["network", "create", "--label", LABEL, "--label", &pid_label(), &network]);
+        let o = docker(&[
+            "network",
+            "create",
+            "--label",
+            LABEL,
+            "--label",
+            &pid_label(),
+            &network,
+        ]);
         assert!(o.status.success(), "network: {}", stderr(&o));
         let keydir = tempfile::tempdir().unwrap();
         let key = keydir.path().join("id_ed25519");
@@ -182,8 +191,12 @@ impl Lab {
 
     fn ssh(&self, host: &Host, cmd: &str) -> Output {
         let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(format!("{} dev@{} {}", self.ssh_command(), host.ip, shell_quote(cmd)));
+        c.arg("-c").arg(format!(
+            "{} dev@{} {}",
+            self.ssh_command(),
+            host.ip,
+            shell_quote(cmd)
+        ));
         run(c)
     }
 
@@ -233,7 +246,10 @@ fn dispatch_runs_on_the_host_with_the_toolbox_and_carries_exit_codes() {
     let f = crate::fixture!();
     let mut lab = Lab::new("run");
     let host = lab.host(&[]);
-    assert!(!lab.ssh(&host, "test -e /nix").status.success(), "the host has no nix");
+    assert!(
+        !lab.ssh(&host, "test -e /nix").status.success(),
+        "the host has no nix"
+    );
 
     // The host's own files, the toolbox's variables and tools, the host's PATH first.
     let o = lab.dispatch(
@@ -249,7 +265,10 @@ fn dispatch_runs_on_the_host_with_the_toolbox_and_carries_exit_codes() {
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("hello from the agentenv example"), "{out}");
-    assert!(out.contains("/nix/store/"), "the toolbox's hello is on PATH: {out}");
+    assert!(
+        out.contains("/nix/store/"),
+        "the toolbox's hello is on PATH: {out}"
+    );
 
     // A command killed by a signal is 128+N, not ssh's 255.
     let o = lab.dispatch(&f, &host, &[], &["sh", "-c", "kill -TERM $$"]);
@@ -265,17 +284,36 @@ fn dispatch_leaves_only_its_cache_and_sends_nothing_twice() {
     let dir = "/home/dev/.agentenv";
     let before = host_state(&lab, &host, dir);
 
-    let o = lab.dispatch(&f, &host, &["-v"], &["sh", "-c", "echo inside > ~/note; sleep 30 & true"]);
+    let o = lab.dispatch(
+        &f,
+        &host,
+        &["-v"],
+        &["sh", "-c", "echo inside > ~/note; sleep 30 & true"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let first = stderr(&o);
 
     let after = host_state(&lab, &host, dir);
     assert_eq!(before.0, after.0, "the host's mount table is unchanged");
-    assert_eq!(before.1, after.1, "no file outside agentenv's directory changed");
+    assert_eq!(
+        before.1, after.1,
+        "no file outside agentenv's directory changed"
+    );
     let left = lab.ssh(&host, &format!("ls -A {dir}"));
-    assert_eq!(stdout(&left).split_whitespace().collect::<Vec<_>>(), ["bin", "nix"], "only the caches remain");
-    let procs = lab.ssh(&host, "ps -u dev -o comm= | grep -v -e sshd -e ps -e sh$ || true");
-    assert_eq!(stdout(&procs).trim(), "", "no process of the session is left");
+    assert_eq!(
+        stdout(&left).split_whitespace().collect::<Vec<_>>(),
+        ["bin", "nix"],
+        "only the caches remain"
+    );
+    let procs = lab.ssh(
+        &host,
+        "ps -u dev -o comm= | grep -v -e sshd -e ps -e sh$ || true",
+    );
+    assert_eq!(
+        stdout(&procs).trim(),
+        "",
+        "no process of the session is left"
+    );
 
     // Second time: the binary and every store path are there already.
     let o = lab.dispatch(&f, &host, &["-v"], &["true"]);
@@ -304,10 +342,18 @@ fn dispatch_finds_a_directory_when_tmp_is_noexec_and_home_read_only() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("found no directory"), "{err}");
-    assert!(err.contains("/tmp/agentenv-1000"), "what was tried is named: {err}");
+    assert!(
+        err.contains("/tmp/agentenv-1000"),
+        "what was tried is named: {err}"
+    );
     assert!(err.contains("--remote-dir"), "{err}");
 
-    let o = lab.dispatch(&f, &host, &["--remote-dir", "/srv/work/ae"], &["sh", "-c", "echo ok"]);
+    let o = lab.dispatch(
+        &f,
+        &host,
+        &["--remote-dir", "/srv/work/ae"],
+        &["sh", "-c", "echo ok"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "ok");
 }

@@ -137,10 +137,13 @@ impl Backend for LinuxNamespaces {
                 report_error(&pipe, &e);
                 return 1;
             }
-            run_agent(move || crate::guest::agent::unix_listener(listener), move || {
-                let _ = nix::unistd::write(&pipe, READY);
-                drop(pipe);
-            })
+            run_agent(
+                move || crate::guest::agent::unix_listener(listener),
+                move || {
+                    let _ = nix::unistd::write(&pipe, READY);
+                    drop(pipe);
+                },
+            )
         })?;
         if let Some(diag) = parse_report(&report, true) {
             let _ = nix::sys::wait::waitpid(child, None);
