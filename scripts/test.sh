@@ -13,6 +13,8 @@ install_packages nix-bin nix-setup-systemd bash-static busybox-static git ca-cer
 install_packages podman runc uidmap slirp4netns tar
 # hardening: a static probe built by the tests
 install_packages gcc libc6-dev
+# dispatch: sshd hosts in Docker containers (debootstrapped once), reached with OpenSSH
+install_packages openssh-client debootstrap
 
 if [ "$(id -u)" -eq 0 ]; then
   id agentenv-test >/dev/null 2>&1 ||
@@ -32,6 +34,12 @@ fi
 
 mkdir -p target
 rm -f target/test-skips.log
+# dispatch sends a fully static agentenv to its hosts; the tests use this build of it.
+if command -v docker >/dev/null && docker version >/dev/null 2>&1; then
+  scripts/test-hosts.sh image
+  AGENTENV_DISPATCH_BINARY=$(scripts/build-static.sh --print --test)
+  export AGENTENV_DISPATCH_BINARY
+fi
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets --quiet

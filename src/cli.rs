@@ -240,6 +240,15 @@ pub enum Verb {
     #[cfg(target_os = "linux")]
     #[command(subcommand)]
     Memory(commands::memory::MemoryVerb),
+    /// A shell (or one command) on a Linux host over ssh, with a toolbox's tools; nothing
+    /// needed there but sshd and sh, nothing left behind but a content cache.
+    #[cfg(target_os = "linux")]
+    #[command(before_help = commands::dispatch::USAGE_FIRST)]
+    Dispatch(commands::dispatch::DispatchArgs),
+    /// What agentenv runs on a dispatch host.
+    #[cfg(target_os = "linux")]
+    #[command(subcommand, hide = true, name = "__remote")]
+    Remote(commands::dispatch::RemoteVerb),
     /// Link a profile (dotfiles, agent skills, tools) into your $HOME, and undo it exactly.
     #[command(subcommand, after_help = commands::profile::EXAMPLES)]
     Profile(commands::profile::ProfileVerb),
@@ -325,6 +334,10 @@ pub fn main() -> ExitCode {
         Some(Verb::Agent(verb)) => commands::agent::run(&verb),
         #[cfg(target_os = "linux")]
         Some(Verb::Memory(verb)) => commands::memory::run(&verb),
+        #[cfg(target_os = "linux")]
+        Some(Verb::Dispatch(args)) => commands::dispatch::run(&args),
+        #[cfg(target_os = "linux")]
+        Some(Verb::Remote(verb)) => commands::dispatch::run_remote(&verb),
         Some(Verb::Profile(verb)) => commands::profile::run(&verb),
         Some(Verb::Vm(verb)) => commands::vm::run(&verb),
         Some(Verb::Completions { shell }) => commands::completions::run(shell),

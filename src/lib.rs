@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod compute;
 pub mod diag;
+pub mod dispatch;
 pub mod envs;
 #[cfg(target_os = "linux")]
 pub mod guest;

@@ -5,6 +5,8 @@ pub mod agent;
 #[cfg(target_os = "linux")]
 pub mod attach;
 pub mod completions;
+#[cfg(target_os = "linux")]
+pub mod dispatch;
 pub mod doctor;
 pub mod down;
 pub mod enter;

@@ -4,6 +4,7 @@
 //! and falls back where a transport lacks it; it never assumes one.
 //! `AgentAddress` is where an environment's agent answers, as plain data the registry keeps.
 
+pub mod stdio;
 pub mod unix;
 pub mod vsock;
 
@@ -81,12 +82,9 @@ impl OneConnection {
         }
     }
 
-    /// This process's stdin and stdout (call inside a runtime).
-    pub fn stdio() -> Self {
-        Self::new(Box::new(tokio::io::join(
-            tokio::io::stdin(),
-            tokio::io::stdout(),
-        )))
+    /// This process's stdin and stdout, unbuffered (call inside a runtime).
+    pub fn stdio() -> std::io::Result<Self> {
+        Ok(Self::new(Box::new(stdio::StdioStream::of_process()?)))
     }
 }
 

@@ -8,6 +8,7 @@ mod attach_profile;
 mod cache;
 mod containers;
 mod daily;
+mod dispatch;
 mod doctor;
 mod enter;
 mod environment;

@@ -1,0 +1,87 @@
+//! `agentenv dispatch [--flake REF] [--remote-dir DIR] TARGET [-- COMMAND...]`: sends the
+//! toolbox (and agentenv itself) to a Linux host over ssh and runs a shell or a command there,
+//! on the host as it is; `__remote` is what agentenv runs on the host.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::cli::current_dir;
+use crate::diag::Diagnostic;
+use crate::dispatch::session::{dispatch, DispatchRequest};
+use crate::dispatch::target::Target;
+use crate::nix::devenv::load_or_evaluate;
+use crate::nix::flake::FlakeTarget;
+use crate::paths::StateDirs;
+
+pub const USAGE_FIRST: &str = "\
+$ agentenv dispatch box                  a shell on `box` with this project's tools
+$ agentenv dispatch ana@10.0.0.7:2222 -- make -C /srv/app check
+$ agentenv dispatch --flake ~/tools box -- htop";
+
+/// Options of `agentenv dispatch`.
+#[derive(Debug, clap::Args)]
+pub struct DispatchArgs {
+    /// The flake whose dev shell is the toolbox; default: the flake around the current directory.
+    #[arg(long, value_name = "PATH[#NAME]")]
+    pub flake: Option<String>,
+
+    /// A directory on the host where agentenv may write and run programs (default: the first of
+    /// $XDG_RUNTIME_DIR/agentenv, ~/.agentenv, /var/tmp, /tmp, /dev/shm that allows it).
+    #[arg(long, value_name = "DIR")]
+    pub remote_dir: Option<String>,
+
+    /// Evaluate the toolbox again even if nothing it depends on changed.
+    #[arg(long)]
+    pub refresh: bool,
+
+    /// `[user@]host[:port]`, `ssh://[user@]host[:port]`, or a Host of ~/.ssh/config. Your own
+    /// ssh connects (its config, agent and keys); AGENTENV_SSH replaces the ssh command.
+    #[arg(value_name = "TARGET", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub target: String,
+
+    /// The command; without one, a shell (or the script read from stdin when it is not a
+    /// terminal).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+pub fn run(args: &DispatchArgs) -> Result<i32> {
+    let target = Target::parse(&args.target)
+        .map_err(|e| Diagnostic::new(format!("cannot dispatch to '{}': {e}", args.target)))?;
+    let cwd = current_dir()?;
+    let flake = FlakeTarget::resolve(args.flake.as_deref().unwrap_or("."), &cwd)?;
+    let state = StateDirs::from_env()?;
+    let (devenv, _) = load_or_evaluate(&flake, &state, args.refresh)?;
+    let req = DispatchRequest {
+        target,
+        devenv,
+        command: args.command.clone(),
+        remote_dir: args.remote_dir.clone(),
+    };
+    dispatch(&req, &state)
+}
+
+/// What agentenv does on a dispatch host (not for people).
+#[derive(Debug, clap::Subcommand)]
+pub enum RemoteVerb {
+    /// Print the host's facts as JSON.
+    Facts { dir: PathBuf },
+    /// Unpack store paths from stdin.
+    UnpackStore { dir: PathBuf },
+    /// Serve a session's agent on stdio.
+    Session { spec: PathBuf },
+    /// Remove a session's directory; print what remains.
+    Clean { dir: PathBuf, id: String },
+}
+
+pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
+    use crate::dispatch::remote;
+    match verb {
+        RemoteVerb::Facts { dir } => remote::facts(dir),
+        RemoteVerb::UnpackStore { dir } => remote::unpack_store(dir),
+        RemoteVerb::Session { spec } => remote::session(spec),
+        RemoteVerb::Clean { dir, id } => remote::clean(dir, id),
+    }
+}

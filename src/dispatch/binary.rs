@@ -1,0 +1,55 @@
+//! Which agentenv binary goes to a host: one that runs on any Linux of that architecture, so a
+//! fully static build (no libc needed there). A static build of the host's architecture pushes
+//! itself; otherwise `AGENTENV_DISPATCH_BINARY`, or one installed in agentenv's data directory.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::probe::Arch;
+use crate::diag::Diagnostic;
+use crate::paths::StateDirs;
+
+/// Where an installed static build for `arch` hosts lives.
+pub fn installed_path(state: &StateDirs, arch: Arch) -> PathBuf {
+    state
+        .data
+        .join("remote")
+        .join(format!("agentenv-{}-linux-static", arch.as_str()))
+}
+
+/// The static agentenv to run on an `arch` host.
+pub fn binary_for(state: &StateDirs, arch: Arch) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("AGENTENV_DISPATCH_BINARY").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            return Err(Diagnostic::new(format!(
+                "AGENTENV_DISPATCH_BINARY names {}, which is not a file",
+                p.display()
+            ))
+            .into());
+        }
+        return Ok(p);
+    }
+    if cfg!(all(target_os = "linux", target_feature = "crt-static"))
+        && Arch::current() == Some(arch)
+    {
+        return std::env::current_exe().map_err(|e| {
+            Diagnostic::new(format!("cannot find agentenv's own binary: {e}")).into()
+        });
+    }
+    let installed = installed_path(state, arch);
+    if installed.is_file() {
+        return Ok(installed);
+    }
+    Err(Diagnostic::new(format!(
+        "no static agentenv for {} hosts: this build needs a C library that the host may lack",
+        arch.as_str()
+    ))
+    .hint(format!(
+        "build one with `scripts/build-static.sh {}` (it installs it at {}), or point AGENTENV_DISPATCH_BINARY at one",
+        arch.as_str(),
+        installed.display()
+    ))
+    .into())
+}

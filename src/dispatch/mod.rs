@@ -1,0 +1,19 @@
+//! Dispatch: an agent with its workstation sent to a Linux host that has only sshd and a POSIX
+//! `sh`. `target` names the host, `ssh` keeps one multiplexed connection, `probe` learns what
+//! the host is and where agentenv may work there, `binary` and `push` put a static agentenv
+//! there by content hash, `store_sync` sends the toolbox's store paths the host lacks,
+//! `session` runs one dispatch; `remote` and `host_view` are agentenv's side on the host.
+
+pub mod binary;
+#[cfg(target_os = "linux")]
+pub mod host_view;
+pub mod layout;
+pub mod probe;
+pub mod push;
+#[cfg(target_os = "linux")]
+pub mod remote;
+#[cfg(target_os = "linux")]
+pub mod session;
+pub mod ssh;
+pub mod store_sync;
+pub mod target;

@@ -1,0 +1,206 @@
+//! What a target host is, learned by one POSIX `sh` script over ssh: its OS and architecture,
+//! the user, and a directory agentenv may write and execute in (noexec `/tmp` and read-only
+//! homes are common). Only the candidate directory is ever created, one level below a
+//! directory that exists, and removed again when it does not serve.
+
+use anyhow::Result;
+
+use super::ssh::SshConnection;
+use crate::diag::Diagnostic;
+
+/// The CPU architectures agentenv ships a binary for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn from_uname(m: &str) -> Option<Self> {
+        match m {
+            "x86_64" | "amd64" => Some(Arch::X86_64),
+            "aarch64" | "arm64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The architecture of this build of agentenv.
+    pub fn current() -> Option<Self> {
+        Self::from_uname(std::env::consts::ARCH)
+    }
+}
+
+/// Facts about a host, as the probe found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    pub arch: Arch,
+    pub uid: u32,
+    pub home: String,
+    /// Where agentenv keeps its files on the host (writable and executable).
+    pub dir: String,
+}
+
+/// The probe: prints `key=value` lines. `$1` is a directory the user asked for (may be empty).
+const PROBE: &str = r#"
+set -u
+echo "os=$(uname -s)"
+echo "arch=$(uname -m)"
+uid=$(id -u)
+echo "uid=$uid"
+echo "home=${HOME:-}"
+try_dir() {
+  d=$1
+  [ -n "$d" ] || return 1
+  [ -d "$(dirname "$d")" ] || return 1
+  made=
+  if [ ! -d "$d" ]; then
+    mkdir "$d" 2>/dev/null || { echo "refused=$d"; return 1; }
+    chmod 700 "$d"
+    made=1
+  fi
+  p="$d/.probe-$$"
+  if printf '#!/bin/sh\necho ok\n' > "$p" 2>/dev/null && chmod 700 "$p" && [ "$("$p" 2>/dev/null)" = ok ]; then
+    rm -f "$p"
+    echo "dir=$d"
+    return 0
+  fi
+  rm -f "$p"
+  [ -z "$made" ] || rmdir "$d" 2>/dev/null
+  echo "refused=$d"
+  return 1
+}
+if [ -n "$REQUESTED" ]; then
+  try_dir "$REQUESTED" || true
+else
+  for d in "${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/agentenv}" "${HOME:+$HOME/.agentenv}" "/var/tmp/agentenv-$uid" "/tmp/agentenv-$uid" "/dev/shm/agentenv-$uid"; do
+    try_dir "$d" && break
+  done
+fi
+"#;
+
+/// Runs the probe on `ssh`'s host; `requested` is `--remote-dir`.
+pub fn probe_host(ssh: &SshConnection, requested: Option<&str>) -> Result<HostFacts> {
+    let script = format!(
+        "REQUESTED={}\n{PROBE}",
+        shlex::try_quote(requested.unwrap_or(""))
+            .map_err(|_| Diagnostic::new("--remote-dir cannot contain a NUL byte"))?
+    );
+    let out = ssh.run_script(&script)?;
+    parse_probe(
+        &String::from_utf8_lossy(&out.stdout),
+        &ssh.target().to_string(),
+        requested,
+    )
+}
+
+fn parse_probe(out: &str, host: &str, requested: Option<&str>) -> Result<HostFacts> {
+    let mut os = None;
+    let mut arch = None;
+    let mut uid = None;
+    let mut home = String::new();
+    let mut dir = None;
+    let mut refused = Vec::new();
+    for line in out.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k {
+            "os" => os = Some(v.to_string()),
+            "arch" => arch = Some(v.to_string()),
+            "uid" => uid = v.parse::<u32>().ok(),
+            "home" => home = v.to_string(),
+            "dir" => dir = Some(v.to_string()),
+            "refused" => refused.push(v.to_string()),
+            _ => {}
+        }
+    }
+    let os = os.unwrap_or_default();
+    if os != "Linux" {
+        return Err(Diagnostic::new(format!(
+            "{host} runs {}, not Linux: agentenv dispatches only to Linux hosts",
+            if os.is_empty() {
+                "an unknown system"
+            } else {
+                &os
+            }
+        ))
+        .into());
+    }
+    let machine = arch.unwrap_or_default();
+    let arch = Arch::from_uname(&machine).ok_or_else(|| {
+        Diagnostic::new(format!(
+            "{host} is a {machine} machine; agentenv runs on x86_64 and aarch64 hosts"
+        ))
+    })?;
+    let uid = uid.ok_or_else(|| Diagnostic::new(format!("cannot tell the user id on {host}")))?;
+    let Some(dir) = dir else {
+        let mut d = Diagnostic::new(format!(
+            "found no directory on {host} that agentenv may write and run programs in"
+        ));
+        for r in &refused {
+            d = d.detail(format!("tried {r}: not writable, or mounted noexec"));
+        }
+        let hint = match requested {
+            Some(_) => {
+                "pass another --remote-dir: a directory you can write that is not mounted noexec"
+                    .to_string()
+            }
+            None => "pass --remote-dir DIR: a directory you can write that is not mounted noexec"
+                .to_string(),
+        };
+        return Err(d.hint(hint).into());
+    };
+    Ok(HostFacts {
+        arch,
+        uid,
+        home,
+        dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_output_parses() {
+        let f = parse_probe(
+            "os=Linux\narch=aarch64\nuid=1000\nhome=/home/dev\nrefused=/tmp/agentenv-1000\ndir=/dev/shm/agentenv-1000\n",
+            "h",
+            None,
+        )
+        .unwrap();
+        assert_eq!(f.arch, Arch::Aarch64);
+        assert_eq!(f.uid, 1000);
+        assert_eq!(f.dir, "/dev/shm/agentenv-1000");
+    }
+
+    #[test]
+    fn no_usable_directory_names_what_was_tried() {
+        let e = parse_probe(
+            "os=Linux\narch=x86_64\nuid=1\nhome=/\nrefused=/tmp/agentenv-1\n",
+            "h",
+            None,
+        )
+        .unwrap_err();
+        let text = crate::diag::render(&e);
+        assert!(text.contains("tried /tmp/agentenv-1"), "{text}");
+        assert!(text.contains("--remote-dir"), "{text}");
+    }
+
+    #[test]
+    fn other_systems_are_refused() {
+        let e = parse_probe("os=Darwin\narch=arm64\nuid=1\n", "h", None).unwrap_err();
+        assert!(e.to_string().contains("not Linux"));
+        let e = parse_probe("os=Linux\narch=riscv64\nuid=1\ndir=/x\n", "h", None).unwrap_err();
+        assert!(e.to_string().contains("riscv64"));
+    }
+}

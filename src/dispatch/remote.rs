@@ -1,0 +1,216 @@
+//! The host's side of dispatch: what agentenv does when it runs there, as `agentenv __remote
+//! VERB`, started over ssh by the dispatching agentenv. `facts` tells what the session will
+//! see, `unpack-store` takes store paths, `session` serves one session's agent on stdio in the
+//! host view, `clean` removes a session's directory and says what, if anything, remains.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::layout;
+use crate::diag::Diagnostic;
+
+/// What the dispatching side needs to know of the host, as its ssh session sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteFacts {
+    /// The ssh session's environment, in order.
+    pub env: Vec<(String, String)>,
+    pub home: String,
+    /// Why the host refuses user namespaces, if it does.
+    pub userns_refused: Option<Diagnostic>,
+    /// Store paths the content cache holds.
+    pub store: Vec<String>,
+    /// Profiles the content cache holds.
+    pub profiles: Vec<String>,
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `__remote facts DIR`: prints `RemoteFacts` as JSON.
+pub fn facts(dir: &Path) -> Result<i32> {
+    let env = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let facts = RemoteFacts {
+        env,
+        home: std::env::var("HOME").unwrap_or_default(),
+        userns_refused: userns_refusal(),
+        store: names_in(&dir.join(layout::STORE)),
+        profiles: names_in(&dir.join(layout::PROFILES)),
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &facts)?;
+    out.write_all(b"\n")?;
+    Ok(0)
+}
+
+/// Tries a user and mount namespace in a child, as a session will make them.
+#[cfg(target_os = "linux")]
+fn userns_refusal() -> Option<Diagnostic> {
+    use crate::compute::linux::userns::{unshare_refused, write_id_maps, IdMode};
+    use nix::sched::{unshare, CloneFlags};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    // SAFETY: this process runs no other thread (a short-lived `__remote facts`), so the child
+    // may run ordinary code until it exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = match unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+                Ok(()) if write_id_maps(uid, gid).is_ok() => 0,
+                Ok(()) => 2,
+                Err(e) => 10 + e as i32,
+            };
+            // SAFETY: _exit leaves without running the parent's destructors.
+            unsafe { libc::_exit(code.min(255)) }
+        }
+        Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => None,
+            Ok(WaitStatus::Exited(_, c)) if c >= 10 => Some(unshare_refused(
+                nix::errno::Errno::from_raw(c - 10),
+                IdMode::UserNamespace { uid, gid },
+            )),
+            _ => Some(Diagnostic::new(
+                "the host made a user namespace but refused its id maps",
+            )),
+        },
+        Err(e) => Some(Diagnostic::new(format!("cannot fork on the host: {e}"))),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn userns_refusal() -> Option<Diagnostic> {
+    Some(Diagnostic::new("dispatch hosts must run Linux"))
+}
+
+/// `__remote unpack-store DIR`: store paths from a tar stream on stdin into `DIR/nix/store`.
+pub fn unpack_store(dir: &Path) -> Result<i32> {
+    let n = super::store_sync::unpack_store(&dir.join(layout::STORE), std::io::stdin().lock())?;
+    tracing::debug!(paths = n, "store paths unpacked");
+    Ok(0)
+}
+
+/// What remains of a session after `clean`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CleanReport {
+    /// Entries of the agentenv directory that are not content caches.
+    pub stray_entries: Vec<String>,
+    /// Processes still running from the session's directory.
+    pub processes: Vec<i32>,
+}
+
+/// `__remote clean DIR ID`: removes the session's directory (whatever the session left in its
+/// private home goes with it: the learnings came back before), then reports what is left.
+pub fn clean(dir: &Path, id: &str) -> Result<i32> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        anyhow::bail!("not a session id: {id:?}");
+    }
+    let sessions = dir.join(layout::SESSIONS);
+    let session = sessions.join(id);
+    let processes = processes_using(&session);
+    if session.exists() {
+        super::store_sync::make_writable(&session);
+        crate::util::remove_tree(&session)
+            .with_context(|| format!("cannot remove {}", session.display()))?;
+    }
+    // An empty sessions directory is not a cache: it goes too. Other sessions (running, or
+    // holding learnings not yet collected) are theirs, not this one's leftovers.
+    let _ = std::fs::remove_dir(&sessions);
+    let stray_entries = names_in(dir)
+        .into_iter()
+        .filter(|n| !layout::CACHES.contains(&n.as_str()) && n != layout::SESSIONS)
+        .collect();
+    let report = CleanReport {
+        stray_entries,
+        processes,
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &report)?;
+    out.write_all(b"\n")?;
+    Ok(0)
+}
+
+/// Processes whose working directory or executable lies in `dir`.
+fn processes_using(dir: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let inside = |link: &str| {
+            std::fs::read_link(format!("/proc/{pid}/{link}"))
+                .map(|p: PathBuf| p.starts_with(dir))
+                .unwrap_or(false)
+        };
+        if inside("cwd") || inside("exe") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// What `__remote session` is told, as a JSON file in the session's directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// The host view to enter; `None` with `--no-namespaces` (the toolbox only on PATH).
+    #[cfg(target_os = "linux")]
+    pub view: Option<super::host_view::HostViewSpec>,
+}
+
+/// `__remote session SPEC`: enters the host view, then serves the guest agent on stdin and
+/// stdout as PID 1 of a PID namespace of its own, so that everything the session starts ends
+/// with it (the host's own processes stay visible through the host's `/proc`).
+#[cfg(target_os = "linux")]
+pub fn session(spec_path: &Path) -> Result<i32> {
+    use nix::sched::{unshare, CloneFlags};
+    use nix::unistd::{fork, ForkResult};
+
+    let data =
+        std::fs::read(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let spec: SessionSpec = serde_json::from_slice(&data)
+        .with_context(|| format!("{} is not a session spec", spec_path.display()))?;
+    if let Some(view) = &spec.view {
+        super::host_view::enter_host_view(view)?;
+    }
+    crate::process::block_supervised_signals()?;
+    let pidns = spec.view.is_some();
+    if pidns {
+        unshare(CloneFlags::CLONE_NEWPID).context("cannot make a PID namespace")?;
+    }
+    // SAFETY: single-threaded here (no runtime has started yet), so the child may run
+    // ordinary code.
+    match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Child => {
+            let code =
+                crate::guest::agent::run_agent(crate::transport::OneConnection::stdio, || {});
+            // SAFETY: _exit leaves without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            crate::process::supervise(child, crate::process::Reap::Child)
+        }
+    }
+}

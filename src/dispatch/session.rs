@@ -1,0 +1,266 @@
+//! One dispatch, from the dispatching side: the toolbox evaluated here, the host probed, the
+//! static binary and the store paths the host lacks sent, the session run over ssh stdio with
+//! the guest agent's protocol (exit codes and signals carried in it, not by ssh), then the
+//! host cleaned and the cleanup checked.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::binary::binary_for;
+use super::layout::{self, join};
+use super::probe::{probe_host, HostFacts};
+use super::push::{content_name, push_executable, Pushed};
+use super::remote::{CleanReport, RemoteFacts, SessionSpec};
+use super::ssh::SshConnection;
+use super::store_sync::{closure_of, sync_closure};
+use super::target::Target;
+use crate::diag::Diagnostic;
+use crate::nix::devenv::DevEnv;
+use crate::paths::StateDirs;
+use crate::proto::message::{ExecSpec, WinSize};
+
+/// What to dispatch.
+pub struct DispatchRequest {
+    pub target: Target,
+    pub devenv: DevEnv,
+    pub command: Vec<OsString>,
+    pub remote_dir: Option<String>,
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn q(s: &str) -> Result<String> {
+    shlex::try_quote(s)
+        .map(|c| c.into_owned())
+        .map_err(|_| Diagnostic::new("a remote path holds a NUL byte").into())
+}
+
+/// A connected host, with agentenv's binary in place.
+struct Host {
+    ssh: SshConnection,
+    facts: HostFacts,
+    bin: String,
+}
+
+impl Host {
+    fn run_json<T: serde::de::DeserializeOwned>(&self, args: &str) -> Result<T> {
+        let out = self
+            .ssh
+            .run_script(&format!("exec {} __remote {args}\n", q(&self.bin)?))?;
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "agentenv on {} answered what it should not: {}",
+                self.ssh.target(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            )
+        })
+    }
+}
+
+/// Runs the request; returns the command's exit code.
+pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
+    let ssh = SshConnection::open(&req.target)?;
+    let facts = probe_host(&ssh, req.remote_dir.as_deref())?;
+    tracing::debug!(?facts, "host probed");
+    let local_bin = binary_for(state, facts.arch)?;
+    let name = content_name("agentenv", &local_bin)?;
+    let bin_dir = join(&facts.dir, layout::BIN);
+    match push_executable(&ssh, &local_bin, &bin_dir, &name)? {
+        Pushed::Present => tracing::info!("agentenv is on the host already ({name})"),
+        Pushed::Sent { bytes } => {
+            tracing::info!("sent agentenv ({}) to {}", human_bytes(bytes), req.target)
+        }
+    }
+    let host = Host {
+        bin: format!("{bin_dir}/{name}"),
+        ssh,
+        facts,
+    };
+    let remote: RemoteFacts = host.run_json(&format!("facts {}", q(&host.facts.dir)?))?;
+    if let Some(refused) = remote.userns_refused.clone() {
+        return Err(refused
+            .hint("dispatch shows the toolbox at /nix in a private mount namespace, which needs user namespaces on the host")
+            .into());
+    }
+    let closure = closure_of(&[req.devenv.store_path.clone(), req.devenv.shell.clone()])?;
+    let present = remote.store.iter().cloned().collect();
+    let store_dir = host.facts.dir.clone();
+    let stats = sync_closure(&host.ssh, &closure, &present, &host.bin, &store_dir)?;
+    tracing::info!(
+        "sent {} of {} store paths ({})",
+        stats.paths_sent,
+        stats.paths_total,
+        human_bytes(stats.bytes_sent)
+    );
+
+    let id = layout::new_session_id();
+    let code = run_session(&host, &remote, req, &id);
+    let cleaned = clean_session(&host, &id);
+    // The command's exit code stands; what the cleanup found is said loudly beside it.
+    if let Err(c) = cleaned {
+        eprint!(
+            "{}",
+            crate::diag::render(&c).replacen("error:", "warning:", 1)
+        );
+    }
+    code
+}
+
+/// Makes the session's directory, then runs the session's agent over ssh stdio and the
+/// command through it.
+fn run_session(host: &Host, remote: &RemoteFacts, req: &DispatchRequest, id: &str) -> Result<i32> {
+    let dir = join(&host.facts.dir, &format!("{}/{id}", layout::SESSIONS));
+    let home_at = PathBuf::from(if remote.home.is_empty() {
+        "/"
+    } else {
+        &remote.home
+    });
+    let spec = SessionSpec {
+        view: Some(super::host_view::HostViewSpec {
+            nix_dir: PathBuf::from(join(&host.facts.dir, layout::NIX)),
+            trees: vec![
+                super::host_view::ViewTree {
+                    source: PathBuf::from(join(&dir, "home")),
+                    at: home_at.clone(),
+                    read_only: false,
+                },
+                super::host_view::ViewTree {
+                    source: PathBuf::from(join(&dir, "run")),
+                    at: PathBuf::from("/run/agentenv"),
+                    read_only: false,
+                },
+            ],
+        }),
+    };
+    let spec_json = serde_json::to_vec(&spec)?;
+    let dq = q(&dir)?;
+    host.ssh.run_script_with_input(
+        &format!("set -e\numask 077\nmkdir -p {dq}/home {dq}/run\ncat > {dq}/spec.json\n"),
+        &mut &spec_json[..],
+    )?;
+
+    let exec = exec_spec(req, remote, &home_at, &host.ssh.target().to_string());
+    let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
+    let mut child = host.ssh.spawn_script(&format!(
+        "exec {} __remote session {dq}/spec.json\n",
+        q(&host.bin)?
+    ))?;
+    let stdin = child.stdin.take().context("ssh has no stdin")?;
+    let stdout = child.stdout.take().context("ssh has no stdout")?;
+    let mut stderr = child.stderr.take().context("ssh has no stderr")?;
+    // What agentenv on the host says about itself (not the command's stderr: that comes in
+    // frames) is kept for the error, if there is one.
+    let said = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(async {
+        let stdin = tokio::process::ChildStdin::from_std(stdin)?;
+        let stdout = tokio::process::ChildStdout::from_std(stdout)?;
+        let stream: Box<dyn crate::transport::Transport> = Box::new(tokio::io::join(stdout, stdin));
+        let mut client = crate::proto::client::AgentClient::over(stream).await?;
+        client.exec(exec, forward_stdin).await
+    });
+    rt.shutdown_background();
+    let _ = child.kill();
+    let status = child.wait().ok();
+    let said = said.join().unwrap_or_default();
+    match result {
+        Ok(code) => {
+            if !said.trim().is_empty() {
+                eprint!("{said}");
+            }
+            Ok(code)
+        }
+        Err(e) => {
+            let mut d = Diagnostic::new(format!(
+                "the session on {} ended without an exit status",
+                host.ssh.target()
+            ));
+            for line in said.lines().filter(|l| !l.trim().is_empty()) {
+                d = d.detail(format!("host: {line}"));
+            }
+            if status.is_some_and(|s| s.code() == Some(255)) || !host.ssh.check() {
+                d = d.hint("the connection to the host was lost; the session there has ended");
+            }
+            Err(anyhow::Error::new(d).context(format!("{e:#}")))
+        }
+    }
+}
+
+/// The exec request: nix's script for the toolbox with the host's PATH entries first, the
+/// host's environment, the caller's terminal.
+fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &PathBuf, host: &str) -> ExecSpec {
+    use crate::attach::script::{path_after_target, without_build_dir};
+    let host_path = remote
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut rc = without_build_dir(&req.devenv.rc_script_for(home));
+    rc.push('\n');
+    rc.push_str(&path_after_target(&host_path));
+    rc.push_str("HISTFILE=~/.bash_history\n");
+    let mut env: Vec<(OsString, OsString)> = remote
+        .env
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "SSH_CLIENT" | "SSH_CONNECTION"))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    for key in ["TERM", "COLORTERM", "NO_COLOR", "LANG"] {
+        if let Some(v) = std::env::var_os(key) {
+            env.retain(|(k, _)| k != key);
+            env.push((key.into(), v));
+        }
+    }
+    env.push(("AGENTENV".into(), "1".into()));
+    env.push(("AGENTENV_DISPATCH".into(), host.into()));
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = (req.command.is_empty() && interactive)
+        .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
+    ExecSpec {
+        rc_script: rc,
+        shell: req.devenv.shell.clone(),
+        command: (!req.command.is_empty()).then(|| req.command.clone()),
+        cwd: home.clone(),
+        env,
+        prompt_name: host.to_string(),
+        tty,
+        stdin_script: req.command.is_empty() && !interactive,
+        passed_stdio: false,
+    }
+}
+
+/// Removes the session's directory on the host and checks what remains: only the caches.
+fn clean_session(host: &Host, id: &str) -> Result<()> {
+    let report: CleanReport = host.run_json(&format!("clean {} {id}", q(&host.facts.dir)?))?;
+    if report == CleanReport::default() {
+        return Ok(());
+    }
+    let mut d = Diagnostic::new(format!(
+        "the session left something on {}",
+        host.ssh.target()
+    ));
+    for e in &report.stray_entries {
+        d = d.detail(format!("file: {}", join(&host.facts.dir, e)));
+    }
+    for p in &report.processes {
+        d = d.detail(format!("process: {p}"));
+    }
+    Err(d.into())
+}

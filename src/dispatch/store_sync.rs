@@ -1,0 +1,270 @@
+//! The toolbox's store closure on a host, content-addressed: each store path lands whole in the
+//! host's cache as `STORE/<hash>-<name>` (a store path's name already names its content), so
+//! only the paths the host lacks cross the wire, in one tar stream, unpacked by agentenv itself
+//! on the host (which may have no tar). A path appears under its name only once complete.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::ssh::SshConnection;
+use crate::diag::Diagnostic;
+use crate::nix::cli::NixCli;
+
+/// Where store paths live on the build side.
+const STORE: &str = "/nix/store";
+
+/// The closure of `paths` (every store path they reference, themselves included), sorted.
+pub fn closure_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let nix = NixCli::find()?;
+    let mut cmd = nix.command();
+    cmd.args(["path-info", "--recursive"]).args(paths);
+    let out = nix.run(cmd, "listing the toolbox's store paths")?;
+    if !out.success {
+        return Err(Diagnostic::new("nix cannot list the toolbox's store paths")
+            .detail(out.stderr.trim_end().to_string())
+            .into());
+    }
+    let mut all: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(STORE))
+        .map(PathBuf::from)
+        .collect();
+    all.sort();
+    all.dedup();
+    Ok(all)
+}
+
+/// The base names of `closure` that are not in `present`.
+pub fn missing_paths<'a>(closure: &'a [PathBuf], present: &BTreeSet<String>) -> Vec<&'a Path> {
+    closure
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .map(|n| !present.contains(&*n.to_string_lossy()))
+                .unwrap_or(false)
+        })
+        .map(PathBuf::as_path)
+        .collect()
+}
+
+/// What a sync sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub paths_total: usize,
+    pub paths_sent: usize,
+    pub bytes_sent: u64,
+}
+
+/// Sends the paths of `closure` that the host's `store_dir` lacks; `agentenv` there is
+/// `remote_bin`.
+pub fn sync_closure(
+    ssh: &SshConnection,
+    closure: &[PathBuf],
+    present: &BTreeSet<String>,
+    remote_bin: &str,
+    store_dir: &str,
+) -> Result<SyncStats> {
+    let missing = missing_paths(closure, present);
+    let mut stats = SyncStats {
+        paths_total: closure.len(),
+        ..SyncStats::default()
+    };
+    if missing.is_empty() {
+        return Ok(stats);
+    }
+    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned());
+    let script = format!(
+        "exec {} __remote unpack-store {}\n",
+        q(remote_bin).context("a remote path holds a NUL byte")?,
+        q(store_dir).context("a remote path holds a NUL byte")?
+    );
+    let mut child = ssh.spawn_script(&script)?;
+    let stdin = child.stdin.take().context("ssh has no stdin")?;
+    let mut counted = CountingWriter {
+        inner: stdin,
+        bytes: 0,
+    };
+    let sent = send_paths(&mut counted, &missing);
+    stats.bytes_sent = counted.bytes;
+    stats.paths_sent = missing.len();
+    drop(counted);
+    let out = child.wait_with_output().context("cannot wait for ssh")?;
+    if !out.status.success() || sent.is_err() {
+        return Err(Diagnostic::new(format!(
+            "the host {} could not take the toolbox's store paths",
+            ssh.target()
+        ))
+        .detail(String::from_utf8_lossy(&out.stderr).trim_end().to_string())
+        .into());
+    }
+    Ok(stats)
+}
+
+/// Writes `paths` as one tar stream, each under its store name.
+fn send_paths(out: &mut impl Write, paths: &[&Path]) -> Result<()> {
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    for path in paths {
+        let name = path.file_name().context("a store path has no name")?;
+        tar.append_dir_all(name, path)
+            .or_else(|e| append_non_dir(&mut tar, path, name, e))
+            .with_context(|| format!("cannot send {}", path.display()))?;
+    }
+    tar.finish().context("cannot finish the store stream")?;
+    Ok(())
+}
+
+/// A store path that is a single file or a link, not a directory.
+fn append_non_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &Path,
+    name: &std::ffi::OsStr,
+    dir_err: std::io::Error,
+) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        return Err(dir_err);
+    }
+    tar.append_path_with_name(path, name)
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// On the host: unpacks a tar stream of store paths from `input` into `store_dir`, each
+/// top-level entry first under a private incoming directory and then renamed into place.
+pub fn unpack_store(store_dir: &Path, input: impl Read) -> Result<usize> {
+    std::fs::create_dir_all(store_dir)
+        .with_context(|| format!("cannot create {}", store_dir.display()))?;
+    let incoming = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempdir_in(store_dir)
+        .with_context(|| format!("cannot create a directory in {}", store_dir.display()))?;
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(false);
+    archive
+        .unpack(incoming.path())
+        .context("cannot unpack the store paths")?;
+    let mut n = 0;
+    for entry in std::fs::read_dir(incoming.path()).context("cannot list unpacked paths")? {
+        let entry = entry?;
+        let dest = store_dir.join(entry.file_name());
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            continue;
+        }
+        move_into_place(&entry.path(), &dest)
+            .with_context(|| format!("cannot move {} into place", dest.display()))?;
+        n += 1;
+    }
+    // What is left (a path another session unpacked meanwhile) goes with the directory; store
+    // paths are read-only, so make them removable first.
+    make_writable(incoming.path());
+    Ok(n)
+}
+
+/// Renames `from` to `to`. A directory moved to another parent must be writable (its `..`
+/// changes), and store paths are not: it is for the moment of the rename.
+fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(from)?;
+    if !meta.is_dir() {
+        return std::fs::rename(from, to);
+    }
+    let mode = meta.permissions().mode();
+    std::fs::set_permissions(from, std::fs::Permissions::from_mode(mode | 0o200))?;
+    let moved = std::fs::rename(from, to);
+    let at = if moved.is_ok() { to } else { from };
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))?;
+    moved
+}
+
+/// Gives the owner write permission on every directory below `dir`, so it can be removed.
+pub fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(meta) = std::fs::symlink_metadata(&d) {
+            if meta.is_dir() {
+                let mode = meta.permissions().mode();
+                let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode | 0o700));
+                if let Ok(rd) = std::fs::read_dir(&d) {
+                    stack.extend(rd.flatten().map(|e| e.path()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absent_paths_are_missing() {
+        let closure = vec![
+            PathBuf::from("/nix/store/aaa-bash"),
+            PathBuf::from("/nix/store/bbb-env"),
+        ];
+        let present: BTreeSet<String> = ["aaa-bash".to_string()].into();
+        assert_eq!(
+            missing_paths(&closure, &present),
+            vec![Path::new("/nix/store/bbb-env")]
+        );
+    }
+
+    #[test]
+    fn unpacked_paths_arrive_whole_and_read_only_modes_survive() {
+        use std::os::unix::fs::PermissionsExt;
+        let src = tempfile::tempdir().unwrap();
+        let p = src.path().join("abc-tool");
+        std::fs::create_dir_all(p.join("bin")).unwrap();
+        std::fs::write(p.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(p.join("bin/tool"), std::fs::Permissions::from_mode(0o555))
+            .unwrap();
+        std::os::unix::fs::symlink("bin/tool", p.join("link")).unwrap();
+        let mut buf = Vec::new();
+        {
+            let mut tar = tar::Builder::new(&mut buf);
+            tar.follow_symlinks(false);
+            tar.append_dir_all("abc-tool", &p).unwrap();
+            tar.finish().unwrap();
+        }
+        let dest = tempfile::tempdir().unwrap();
+        let store = dest.path().join("store");
+        assert_eq!(unpack_store(&store, &buf[..]).unwrap(), 1);
+        let tool = store.join("abc-tool/bin/tool");
+        assert_eq!(std::fs::read(&tool).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(
+            std::fs::metadata(&tool).unwrap().permissions().mode() & 0o777,
+            0o555
+        );
+        assert_eq!(
+            std::fs::read_link(store.join("abc-tool/link")).unwrap(),
+            Path::new("bin/tool")
+        );
+        // A second copy of the same path is left as the first was; nothing else remains.
+        assert_eq!(unpack_store(&store, &buf[..]).unwrap(), 0);
+        let names: Vec<_> = std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("abc-tool")]);
+    }
+}

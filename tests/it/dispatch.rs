@@ -1,0 +1,374 @@
+//! dispatch against real sshd hosts: Docker containers on a private network, a minimal Debian
+//! with only sshd (scripts/test-hosts.sh), no nix, no git; the user `dev` with key auth.
+//! agentenv sends its static build (AGENTENV_DISPATCH_BINARY, set by scripts/test.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use crate::support::{self, repo_root, run, stderr, stdout, Fixture};
+
+const IMAGE: &str = "agentenv-test-sshd:1";
+const LABEL: &str = "agentenv-test-host";
+/// The pid of the test process that made a host or network.
+const PID_LABEL: &str = "agentenv-test-pid";
+
+fn pid_label() -> String {
+    format!("{PID_LABEL}={}", std::process::id())
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker")
+}
+
+/// Why the dispatch tests cannot run here, if they cannot.
+fn prerequisites() -> Result<(), String> {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECK
+        .get_or_init(|| {
+            if std::env::var_os("AGENTENV_DISPATCH_BINARY").is_none() {
+                return Err("AGENTENV_DISPATCH_BINARY is not set (scripts/test.sh builds a static agentenv and sets it)".into());
+            }
+            if !docker(&["version"]).status.success() {
+                return Err("docker does not answer".into());
+            }
+            if !docker(&["image", "inspect", IMAGE]).status.success() {
+                let ok = Command::new(repo_root().join("scripts/test-hosts.sh"))
+                    .arg("image")
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(format!("cannot build {IMAGE} (scripts/test-hosts.sh image)"));
+                }
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+macro_rules! host_fixture {
+    ($test:expr) => {
+        match prerequisites() {
+            Ok(()) => {}
+            Err(reason) => {
+                support::skip(concat!("dispatch::", $test), &reason);
+                return;
+            }
+        }
+    };
+}
+
+/// A private network and an ssh key, shared by the hosts of one test.
+struct Lab {
+    network: String,
+    key: PathBuf,
+    _keydir: tempfile::TempDir,
+    hosts: Vec<String>,
+}
+
+/// A host: a container with sshd.
+struct Host {
+    name: String,
+    ip: String,
+}
+
+/// Removes hosts and networks of earlier runs whose test process is gone (a run killed
+/// half-way); those of a live run, another's included, stay.
+fn sweep_dead_runs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let format = format!("{{{{.ID}}}} {{{{.Label \"{PID_LABEL}\"}}}}");
+        for kind in ["container", "network"] {
+            let filter = format!("label={LABEL}");
+            let mut args = vec![kind, "ls", "--filter", &filter, "--format", &format];
+            if kind == "container" {
+                args.push("-a");
+            }
+            let o = docker(&args);
+            for line in stdout(&o).lines() {
+                let mut it = line.split_whitespace();
+                let (Some(id), pid) = (it.next(), it.next().and_then(|p| p.parse::<i32>().ok()))
+                else {
+                    continue;
+                };
+                let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                if !alive {
+                    let _ = match kind {
+                        "container" => docker(&["rm", "-f", id]),
+                        _ => docker(&["network", "rm", id]),
+                    };
+                }
+            }
+        }
+    });
+}
+
+impl Lab {
+    fn new(test: &str) -> Self {
+        sweep_dead_runs();
+        let network = format!("agentenv-test-{test}-{}", std::process::id());
+        let o = docker(&[
+            "network",
+            "create",
+            "--label",
+            LABEL,
+            "--label",
+            &pid_label(),
+            &network,
+        ]);
+        assert!(o.status.success(), "network: {}", stderr(&o));
+        let keydir = tempfile::tempdir().unwrap();
+        let key = keydir.path().join("id_ed25519");
+        let o = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "agentenv-test", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ssh-keygen: {}", stderr(&o));
+        Lab {
+            network,
+            key,
+            _keydir: keydir,
+            hosts: Vec::new(),
+        }
+    }
+
+    /// Starts a host; `extra` are more `docker run` options.
+    fn host(&mut self, extra: &[&str]) -> Host {
+        let name = format!("{}-{}", self.network, self.hosts.len());
+        let pubkey = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            LABEL,
+            "--network",
+            &self.network,
+            // User namespaces inside a container need these (environment.md).
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "systempaths=unconfined",
+        ];
+        let env = format!("AUTHORIZED_KEY={}", pubkey.trim());
+        let pid = pid_label();
+        args.extend_from_slice(&["--label", &pid]);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-e", &env, IMAGE]);
+        let o = docker(&args);
+        assert!(o.status.success(), "docker run: {}", stderr(&o));
+        self.hosts.push(name.clone());
+        let o = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &name,
+        ]);
+        let ip = stdout(&o).trim().to_string();
+        let host = Host { name, ip };
+        // sshd is up when it answers.
+        for _ in 0..100 {
+            if self.ssh(&host, "true").status.success() {
+                return host;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("sshd in {} did not come up", host.name);
+    }
+
+    fn ssh_command(&self) -> String {
+        format!(
+            "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            self.key.display()
+        )
+    }
+
+    fn ssh(&self, host: &Host, cmd: &str) -> Output {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!(
+            "{} dev@{} {}",
+            self.ssh_command(),
+            host.ip,
+            shell_quote(cmd)
+        ));
+        run(c)
+    }
+
+    /// `agentenv dispatch ARGS... dev@HOST -- CMD...` from the fixture's flake.
+    fn dispatch(&self, f: &Fixture, host: &Host, args: &[&str], cmd: &[&str]) -> Output {
+        let mut c = f.agentenv();
+        c.env("AGENTENV_SSH", self.ssh_command())
+            .arg("dispatch")
+            .args(args)
+            .arg(format!("dev@{}", host.ip));
+        if !cmd.is_empty() {
+            c.arg("--").args(cmd);
+        }
+        run(c)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = docker(&["rm", "-f", h]);
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Everything on the host that a session could change: its mount table as the ssh user sees
+/// it, the files outside agentenv's directory, the user's processes.
+fn host_state(lab: &Lab, host: &Host, agentenv_dir: &str) -> (String, String) {
+    let mounts = lab.ssh(host, "cat /proc/self/mountinfo | cut -d' ' -f5 | sort");
+    let files = lab.ssh(
+        host,
+        &format!(
+            "find / -xdev -path {agentenv_dir} -prune -o -path /proc -prune -o -path /sys -prune -o -print 2>/dev/null | sort"
+        ),
+    );
+    (stdout(&mounts), stdout(&files))
+}
+
+#[test]
+fn dispatch_runs_on_the_host_with_the_toolbox_and_carries_exit_codes() {
+    host_fixture!("dispatch_runs_on_the_host_with_the_toolbox_and_carries_exit_codes");
+    let f = crate::fixture!();
+    let mut lab = Lab::new("run");
+    let host = lab.host(&[]);
+    assert!(
+        !lab.ssh(&host, "test -e /nix").status.success(),
+        "the host has no nix"
+    );
+
+    // The host's own files, the toolbox's variables and tools, the host's PATH first.
+    let o = lab.dispatch(
+        &f,
+        &host,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "cat /etc/hostname; echo \"$GREETING\"; command -v hello; ls /nix/store | grep -c busybox; exit 7",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("hello from the agentenv example"), "{out}");
+    assert!(
+        out.contains("/nix/store/"),
+        "the toolbox's hello is on PATH: {out}"
+    );
+
+    // A command killed by a signal is 128+N, not ssh's 255.
+    let o = lab.dispatch(&f, &host, &[], &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+}
+
+#[test]
+fn dispatch_leaves_only_its_cache_and_sends_nothing_twice() {
+    host_fixture!("dispatch_leaves_only_its_cache_and_sends_nothing_twice");
+    let f = crate::fixture!();
+    let mut lab = Lab::new("clean");
+    let host = lab.host(&[]);
+    let dir = "/home/dev/.agentenv";
+    let before = host_state(&lab, &host, dir);
+
+    let o = lab.dispatch(
+        &f,
+        &host,
+        &["-v"],
+        &["sh", "-c", "echo inside > ~/note; sleep 30 & true"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = stderr(&o);
+
+    let after = host_state(&lab, &host, dir);
+    assert_eq!(before.0, after.0, "the host's mount table is unchanged");
+    assert_eq!(
+        before.1, after.1,
+        "no file outside agentenv's directory changed"
+    );
+    let left = lab.ssh(&host, &format!("ls -A {dir}"));
+    assert_eq!(
+        stdout(&left).split_whitespace().collect::<Vec<_>>(),
+        ["bin", "nix"],
+        "only the caches remain"
+    );
+    let procs = lab.ssh(
+        &host,
+        "ps -u dev -o comm= | grep -v -e sshd -e ps -e sh$ || true",
+    );
+    assert_eq!(
+        stdout(&procs).trim(),
+        "",
+        "no process of the session is left"
+    );
+
+    // Second time: the binary and every store path are there already.
+    let o = lab.dispatch(&f, &host, &["-v"], &["true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = stderr(&o);
+    assert!(first.contains("sent agentenv"), "{first}");
+    assert!(second.contains("agentenv is on the host"), "{second}");
+    assert!(second.contains("sent 0 of"), "{second}");
+}
+
+#[test]
+fn dispatch_finds_a_directory_when_tmp_is_noexec_and_home_read_only() {
+    host_fixture!("dispatch_finds_a_directory_when_tmp_is_noexec_and_home_read_only");
+    let f = crate::fixture!();
+    let mut lab = Lab::new("noexec");
+    let host = lab.host(&[
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,noexec,nosuid",
+        "--tmpfs",
+        "/run:rw",
+        "--tmpfs",
+        "/srv/work:rw,exec,uid=1000",
+    ]);
+    let o = lab.dispatch(&f, &host, &[], &["true"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("found no directory"), "{err}");
+    assert!(
+        err.contains("/tmp/agentenv-1000"),
+        "what was tried is named: {err}"
+    );
+    assert!(err.contains("--remote-dir"), "{err}");
+
+    let o = lab.dispatch(
+        &f,
+        &host,
+        &["--remote-dir", "/srv/work/ae"],
+        &["sh", "-c", "echo ok"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "ok");
+}
+
+#[test]
+fn dispatch_to_an_unreachable_host_says_so() {
+    host_fixture!("dispatch_to_an_unreachable_host_says_so");
+    let f = crate::fixture!();
+    let lab = Lab::new("unreachable");
+    // A closed port on loopback: refused at once, and no traffic leaves the machine.
+    let mut c = f.agentenv();
+    c.env("AGENTENV_SSH", lab.ssh_command())
+        .args(["dispatch", "dev@127.0.0.1:1", "--", "true"]);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("cannot connect to dev@127.0.0.1:1"), "{err}");
+}
