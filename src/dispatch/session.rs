@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -204,7 +204,7 @@ fn run_session(host: &Host, remote: &RemoteFacts, req: &DispatchRequest, id: &st
 
 /// The exec request: nix's script for the toolbox with the host's PATH entries first, the
 /// host's environment, the caller's terminal.
-fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &PathBuf, host: &str) -> ExecSpec {
+fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &Path, host: &str) -> ExecSpec {
     use crate::attach::script::{path_after_target, without_build_dir};
     let host_path = remote
         .env
@@ -237,7 +237,7 @@ fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &PathBuf, host: 
         rc_script: rc,
         shell: req.devenv.shell.clone(),
         command: (!req.command.is_empty()).then(|| req.command.clone()),
-        cwd: home.clone(),
+        cwd: home.to_path_buf(),
         env,
         prompt_name: host.to_string(),
         tty,
