@@ -311,6 +311,31 @@ fn another_environments_agent_socket_is_out_of_reach_by_handle() {
 }
 
 #[test]
+fn kernel_internals_in_proc_are_hidden() {
+    both(module_path!(), |who, test| {
+        let Some(f) = fixture_with_probe(test) else {
+            return;
+        };
+        let mut cmd = match who {
+            Caller::Root if is_root() => f.agentenv(),
+            Caller::Root => return skip(test, "root's sandbox needs the tests to run as root"),
+            Caller::User => match unprivileged(&f, test) {
+                Some((make, _)) => make(),
+                None => return,
+            },
+        };
+        let script = "for p in /proc/timer_list /proc/keys /proc/sched_debug /proc/kcore; do \
+            [ -e $p ] && echo \"$p $(cat $p 2>/dev/null | wc -c)\"; done; true";
+        cmd.args([".", "--", "sh", "-c", script]);
+        let o = run(cmd);
+        assert!(o.status.success(), "{test}: {}", stderr(&o));
+        for line in stdout(&o).lines() {
+            assert!(line.ends_with(" 0"), "{test}: {line} has content inside");
+        }
+    });
+}
+
+#[test]
 fn root_gets_a_user_namespace_no_new_privs_and_the_filter() {
     if !is_root() {
         skip(module_path!(), "needs the tests to run as root");
