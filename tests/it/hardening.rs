@@ -310,6 +310,57 @@ fn another_environments_agent_socket_is_out_of_reach_by_handle() {
     });
 }
 
+/// Unmounts what a test mounted on the host, whatever the test's outcome.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn mounts_under_the_project_are_nosuid_and_nodev_too() {
+    if !is_root() {
+        skip(
+            module_path!(),
+            "mounting under the project on the host needs root",
+        );
+        return;
+    }
+    let f = fixture!();
+    let sub = f.flake.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "agentenv-sec-sandbox-test",
+            sub.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _guard = HostMount(sub.clone());
+    let script = format!("grep ' {} ' /proc/self/mountinfo", sub.display());
+    let o = f.run_in(&["sh", "-c", &script]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o);
+    let options = line
+        .split_whitespace()
+        .nth(5)
+        .unwrap_or_default()
+        .to_string();
+    for want in ["nosuid", "nodev"] {
+        assert!(
+            options.split(',').any(|o| o == want),
+            "{want} missing: {line}"
+        );
+    }
+}
+
 #[test]
 fn kernel_internals_in_proc_are_hidden() {
     both(module_path!(), |who, test| {
