@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agentenv::compute::linux::userns::{write_id_maps, IdMode};
+use agentenv::compute::linux::userns::{enter_user_namespace, IdMode};
 use agentenv::guest::rootfs::{apply, make_mounts_private};
 use agentenv::guest::syscall::{LinuxSyscall, Syscall};
 use agentenv::store::StoreView;
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::CloneFlags;
 
 const RUNS: usize = 200;
 
@@ -30,14 +30,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let mode = IdMode::detect();
-    let mut flags = CloneFlags::CLONE_NEWNS;
-    if mode.userns() {
-        flags |= CloneFlags::CLONE_NEWUSER;
-    }
-    unshare(flags).expect("unshare (run as root or allow user namespaces)");
-    if let IdMode::UserNamespace { uid, gid } = mode {
-        write_id_maps(uid, gid).unwrap();
-    }
+    enter_user_namespace(mode, CloneFlags::CLONE_NEWNS)
+        .expect("unshare (run as root or allow user namespaces)");
     let sys = LinuxSyscall;
     make_mounts_private(&sys).unwrap();
 

@@ -236,7 +236,9 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
                 None,
                 MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
                 None,
-            )
+            )?;
+            // The remount covers the top mount only; mounts under the source came along.
+            sys.restrict_tree(&target, *read_only)
         }
         RootOp::Device { source, .. } => {
             sys.mkdir_all(parent, 0o755)?;

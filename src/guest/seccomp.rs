@@ -1,7 +1,11 @@
 //! The syscall filter every process of an environment runs under: a list of denied calls
 //! (plain data, printable by tests and the benchmark), compiled once with seccompiler, and
 //! installed together with `no_new_privs` as the last step before exec. It does not decide
-//! which processes get it: the code that starts them calls `SyscallFilter::install`.
+//! which processes get it: the code that starts them calls `install_default_filter` (a
+//! namespace sandbox's PID 1 does, once its root is built, so everything it starts inherits
+//! it), or, between fork and exec where nothing may allocate, `default_filter()` before the
+//! fork and `SyscallFilter::install` in the child. A filter covers the calling thread and
+//! what it starts from then on.
 //!
 //! The list covers what Docker's and Podman's default profiles refuse to a container without
 //! extra capabilities: file handles, the keyring, bpf, perf, kernel modules and kexec, every

@@ -24,6 +24,9 @@ pub trait Syscall {
     /// a symlink (the tree is written by the sandbox, which could plant one); `file` says
     /// which kind the mount point must be.
     fn bind_beneath(&self, source: &Path, root: &Path, rel: &Path, file: bool) -> Result<()>;
+    /// Makes the mount at `target` and every mount under it nosuid and nodev (and read-only
+    /// with `read_only`). A no-op on kernels without mount_setattr(2).
+    fn restrict_tree(&self, target: &Path, read_only: bool) -> Result<()>;
     /// Makes `new_root` the root of this mount namespace and detaches the old one.
     fn pivot_root(&self, new_root: &Path) -> Result<()>;
     fn sethostname(&self, name: &str) -> Result<()>;
@@ -111,6 +114,44 @@ impl Syscall for LinuxSyscall {
                 root.join(rel).display()
             )
         })
+    }
+
+    fn restrict_tree(&self, target: &Path, read_only: bool) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        if read_only {
+            set |= libc::MOUNT_ATTR_RDONLY;
+        }
+        let attr = libc::mount_attr {
+            attr_set: set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let path = std::ffi::CString::new(target.as_os_str().as_bytes())
+            .with_context(|| format!("{} contains a NUL byte", target.display()))?;
+        // SAFETY: mount_setattr reads `size_of::<mount_attr>()` bytes from `attr`, a live
+        // struct of the kernel's layout, and the NUL-terminated `path`; both outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::AT_RECURSIVE,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            )
+        };
+        match std::io::Error::last_os_error() {
+            _ if rc == 0 => Ok(()),
+            e if e.raw_os_error() == Some(libc::ENOSYS) => Ok(()),
+            e => Err(e).with_context(|| {
+                format!(
+                    "cannot make the mounts under {} nosuid,nodev",
+                    target.display()
+                )
+            }),
+        }
     }
 
     fn pivot_root(&self, new_root: &Path) -> Result<()> {
@@ -201,6 +242,10 @@ impl Syscall for RecordingSyscall {
             root.display(),
             rel.display()
         ))
+    }
+
+    fn restrict_tree(&self, target: &Path, read_only: bool) -> Result<()> {
+        self.push(format!("restrict_tree {} ro={read_only}", target.display()))
     }
     fn pivot_root(&self, new_root: &Path) -> Result<()> {
         self.push(format!("pivot_root {}", new_root.display()))

@@ -310,6 +310,82 @@ fn another_environments_agent_socket_is_out_of_reach_by_handle() {
     });
 }
 
+/// Unmounts what a test mounted on the host, whatever the test's outcome.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn mounts_under_the_project_are_nosuid_and_nodev_too() {
+    if !is_root() {
+        skip(
+            module_path!(),
+            "mounting under the project on the host needs root",
+        );
+        return;
+    }
+    let f = fixture!();
+    let sub = f.flake.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "agentenv-sec-sandbox-test",
+            sub.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _guard = HostMount(sub.clone());
+    let script = format!("grep ' {} ' /proc/self/mountinfo", sub.display());
+    let o = f.run_in(&["sh", "-c", &script]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o);
+    let options = line
+        .split_whitespace()
+        .nth(5)
+        .unwrap_or_default()
+        .to_string();
+    for want in ["nosuid", "nodev"] {
+        assert!(
+            options.split(',').any(|o| o == want),
+            "{want} missing: {line}"
+        );
+    }
+}
+
+#[test]
+fn kernel_internals_in_proc_are_hidden() {
+    both(module_path!(), |who, test| {
+        let Some(f) = fixture_with_probe(test) else {
+            return;
+        };
+        let mut cmd = match who {
+            Caller::Root if is_root() => f.agentenv(),
+            Caller::Root => return skip(test, "root's sandbox needs the tests to run as root"),
+            Caller::User => match unprivileged(&f, test) {
+                Some((make, _)) => make(),
+                None => return,
+            },
+        };
+        let script = "for p in /proc/timer_list /proc/keys /proc/sched_debug /proc/kcore; do \
+            [ -e $p ] && echo \"$p $(cat $p 2>/dev/null | wc -c)\"; done; true";
+        cmd.args([".", "--", "sh", "-c", script]);
+        let o = run(cmd);
+        assert!(o.status.success(), "{test}: {}", stderr(&o));
+        for line in stdout(&o).lines() {
+            assert!(line.ends_with(" 0"), "{test}: {line} has content inside");
+        }
+    });
+}
+
 #[test]
 fn root_gets_a_user_namespace_no_new_privs_and_the_filter() {
     if !is_root() {
