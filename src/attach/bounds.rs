@@ -94,9 +94,11 @@ fn read_filters(pid: i32) -> Result<Vec<Filter>> {
 /// Interrupts the seized `tracee` and waits (a bounded while) for it to stop.
 fn stopped(tracee: Pid) -> Result<()> {
     ptrace::interrupt(tracee).context("cannot stop it")?;
-    for _ in 0..200 {
+    // It stops as soon as it runs: yield the CPU to it first, then wait in short sleeps.
+    for round in 0..600 {
         match waitpid(tracee, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_micros(500)),
+            Ok(WaitStatus::StillAlive) if round < 100 => std::thread::yield_now(),
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_micros(200)),
             Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => return Ok(()),
             Ok(other) => anyhow::bail!("it did not stop ({other:?})"),
             Err(e) => return Err(e).context("cannot wait for it to stop"),
