@@ -94,9 +94,11 @@ fn read_filters(pid: i32) -> Result<Vec<Filter>> {
 /// Interrupts the seized `tracee` and waits (a bounded while) for it to stop.
 fn stopped(tracee: Pid) -> Result<()> {
     ptrace::interrupt(tracee).context("cannot stop it")?;
-    for _ in 0..200 {
+    // It stops as soon as it runs: yield the CPU to it first, then wait in short sleeps.
+    for round in 0..600 {
         match waitpid(tracee, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_micros(500)),
+            Ok(WaitStatus::StillAlive) if round < 100 => std::thread::yield_now(),
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_micros(200)),
             Ok(WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)) => return Ok(()),
             Ok(other) => anyhow::bail!("it did not stop ({other:?})"),
             Err(e) => return Err(e).context("cannot wait for it to stop"),
@@ -252,4 +254,41 @@ fn install_filter(filter: &Filter) -> Result<()> {
 /// descriptors, until it execs (which sets dumpability from the new program and its user).
 pub fn undumpable() -> Result<()> {
     nix::sys::prctl::set_dumpable(false).context("cannot make the session process undumpable")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn privileges(bounding: u64, permitted: u64) -> Privileges {
+        Privileges {
+            bounding,
+            permitted,
+            effective: permitted,
+            inheritable: 0,
+            ambient: 0,
+            no_new_privs: false,
+            seccomp: 0,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn root_gains_at_exec_only_where_the_target_holds_less_than_its_bounding_set() {
+        let docker = 0xa80425fb;
+        assert!(!gains_at_exec(&privileges(docker, docker)));
+        // Docker's `--user 1000`: nothing permitted, the default bounding set.
+        assert!(gains_at_exec(&privileges(docker, 0)));
+        assert!(!gains_at_exec(&privileges(0, 0)));
+    }
+
+    #[test]
+    fn this_process_has_bounds() {
+        let me = Target::of_pid(std::process::id() as i32).unwrap();
+        let b = read_bounds(&me).unwrap();
+        assert_eq!(b.privileges.uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(b.privileges.effective & !b.privileges.permitted, 0);
+    }
 }

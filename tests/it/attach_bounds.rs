@@ -354,6 +354,7 @@ fn a_target_whose_filter_cannot_be_read_gives_the_session_the_default_filter() {
     // A tracer of its own (as a debugger would be) keeps agentenv from reading its filter.
     let tracee = nix::unistd::Pid::from_raw(c.pid);
     nix::sys::ptrace::seize(tracee, nix::sys::ptrace::Options::empty()).unwrap();
+    let _traced = Traced(tracee);
     let o = attach(&f, &c, &[], &["sh", "-c", "cat /proc/self/status; /bin/id"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
@@ -363,6 +364,20 @@ fn a_target_whose_filter_cannot_be_read_gives_the_session_the_default_filter() {
     assert_within(&session, &status_of(c.pid), "under the default filter");
     assert!(out.contains("handle: refused"), "{out}");
     assert!(out.contains("mount: refused"), "{out}");
+}
+
+/// A tracee this thread seized; stopped and detached on drop (before its container is
+/// removed), so that its parent learns of its end.
+struct Traced(nix::unistd::Pid);
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag};
+        if nix::sys::ptrace::interrupt(self.0).is_ok() {
+            let _ = waitpid(self.0, Some(WaitPidFlag::__WALL));
+            let _ = nix::sys::ptrace::detach(self.0, None);
+        }
+    }
 }
 
 #[test]
