@@ -217,8 +217,12 @@ impl Runtime {
         if !Path::new("/usr/bin/newuidmap").exists() {
             return Err("newuidmap is missing (package uidmap)".into());
         }
+        sweep_rootless_leftovers(user.uid.as_raw(), user.gid.as_raw());
+        let pid = std::process::id();
+        let start = agentenv::runtime::process_start_time(pid as i32).unwrap_or(0);
+        // Named after this test process, so that a later run can tell a killed run's storage.
         let state = tempfile::Builder::new()
-            .prefix("agentenv-rootless-")
+            .prefix(&format!("agentenv-rootless-{pid}-{start}-"))
             .tempdir()
             .unwrap();
         for d in ["home", "run"] {
@@ -347,6 +351,48 @@ impl Runtime {
         container.pid = container.inspect("{{.State.Pid}}").parse().unwrap();
         container
     }
+}
+
+/// Rootless podman keeps each run's containers in that run's own storage directory: those of
+/// test processes that are gone are removed with their containers and pause process, once.
+fn sweep_rootless_leftovers(uid: u32, gid: u32) {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(|| {
+        let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("agentenv-rootless-") else {
+                continue;
+            };
+            let mut parts = rest.splitn(3, '-');
+            let (Some(Ok(pid)), Some(Ok(start))) = (
+                parts.next().map(str::parse::<i32>),
+                parts.next().map(str::parse::<u64>),
+            ) else {
+                continue;
+            };
+            if agentenv::runtime::process_start_time(pid) == Some(start) {
+                continue;
+            }
+            let leftover = Runtime {
+                engine: Engine::RootlessPodman {
+                    uid,
+                    gid,
+                    home: e.path(),
+                },
+                _state: None,
+            };
+            let mut rm = leftover.cli();
+            rm.args(["rm", "-a", "-f", "-t", "0"]);
+            let _ = run(rm);
+            // Dropping it ends its pause process.
+            drop(leftover);
+            let _ = std::fs::remove_dir_all(e.path());
+            eprintln!("removed the rootless podman storage of a test run that is gone: {name}");
+        }
+    });
 }
 
 impl Drop for Runtime {

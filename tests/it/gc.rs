@@ -151,3 +151,48 @@ fn gc_older_than_takes_only_what_was_not_used_since() {
     assert!(f.envs().is_empty(), "{}", stdout(&o));
     assert!(f.cache_entries().is_empty());
 }
+
+#[test]
+fn gc_killed_half_way_leaves_nothing_a_start_trips_on() {
+    let f = fixture!();
+    assert!(f.run_in(&["true"]).status.success());
+    // What a gc killed after its first step leaves: the entry and the environment renamed
+    // into the trash (under the pid of a process that is gone), their index record, lock and
+    // GC roots still there.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let entry = f.cache_entries().remove(0);
+    let env = f.envs().remove(0);
+    let cache_trash = f.state.join("cache/.trash");
+    let data_trash = f.state.join("data/.trash");
+    std::fs::create_dir_all(&cache_trash).unwrap();
+    std::fs::create_dir_all(&data_trash).unwrap();
+    let name = |p: &Path| format!("{dead}-{}", p.file_name().unwrap().to_string_lossy());
+    std::fs::rename(&entry, cache_trash.join(name(&entry))).unwrap();
+    std::fs::rename(&env, data_trash.join(name(&env))).unwrap();
+    // The next start evaluates again and makes a fresh environment.
+    let o = f.run_in(&["sh", "-c", "echo $GREETING"]);
+    assert_eq!(
+        stdout(&o),
+        "hello from the agentenv example\n",
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(f.cache_entries().len(), 1);
+    assert_eq!(f.envs().len(), 1);
+    // The next gc empties the trash and keeps what is current.
+    let o = gc(&f, &[]);
+    assert!(
+        crate::support::list(&cache_trash).is_empty(),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        crate::support::list(&data_trash).is_empty(),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(f.cache_entries().len(), 1);
+    assert!(f.run_in(&["true"]).status.success());
+}
