@@ -84,6 +84,7 @@ else
     try_dir "$d" && break
   done
 fi
+true
 "#;
 
 /// Runs the probe on `ssh`'s host; `requested` is `--remote-dir`.

@@ -296,7 +296,10 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
         }
         RootOp::BindBeneath { source, path, file } => {
             let rel = path.strip_prefix("/").unwrap_or(path);
-            sys.bind_beneath(source, staging, rel, *file)
+            sys.bind_beneath(source, staging, rel, *file)?;
+            // Nothing inside runs yet, so the path is still the one just bound: like every host
+            // tree bound in, nosuid and nodev.
+            sys.restrict_tree(&target, false)
         }
         RootOp::Overlay {
             lowers,
