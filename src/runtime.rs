@@ -33,8 +33,9 @@ pub struct RunState {
     pub instance: crate::compute::Instance,
     /// Seconds since the epoch.
     pub started_at: u64,
-    /// The agent whose memory the environment shows (`up --agent`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The agent whose memory the environment shows (`up --agent`); not `agent`, which is
+    /// the instance's agent address.
+    #[serde(default, rename = "agent_name", skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// The dev environment it was started with: execs use it as it is, without nix.
     #[serde(default)]

@@ -36,6 +36,12 @@ pub struct DispatchArgs {
     #[arg(long)]
     pub refresh: bool,
 
+    /// Go as this agent (see `agentenv agent new`): its memory is writable on the host at
+    /// ~/.claude/CLAUDE.md, ~/.claude/skills/, ~/.codex/AGENTS.md and ~/.agent-memory/, and
+    /// what it learned there comes back and is merged into its history when the session ends.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+
     /// `[user@]host[:port]`, `ssh://[user@]host[:port]`, or a Host of ~/.ssh/config. Your own
     /// ssh connects (its config, agent and keys); AGENTENV_SSH replaces the ssh command.
     #[arg(value_name = "TARGET", value_parser = clap::builder::NonEmptyStringValueParser::new())]
@@ -54,11 +60,16 @@ pub fn run(args: &DispatchArgs) -> Result<i32> {
     let flake = FlakeTarget::resolve(args.flake.as_deref().unwrap_or("."), &cwd)?;
     let state = StateDirs::from_env()?;
     let (devenv, _) = load_or_evaluate(&flake, &state, args.refresh)?;
+    let agent = match &args.agent {
+        Some(name) => Some(crate::memory::Agent::open(&state, name)?),
+        None => None,
+    };
     let req = DispatchRequest {
         target,
         devenv,
         command: args.command.clone(),
         remote_dir: args.remote_dir.clone(),
+        agent,
     };
     dispatch(&req, &state)
 }
@@ -74,6 +85,10 @@ pub enum RemoteVerb {
     Session { spec: PathBuf },
     /// Remove a session's directory; print what remains.
     Clean { dir: PathBuf, id: String },
+    /// Unpack a tar stream from stdin into a directory.
+    Unpack { dir: PathBuf },
+    /// Print a tar of the given places of a home.
+    PackMemory { home: PathBuf, places: Vec<PathBuf> },
 }
 
 pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
@@ -83,5 +98,9 @@ pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
         RemoteVerb::UnpackStore { dir } => remote::unpack_store(dir),
         RemoteVerb::Session { spec } => remote::session(spec),
         RemoteVerb::Clean { dir, id } => remote::clean(dir, id),
+        RemoteVerb::Unpack { dir } => crate::dispatch::memory_trip::read_into(dir),
+        RemoteVerb::PackMemory { home, places } => {
+            crate::dispatch::memory_trip::write_places(home, places)
+        }
     }
 }

@@ -8,6 +8,8 @@ pub mod binary;
 #[cfg(target_os = "linux")]
 pub mod host_view;
 pub mod layout;
+#[cfg(target_os = "linux")]
+pub mod memory_trip;
 pub mod probe;
 pub mod push;
 #[cfg(target_os = "linux")]

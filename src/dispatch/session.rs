@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 
 use super::binary::binary_for;
 use super::layout::{self, join};
+use super::memory_trip::{fetch_places, MemoryTrip};
 use super::probe::{probe_host, HostFacts};
 use super::push::{content_name, push_executable, Pushed};
 use super::remote::{CleanReport, RemoteFacts, SessionSpec};
@@ -28,6 +29,8 @@ pub struct DispatchRequest {
     pub devenv: DevEnv,
     pub command: Vec<OsString>,
     pub remote_dir: Option<String>,
+    /// The agent whose memory goes along and comes back.
+    pub agent: Option<crate::memory::Agent>,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -103,7 +106,18 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     );
 
     let id = layout::new_session_id();
-    let code = run_session(&host, &remote, req, &id);
+    let trip = match &req.agent {
+        Some(agent) => Some(MemoryTrip::begin(
+            agent.clone(),
+            &req.target.to_string(),
+            &req.command,
+        )?),
+        None => None,
+    };
+    let code = run_session(&host, &remote, req, &id, trip.as_ref());
+    if let (Ok(_), Some(trip)) = (&code, trip) {
+        bring_memory_back(&host, &id, trip)?;
+    }
     let cleaned = clean_session(&host, &id);
     // The command's exit code stands; what the cleanup found is said loudly beside it.
     if let Err(c) = cleaned {
@@ -117,7 +131,13 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
 
 /// Makes the session's directory, then runs the session's agent over ssh stdio and the
 /// command through it.
-fn run_session(host: &Host, remote: &RemoteFacts, req: &DispatchRequest, id: &str) -> Result<i32> {
+fn run_session(
+    host: &Host,
+    remote: &RemoteFacts,
+    req: &DispatchRequest,
+    id: &str,
+    trip: Option<&MemoryTrip>,
+) -> Result<i32> {
     let dir = join(&host.facts.dir, &format!("{}/{id}", layout::SESSIONS));
     let home_at = PathBuf::from(if remote.home.is_empty() {
         "/"
@@ -147,6 +167,13 @@ fn run_session(host: &Host, remote: &RemoteFacts, req: &DispatchRequest, id: &st
         &format!("set -e\numask 077\nmkdir -p {dq}/home {dq}/run\ncat > {dq}/spec.json\n"),
         &mut &spec_json[..],
     )?;
+    if let Some(trip) = trip {
+        let tar = trip.pack()?;
+        host.ssh.run_script_with_input(
+            &format!("exec {} __remote unpack {dq}/home\n", q(&host.bin)?),
+            &mut &tar[..],
+        )?;
+    }
 
     let exec = exec_spec(req, remote, &home_at, &host.ssh.target().to_string());
     let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
@@ -244,6 +271,23 @@ fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &Path, host: &st
         stdin_script: req.command.is_empty() && !interactive,
         passed_stdio: false,
     }
+}
+
+/// Brings the places of the session's home on the host back into the memory session and
+/// lands them.
+fn bring_memory_back(host: &Host, id: &str, trip: MemoryTrip) -> Result<()> {
+    let home = join(&host.facts.dir, &format!("{}/{id}/home", layout::SESSIONS));
+    let name = trip.agent.name().to_string();
+    let tar = fetch_places(&host.ssh, &host.bin, &home, &trip.places())?;
+    match trip.bring_back(&tar)? {
+        Some(landed) if !landed.conflicts.is_empty() => eprintln!(
+            "agentenv: {name} learned on {} what conflicts with its memory here: kept beside the file, see `agentenv memory status {name}`",
+            host.ssh.target()
+        ),
+        Some(landed) => tracing::info!("memory of {name} landed ({})", landed.commit),
+        None => tracing::info!("{name} learned nothing new on {}", host.ssh.target()),
+    }
+    Ok(())
 }
 
 /// Removes the session's directory on the host and checks what remains: only the caches.

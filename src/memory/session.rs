@@ -140,6 +140,17 @@ impl Session {
         })
     }
 
+    /// Names the host the session runs on, when that is not this one (a dispatch).
+    pub fn set_host(&mut self, host: &str) -> Result<()> {
+        self.record.prov.host = host.to_string();
+        write_record(&self.dir, &self.record)
+    }
+
+    /// The session's tree: its places, at their paths relative to the home.
+    pub fn tree(&self) -> PathBuf {
+        self.dir.join("tree")
+    }
+
     /// The places to show, from the session's tree.
     pub fn mounts(&self) -> Vec<PlaceMount> {
         self.record

@@ -373,3 +373,96 @@ fn dispatch_to_an_unreachable_host_says_so() {
     let err = stderr(&o);
     assert!(err.contains("cannot connect to dev@127.0.0.1:1"), "{err}");
 }
+
+/// Plain git on an agent's memory.
+fn memory_git(f: &Fixture, agent: &str, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("--git-dir")
+        .arg(f.state.join(format!("data/agents/{agent}/memory.git")))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
+    host_fixture!("dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones");
+    let f = crate::fixture!();
+    let mut lab = Lab::new("memory");
+    let host = lab.host(&[]);
+    let mut c = f.agentenv();
+    c.args(["agent", "new", "scout"]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A first local session writes two lines the next sessions start from.
+    let o = f.run_in_with(
+        &["--agent", "scout"],
+        &["sh", "-c", "printf 'line one\\nline two\\n' > ~/.claude/CLAUDE.md"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The dispatched session changes line one while a local one, begun and ended during it,
+    // changes line two: both land, merged.
+    let o = dispatch_beside_local(
+        &f,
+        &lab,
+        &host,
+        "cat ~/.claude/CLAUDE.md && sed -i 's/line one/line one, learned on the host/' ~/.claude/CLAUDE.md && echo note > ~/.agent-memory/host.md",
+        "sed -i 's/line two/line two, local/' ~/.claude/CLAUDE.md",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("line two"), "the memory went along: {}", stdout(&o));
+    let claude = memory_git(&f, "scout", &["show", "main:.claude/CLAUDE.md"]);
+    assert_eq!(claude, "line one, learned on the host\nline two, local\n");
+    assert_eq!(memory_git(&f, "scout", &["show", "main:.agent-memory/host.md"]), "note\n");
+    let log = memory_git(&f, "scout", &["log", "--format=%B", "main"]);
+    assert!(log.contains(&host.ip), "the host is named in the provenance: {log}");
+    assert!(log.contains("dispatch"), "{log}");
+
+    // The same line changed on both sides at once: both kept, no conflict markers.
+    let o = dispatch_beside_local(
+        &f,
+        &lab,
+        &host,
+        "sed -i 's/line two.*/line two, remote/' ~/.claude/CLAUDE.md",
+        "sed -i 's/line two.*/line two, local again/' ~/.claude/CLAUDE.md",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tree = memory_git(&f, "scout", &["ls-tree", "-r", "--name-only", "main"]);
+    let claude = memory_git(&f, "scout", &["show", "main:.claude/CLAUDE.md"]);
+    assert!(!claude.contains("<<<<<<<") && !claude.contains(">>>>>>>"), "{claude}");
+    let sides: String = tree
+        .lines()
+        .filter(|p| p.starts_with(".claude/CLAUDE.md"))
+        .map(|p| memory_git(&f, "scout", &["show", &format!("main:{p}")]))
+        .collect();
+    assert!(sides.contains("line two, local again"), "{tree}\n{sides}");
+    assert!(sides.contains("line two, remote"), "{tree}\n{sides}");
+}
+
+/// Dispatches `remote` as the agent scout, and while it runs (its memory session begun) runs
+/// `local` in a local session of scout to its end.
+fn dispatch_beside_local(f: &Fixture, lab: &Lab, host: &Host, remote: &str, local: &str) -> Output {
+    let sessions = f.state.join("data/agents/scout/sessions");
+    let count = || std::fs::read_dir(&sessions).map(|d| d.count()).unwrap_or(0);
+    let before = count();
+    let mut c = f.agentenv();
+    c.env("AGENTENV_SSH", lab.ssh_command())
+        .args(["dispatch", "--agent", "scout"])
+        .arg(format!("dev@{}", host.ip))
+        .args(["--", "sh", "-c"])
+        .arg(format!("sleep 8; {remote}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while count() <= before && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = f.run_in_with(&["--agent", "scout"], &["sh", "-c", local]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    crate::support::wait_output(child)
+}
