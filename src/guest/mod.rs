@@ -3,6 +3,7 @@
 //! Linux, whether a namespace sandbox or the macOS VM.
 
 pub mod agent;
+pub mod entry;
 pub mod etc;
 pub mod init;
 pub mod launch;

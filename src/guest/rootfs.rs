@@ -11,7 +11,8 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use super::syscall::Syscall;
 
 /// One step in building a root. Every `path` is absolute inside the new root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum RootOp {
     /// A directory in the root tmpfs.
     Dir { path: PathBuf, mode: u32 },
@@ -74,7 +75,7 @@ impl RootOp {
 }
 
 /// A whole root: a tmpfs mounted on `staging`, the steps applied in order, then a pivot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RootfsPlan {
     /// A directory on the current root where the new root is assembled.
     pub staging: PathBuf,

@@ -66,6 +66,12 @@ pub trait Accept: Send + 'static {
     fn accept(&mut self) -> BoxFuture<'_, std::io::Result<Option<Box<dyn Transport>>>>;
 }
 
+impl Accept for Box<dyn Accept> {
+    fn accept(&mut self) -> BoxFuture<'_, std::io::Result<Option<Box<dyn Transport>>>> {
+        (**self).accept()
+    }
+}
+
 /// One connection, then no more: the agent's own stdin and stdout (a process started over ssh)
 /// or any stream handed to it. `accept` gives it once, and `None` once it has been dropped.
 pub struct OneConnection {

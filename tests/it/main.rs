@@ -18,4 +18,5 @@ mod profile_env;
 mod profile_install;
 mod profile_layout;
 mod rootless;
+mod seam;
 pub mod support;
