@@ -67,6 +67,7 @@ pub struct Runtime {
 
 /// The start time of a living (not zombie) `pid`, in clock ticks since boot (field 22 of
 /// /proc/PID/stat). An agent whose parent has gone stays a zombie until init reaps it.
+#[cfg(target_os = "linux")]
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; fields resume after the last ')'.
@@ -75,6 +76,30 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
         return None;
     }
     fields.nth(18)?.parse().ok()
+}
+
+/// The start time of a living (not zombie) `pid`, in microseconds since the epoch.
+#[cfg(target_os = "macos")]
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    /// `pbi_status` of a zombie (sys/proc.h).
+    const SZOMB: u32 = 5;
+    // SAFETY: proc_bsdinfo is plain old data; all-zero is a valid value.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: PROC_PIDTBSDINFO writes at most `size` bytes into `info`, which outlives the call.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&mut info as *mut libc::proc_bsdinfo).cast(),
+            size,
+        )
+    };
+    if n != size || info.pbi_status == SZOMB {
+        return None;
+    }
+    Some(info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
 }
 
 impl Runtime {

@@ -2,12 +2,18 @@
 //! that builds it through a `Syscall`. Which mounts a backend wants is decided by the backend;
 //! this module only knows how to make them, in order, under a fresh tmpfs.
 
-use std::path::{Component, Path, PathBuf};
+#[cfg(target_os = "linux")]
+use std::path::Component;
+use std::path::{Path, PathBuf};
 
+#[cfg(target_os = "linux")]
 use anyhow::{bail, Context, Result};
+#[cfg(target_os = "linux")]
 use nix::mount::MsFlags;
+#[cfg(target_os = "linux")]
 use nix::sys::statvfs::{statvfs, FsFlags};
 
+#[cfg(target_os = "linux")]
 use super::syscall::Syscall;
 
 /// One step in building a root. Every `path` is absolute inside the new root.
@@ -95,6 +101,7 @@ impl RootfsPlan {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// `path` (absolute, inside the root) as a path under `staging`.
 fn under(staging: &Path, path: &Path) -> Result<PathBuf> {
     let mut out = staging.to_path_buf();
@@ -108,6 +115,7 @@ fn under(staging: &Path, path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+#[cfg(target_os = "linux")]
 fn check_overlay_path(p: &Path) -> Result<()> {
     let s = p.as_os_str().as_encoded_bytes();
     if s.iter().any(|b| matches!(b, b',' | b':' | b'\\')) {
@@ -119,6 +127,7 @@ fn check_overlay_path(p: &Path) -> Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 /// Builds `plan` and pivots into it. Must run in a private mount namespace.
 pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
     make_mounts_private(sys)?;
@@ -140,6 +149,7 @@ pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 /// Makes every mount of this (new) mount namespace private, so that nothing mounted from here
 /// on propagates back to the namespace it was copied from.
 pub fn make_mounts_private(sys: &dyn Syscall) -> Result<()> {
@@ -152,6 +162,7 @@ pub fn make_mounts_private(sys: &dyn Syscall) -> Result<()> {
     )
 }
 
+#[cfg(target_os = "linux")]
 /// Makes a tmpfs we mounted at `at` (the root, after a pivot) read-only, as a real system's
 /// root is to its users.
 pub fn remount_read_only(at: &Path, sys: &dyn Syscall) -> Result<()> {
@@ -168,6 +179,7 @@ pub fn remount_read_only(at: &Path, sys: &dyn Syscall) -> Result<()> {
     )
 }
 
+#[cfg(target_os = "linux")]
 /// Applies one step, making `op.path()` under `staging`.
 pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
     let target = under(staging, op.path())?;
@@ -288,6 +300,7 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn locked_flags(source: &Path) -> MsFlags {
     let Ok(st) = statvfs(source) else {
         return MsFlags::empty();
@@ -309,6 +322,7 @@ fn locked_flags(source: &Path) -> MsFlags {
     out
 }
 
+#[cfg(target_os = "linux")]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! Unix sockets: the local transport. They can pass descriptors (SCM_RIGHTS, the local fast
 //! path of `proto::fdpass`) and name the peer's uid; the listening socket is the owner's only.
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -47,7 +47,7 @@ impl FdPassing<'_> {
 
     /// Receives the three descriptors `send_stdio` sent.
     #[cfg(target_os = "linux")]
-    pub async fn recv_stdio(&self) -> Result<[OwnedFd; 3], ProtoError> {
+    pub async fn recv_stdio(&self) -> Result<[std::os::fd::OwnedFd; 3], ProtoError> {
         crate::proto::fdpass::recv_stdio(self.0).await
     }
 }
