@@ -110,10 +110,15 @@ struct Ctx {
 /// transport names its peer, only the owner is served; where it cannot (vsock, stdio), the
 /// transport's own access (a 0600 socket on the host, ssh) is what guards the agent.
 async fn handle(mut stream: Box<dyn Transport>, ctx: Ctx) -> Result<()> {
-    if let Some(uid) = stream.peer_uid().filter(|&uid| uid != ctx.owner) {
-        let message = format!("uid {uid} may not use this environment");
-        write_frame(&mut stream, &Frame::Response(Response::Error { message })).await?;
-        return Ok(());
+    match stream.peer_uid() {
+        None => {}
+        Some(Ok(uid)) if uid == ctx.owner => {}
+        Some(Ok(uid)) => {
+            let message = format!("uid {uid} may not use this environment");
+            write_frame(&mut stream, &Frame::Response(Response::Error { message })).await?;
+            return Ok(());
+        }
+        Some(Err(e)) => return Err(anyhow::Error::from(e).context("cannot tell who connected")),
     }
     handshake_as_agent(&mut stream).await?;
     stream.prefer_bulk();

@@ -13,8 +13,8 @@ use crate::diag::Diagnostic;
 use crate::proto::ProtoError;
 
 impl Transport for UnixStream {
-    fn peer_uid(&self) -> Option<u32> {
-        self.peer_cred().ok().map(|c| c.uid())
+    fn peer_uid(&self) -> Option<std::io::Result<u32>> {
+        Some(self.peer_cred().map(|c| c.uid()))
     }
 
     fn fd_passing(&self) -> Option<FdPassing<'_>> {
