@@ -136,7 +136,15 @@ impl Runtime {
     pub fn get(&self, id: &str) -> Option<RunningEnv> {
         let dir = self.env_dir(id);
         let data = std::fs::read(dir.join("state.json")).ok()?;
-        let state: RunState = serde_json::from_slice(&data).ok()?;
+        let mut value: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        // Recorded before the agent's address was: it is the unix socket beside the state.
+        if let Some(fields) = value.as_object_mut().filter(|f| !f.contains_key("agent")) {
+            let agent = crate::transport::AgentAddress::Unix {
+                path: dir.join("agent.sock"),
+            };
+            fields.insert("agent".into(), serde_json::to_value(agent).ok()?);
+        }
+        let state: RunState = serde_json::from_value(value).ok()?;
         if state.instance.is_alive() {
             return Some(RunningEnv { state, dir });
         }
@@ -239,5 +247,28 @@ mod tests {
         assert_eq!(rt.find("n-app-2222").unwrap().unwrap().state.id, "app-2222");
         assert!(rt.find("app").is_err(), "ambiguous");
         assert!(rt.find("zzz").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_state_file_from_before_backends_reads_as_a_namespace_sandbox() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(tmp.path().join("run"));
+        let _l = rt.lock_for_start("old-1111").unwrap();
+        let me = std::process::id() as i32;
+        let old = serde_json::json!({
+            "id": "old-1111", "name": null, "project": "/p", "shell": "default",
+            "profile": null, "network": "host", "pid": me,
+            "pid_start": process_start_time(me).unwrap(), "started_at": 0
+        });
+        let path = rt.env_dir("old-1111").join("state.json");
+        std::fs::write(&path, old.to_string()).unwrap();
+        let env = rt.get("old-1111").expect("still running, still found");
+        assert_eq!(env.state.backend, "namespaces");
+        assert_eq!(
+            env.agent(),
+            &crate::transport::AgentAddress::Unix {
+                path: rt.env_dir("old-1111").join("agent.sock")
+            }
+        );
     }
 }
