@@ -264,6 +264,13 @@ pub enum Verb {
     /// Print the manual page (roff), as generated from these definitions.
     #[command(name = "__man", hide = true)]
     Man,
+    /// The guest program on its own (a VM's init, a remote host's session), from a JSON spec.
+    #[cfg(target_os = "linux")]
+    #[command(name = "__guest", hide = true)]
+    Guest {
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+    },
 }
 
 fn init_logging(verbose: u8) {
@@ -342,6 +349,8 @@ pub fn main() -> ExitCode {
         Some(Verb::Vm(verb)) => commands::vm::run(&verb),
         Some(Verb::Completions { shell }) => commands::completions::run(shell),
         Some(Verb::Man) => commands::man::run(),
+        #[cfg(target_os = "linux")]
+        Some(Verb::Guest { spec }) => commands::guest::run(&spec),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -15,7 +15,6 @@ pub mod compute;
 pub mod diag;
 pub mod dispatch;
 pub mod envs;
-#[cfg(target_os = "linux")]
 pub mod guest;
 pub mod keep;
 #[cfg(target_os = "linux")]
@@ -29,7 +28,7 @@ pub mod proto;
 pub mod runtime;
 pub mod store;
 pub mod terminal;
-pub mod typo;
 pub mod transport;
+pub mod typo;
 pub mod util;
 pub mod workspace;

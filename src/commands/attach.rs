@@ -131,7 +131,8 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
                 }
                 None => Vec::new(),
             };
-            let (env, hook) = home.activate(dir, &crate::profile::tools::cache_root(&state), &except)?;
+            let (env, hook) =
+                home.activate(dir, &crate::profile::tools::cache_root(&state), &except)?;
             trees = profile_trees(dir, &home, &home_at, &target_root)?;
             if let Some(a) = &agent {
                 let attached = crate::memory::run::begin_attached(

@@ -12,6 +12,8 @@ pub mod down;
 pub mod enter;
 pub mod exec;
 pub mod gc;
+#[cfg(target_os = "linux")]
+pub mod guest;
 pub mod ls;
 pub mod man;
 #[cfg(target_os = "linux")]

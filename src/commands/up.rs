@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use crate::cli::{current_dir, UpArgs};
+use crate::compute::choice::choose_configured_backend;
 use crate::compute::AgentSetup;
 use crate::diag::Diagnostic;
 use crate::memory::run as memory;
@@ -18,8 +19,8 @@ pub fn run(args: &UpArgs) -> Result<i32> {
         return crate::compute::vm::up::run(args);
     }
     let cwd = current_dir()?;
-    let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
-    let backend = ws.choose_backend(args.opts.backend.as_deref())?;
+    let backend = choose_configured_backend(args.opts.backend.as_deref())?;
+    let mut ws = Workspace::open_with(backend, &args.path, &cwd, args.opts.refresh)?;
     let agent = match &args.opts.agent {
         Some(name) => Some(memory::for_workspace(
             &mut ws,

@@ -94,7 +94,8 @@ pub fn pack_places(root: &Path, places: &[PathBuf]) -> Result<Vec<u8>> {
         }
         .with_context(|| format!("cannot pack {}", path.display()))?;
     }
-    tar.into_inner().context("cannot finish the memory's stream")
+    tar.into_inner()
+        .context("cannot finish the memory's stream")
 }
 
 /// Unpacks `tar` into `dest`: entries that would land outside it (absolute paths, `..`, a
@@ -104,11 +105,17 @@ pub fn unpack_safely(tar: &[u8], dest: &Path) -> Result<()> {
     let mut archive = tar::Archive::new(tar);
     archive.set_preserve_permissions(false);
     archive.set_overwrite(true);
-    for entry in archive.entries().context("cannot read the memory's stream")? {
+    for entry in archive
+        .entries()
+        .context("cannot read the memory's stream")?
+    {
         let mut entry = entry.context("cannot read the memory's stream")?;
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
-            let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+            let path = entry
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             return Err(Diagnostic::new(format!(
                 "the memory coming back holds {path}, which is neither a file, a directory nor a link"
             ))
@@ -118,7 +125,10 @@ pub fn unpack_safely(tar: &[u8], dest: &Path) -> Result<()> {
             .unpack_in(dest)
             .context("cannot unpack the memory coming back")?
         {
-            let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+            let path = entry
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             return Err(Diagnostic::new(format!(
                 "the memory coming back names a path outside its home: {path}"
             ))

@@ -2,11 +2,17 @@
 //! to the agent (SCM_RIGHTS), so the process writes straight where the client would have,
 //! with no copy and the kernel's own backpressure. Other transports stream frames instead.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
+#[cfg(target_os = "linux")]
+use std::io::IoSliceMut;
+#[cfg(target_os = "linux")]
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+#[cfg(target_os = "linux")]
+use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+#[cfg(target_os = "linux")]
 use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
@@ -34,10 +40,12 @@ pub async fn send_stdio(stream: &UnixStream, fds: [RawFd; 3]) -> Result<(), Prot
 /// Room for the most descriptors one message can carry (the kernel's SCM_MAX_FD), so that the
 /// kernel never has to truncate the list: whatever arrives is received, and closed unless it
 /// is exactly the three expected.
+#[cfg(target_os = "linux")]
 const MAX_FDS: usize = 253;
 
 /// Receives the three descriptors `send_stdio` sent. Any other number, a truncated message,
 /// or the end of the stream is an error, and every descriptor that came with it is closed.
+#[cfg(target_os = "linux")]
 pub async fn recv_stdio(stream: &UnixStream) -> Result<[OwnedFd; 3], ProtoError> {
     loop {
         stream.readable().await?;

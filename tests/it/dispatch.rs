@@ -312,7 +312,10 @@ fn dispatch_leaves_only_its_cache_and_sends_nothing_twice() {
         .filter(|c| *c == "sleep" || c.starts_with("agentenv"))
         .map(str::to_string)
         .collect();
-    assert!(ours.is_empty(), "no process of the session is left: {ours:?}");
+    assert!(
+        ours.is_empty(),
+        "no process of the session is left: {ours:?}"
+    );
 
     // Second time: the binary and every store path are there already.
     let o = lab.dispatch(&f, &host, &["-v"], &["true"]);
@@ -399,7 +402,11 @@ fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
     // A first local session writes two lines the next sessions start from.
     let o = f.run_in_with(
         &["--agent", "scout"],
-        &["sh", "-c", "printf 'line one\\nline two\\n' > ~/.claude/CLAUDE.md"],
+        &[
+            "sh",
+            "-c",
+            "printf 'line one\\nline two\\n' > ~/.claude/CLAUDE.md",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
 
@@ -413,12 +420,22 @@ fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
         "sed -i 's/line two/line two, local/' ~/.claude/CLAUDE.md",
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("line two"), "the memory went along: {}", stdout(&o));
+    assert!(
+        stdout(&o).contains("line two"),
+        "the memory went along: {}",
+        stdout(&o)
+    );
     let claude = memory_git(&f, "scout", &["show", "main:.claude/CLAUDE.md"]);
     assert_eq!(claude, "line one, learned on the host\nline two, local\n");
-    assert_eq!(memory_git(&f, "scout", &["show", "main:.agent-memory/host.md"]), "note\n");
+    assert_eq!(
+        memory_git(&f, "scout", &["show", "main:.agent-memory/host.md"]),
+        "note\n"
+    );
     let log = memory_git(&f, "scout", &["log", "--format=%B", "main"]);
-    assert!(log.contains(&host.ip), "the host is named in the provenance: {log}");
+    assert!(
+        log.contains(&host.ip),
+        "the host is named in the provenance: {log}"
+    );
     assert!(log.contains("dispatch"), "{log}");
 
     // The same line changed on both sides at once: both kept, no conflict markers.
@@ -432,7 +449,10 @@ fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
     assert!(o.status.success(), "{}", stderr(&o));
     let tree = memory_git(&f, "scout", &["ls-tree", "-r", "--name-only", "main"]);
     let claude = memory_git(&f, "scout", &["show", "main:.claude/CLAUDE.md"]);
-    assert!(!claude.contains("<<<<<<<") && !claude.contains(">>>>>>>"), "{claude}");
+    assert!(
+        !claude.contains("<<<<<<<") && !claude.contains(">>>>>>>"),
+        "{claude}"
+    );
     let sides: String = tree
         .lines()
         .filter(|p| p.starts_with(".claude/CLAUDE.md"))

@@ -1,5 +1,7 @@
 //! Integration tests: the real agentenv binary against real nix, real namespaces and real
-//! overlay mounts. Each test makes its own copy of examples/hello and its own state.
+//! overlay mounts. Each test makes its own copy of examples/hello and its own state. Linux
+//! only: what they exercise (namespaces, containers) is.
+#![cfg(target_os = "linux")]
 
 mod attach;
 mod attach_bounds;
@@ -13,8 +15,8 @@ mod doctor;
 mod enter;
 mod environment;
 mod errors;
-mod hardening;
 mod gc;
+mod hardening;
 mod home;
 mod isolation;
 mod memory;
@@ -25,6 +27,7 @@ mod profile_install;
 mod profile_layout;
 mod profile_swaps;
 mod rootless;
+mod seam;
 mod suite;
 pub mod support;
 mod vm;
