@@ -4,6 +4,7 @@
 //! through `beneath` (no symlink planted in the home is followed) and is made as the home's
 //! owner (`owner`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,7 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
     let places = Places {
         home,
         area: Some((backups.clone(), area)),
+        last_link: RefCell::new(None),
     };
     let mut steps = Vec::with_capacity(plan.conflicts.len() + plan.dirs.len() + plan.links.len());
     for (i, c) in plan.conflicts.iter().enumerate() {
@@ -149,6 +151,9 @@ pub fn apply_plan(plan: &ActivationPlan, files: &StateFiles) -> Result<Journal> 
 struct Places {
     home: HomeDir,
     area: Option<(PathBuf, OwnedFd)>,
+    /// The directory of the last link made or removed: the links of one directory share its
+    /// descriptor. Every other step forgets it, since it may move or remove a directory.
+    last_link: RefCell<Option<Place>>,
 }
 
 impl Places {
@@ -160,6 +165,27 @@ impl Places {
             }
         }
         self.home.place(path)
+    }
+
+    fn link_at(&self, path: &Path) -> std::io::Result<Place> {
+        let place = self
+            .home
+            .place_near(path, self.last_link.borrow().as_ref())?;
+        *self.last_link.borrow_mut() = Some(place.clone());
+        Ok(place)
+    }
+
+    fn forget_link_dir(&self) {
+        self.last_link.borrow_mut().take();
+    }
+
+    /// Where the step on `path` happens (`link` if it is a link's).
+    fn for_step(&self, path: &Path, link: bool) -> std::io::Result<Place> {
+        if link {
+            return self.link_at(path);
+        }
+        self.forget_link_dir();
+        self.at(path)
     }
 }
 
@@ -222,9 +248,10 @@ fn backup_place(
 }
 
 fn make_step(step: &Step, places: &Places) -> Result<()> {
+    let link = matches!(step, Step::Link { .. });
     let at = |path: &Path| {
         places
-            .at(path)
+            .for_step(path, link)
             .with_context(|| format!("cannot reach {}", path.display()))
     };
     match step {
@@ -258,6 +285,7 @@ pub fn undo(journal: &mut Journal, files: &StateFiles) -> Result<UndoReport> {
         let places = Places {
             area: open_area(&area, &home)?.map(|fd| (area.clone(), fd)),
             home,
+            last_link: RefCell::new(None),
         };
         let _owner = act_as_owner(&places.home)?;
         undo_steps(journal, &places)?
@@ -316,7 +344,7 @@ fn undo_steps(journal: &Journal, places: &Places) -> Result<UndoReport> {
             pause_if(pause, done + 1);
             continue;
         }
-        let place = match places.at(path) {
+        let place = match places.for_step(path, matches!(step, Step::Link { .. })) {
             Ok(place) => place,
             // Its directory is gone, and what was made in it with it.
             Err(e) if is_missing(&e) && backup.is_none() => {

@@ -8,6 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
@@ -54,11 +55,14 @@ pub struct HomeDir {
     links: HomeLinks,
 }
 
-/// One entry: its name in an open directory.
-#[derive(Debug)]
+/// One entry: its name in an open directory (shared, so that the entries of one directory
+/// reuse one descriptor).
+#[derive(Debug, Clone)]
 pub struct Place {
-    dir: OwnedFd,
+    dir: Rc<OwnedFd>,
     name: OsString,
+    /// The directory's path in the home, for `place_near`.
+    parent: Option<PathBuf>,
 }
 
 impl HomeDir {
@@ -100,13 +104,38 @@ impl HomeDir {
     /// symlink the home's policy refuses. `ELOOP`, `ENOTDIR` or `EXDEV` if a directory on the
     /// way is not one (a symlink, a file) or leads out; `ENOENT` if one is missing.
     pub fn place(&self, path: &Path) -> std::io::Result<Place> {
+        let (rel, name) = self.split(path)?;
+        Ok(Place {
+            dir: Rc::new(self.open_dir(rel)?),
+            name,
+            parent: path.parent().map(Path::to_path_buf),
+        })
+    }
+
+    /// `place`, reusing the descriptor of `cached` when it is of the same directory.
+    pub fn place_near(&self, path: &Path, cached: Option<&Place>) -> std::io::Result<Place> {
+        match cached {
+            Some(c) if c.parent.is_some() && c.parent.as_deref() == path.parent() => {
+                let (_, name) = self.split(path)?;
+                Ok(Place {
+                    dir: Rc::clone(&c.dir),
+                    name,
+                    parent: c.parent.clone(),
+                })
+            }
+            _ => self.place(path),
+        }
+    }
+
+    /// `path`'s parent relative to the home, and its name.
+    fn split<'a>(&self, path: &'a Path) -> std::io::Result<(&'a Path, OsString)> {
         let rel = path.strip_prefix(&self.path).map_err(|_| Errno::XDEV)?;
-        let name = match rel.components().next_back() {
-            Some(Component::Normal(n)) => n.to_os_string(),
-            _ => return Err(Errno::INVAL.into()),
-        };
-        let dir = self.open_dir(rel.parent().unwrap_or(Path::new("")))?;
-        Ok(Place { dir, name })
+        match rel.components().next_back() {
+            Some(Component::Normal(n)) => {
+                Ok((rel.parent().unwrap_or(Path::new("")), n.to_os_string()))
+            }
+            _ => Err(Errno::INVAL.into()),
+        }
     }
 
     /// The directory `rel` (relative to the home, only plain names) opened for `*at` calls.
@@ -220,14 +249,15 @@ impl Place {
     /// The entry `name` in the directory `dir` (a directory of agentenv's own, not the home's).
     pub fn in_dir(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Self> {
         Ok(Self {
-            dir: rustix::io::fcntl_dupfd_cloexec(dir, 0)?,
+            dir: Rc::new(rustix::io::fcntl_dupfd_cloexec(dir, 0)?),
             name: name.to_os_string(),
+            parent: None,
         })
     }
 
     /// The entry itself, not what it points to; `None` if nothing is there.
     pub fn stat(&self) -> std::io::Result<Option<Stat>> {
-        match rustix::fs::statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(&*self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(st)),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(e.into()),
@@ -240,7 +270,7 @@ impl Place {
 
     /// The device of the directory holding the entry.
     pub fn dir_dev(&self) -> std::io::Result<u64> {
-        Ok(rustix::fs::fstat(&self.dir)?.st_dev as u64)
+        Ok(rustix::fs::fstat(&*self.dir)?.st_dev as u64)
     }
 
     pub fn is_symlink(&self) -> bool {
@@ -251,26 +281,26 @@ impl Place {
     }
 
     pub fn read_link(&self) -> std::io::Result<PathBuf> {
-        let t = rustix::fs::readlinkat(&self.dir, &self.name, Vec::new())?;
+        let t = rustix::fs::readlinkat(&*self.dir, &self.name, Vec::new())?;
         Ok(PathBuf::from(OsString::from_vec(t.into_bytes())))
     }
 
     pub fn mkdir(&self) -> std::io::Result<()> {
         Ok(rustix::fs::mkdirat(
-            &self.dir,
+            &*self.dir,
             &self.name,
             Mode::from_raw_mode(0o777),
         )?)
     }
 
     pub fn symlink(&self, target: &Path) -> std::io::Result<()> {
-        Ok(rustix::fs::symlinkat(target, &self.dir, &self.name)?)
+        Ok(rustix::fs::symlinkat(target, &*self.dir, &self.name)?)
     }
 
     /// Removes a symlink or a file.
     pub fn unlink(&self) -> std::io::Result<()> {
         Ok(rustix::fs::unlinkat(
-            &self.dir,
+            &*self.dir,
             &self.name,
             AtFlags::empty(),
         )?)
@@ -279,7 +309,7 @@ impl Place {
     /// Removes an empty directory.
     pub fn rmdir(&self) -> std::io::Result<()> {
         Ok(rustix::fs::unlinkat(
-            &self.dir,
+            &*self.dir,
             &self.name,
             AtFlags::REMOVEDIR,
         )?)
@@ -288,7 +318,7 @@ impl Place {
     /// Renames the entry to `to`.
     pub fn rename_to(&self, to: &Place) -> std::io::Result<()> {
         Ok(rustix::fs::renameat(
-            &self.dir, &self.name, &to.dir, &to.name,
+            &*self.dir, &self.name, &*to.dir, &to.name,
         )?)
     }
 }
