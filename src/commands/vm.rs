@@ -24,6 +24,10 @@ pub enum VmVerb {
         #[arg(value_name = "PLAN")]
         plan: String,
     },
+    /// Clone a disk image as an environment's store disk is cloned (reflink, else a sparse
+    /// copy), and say which (for the figures).
+    #[command(hide = true)]
+    Clone { src: PathBuf, dst: PathBuf },
     /// Inside a VM: evaluate a dev shell and print it as JSON.
     #[command(hide = true)]
     Eval {
@@ -45,6 +49,11 @@ pub fn run(verb: &VmVerb) -> Result<i32> {
                 assets.kernel_version,
                 assets.dir.display()
             );
+            Ok(0)
+        }
+        VmVerb::Clone { src, dst } => {
+            let kind = crate::compute::vm::clone::clone_image(src, dst)?;
+            println!("{}", serde_json::to_string(&kind)?);
             Ok(0)
         }
         VmVerb::Supervise { plan } => crate::compute::vm::up::supervise(plan),

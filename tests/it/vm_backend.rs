@@ -128,6 +128,43 @@ fn a_vm_environment_runs_the_flakes_shell_on_aarch64() {
     let out = fx.run_vm("kill -TERM $$");
     assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
 
+    // A persistent VM: up, many execs in it, ps, down.
+    let mut up = fx.agentenv();
+    up.args(["up", "--backend", "vm", "--arch", "aarch64", "."]);
+    let out = run(up);
+    assert!(out.status.success(), "up: {}", stderr(&out));
+    let id = stdout(&out)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    for i in 0..20 {
+        let mut exec = fx.agentenv();
+        exec.args([
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            &format!("echo $GREETING {i}; exit {}", i % 3),
+        ]);
+        let out = run(exec);
+        assert_eq!(out.status.code(), Some(i % 3), "exec {i}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("hello from the agentenv example {i}\n")
+        );
+    }
+    let mut ps = fx.agentenv();
+    ps.args(["ps", "--json"]);
+    let out = run(ps);
+    assert!(stdout(&out).contains(&id), "ps: {}", stdout(&out));
+    let mut down = fx.agentenv();
+    down.args(["down", &id]);
+    let out = run(down);
+    assert!(out.status.success(), "down: {}", stderr(&out));
+
     // Nothing of either VM is left running.
     let left = run({
         let mut c = Command::new("pgrep");
