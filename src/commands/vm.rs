@@ -19,6 +19,7 @@ pub enum VmVerb {
         dir: PathBuf,
     },
     /// The supervisor of a VM started by `up` (its plan as JSON).
+    #[cfg(target_os = "linux")]
     #[command(hide = true)]
     Supervise {
         #[arg(value_name = "PLAN")]
@@ -56,6 +57,7 @@ pub fn run(verb: &VmVerb) -> Result<i32> {
             println!("{}", serde_json::to_string(&kind)?);
             Ok(0)
         }
+        #[cfg(target_os = "linux")]
         VmVerb::Supervise { plan } => crate::compute::vm::up::supervise(plan),
         VmVerb::Eval { path, refresh } => {
             let cwd = crate::cli::current_dir()?;

@@ -3,7 +3,9 @@
 //! elsewhere a sparse copy moves only the data extents (`SEEK_DATA`/`SEEK_HOLE`), so an image
 //! that is mostly holes costs what it holds. macOS's twin of this function is `clonefile`.
 
+#[cfg(target_os = "linux")]
 use std::fs::{File, OpenOptions};
+#[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -19,6 +21,7 @@ pub enum CloneKind {
 
 /// Makes `dst` (which must not exist) a copy of `src` that shares its blocks where the
 /// filesystem can, and otherwise copies only its data.
+#[cfg(target_os = "linux")]
 pub fn clone_image(src: &Path, dst: &Path) -> Result<CloneKind> {
     let from = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
     let to = OpenOptions::new()
@@ -39,6 +42,26 @@ pub fn clone_image(src: &Path, dst: &Path) -> Result<CloneKind> {
     result.with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))
 }
 
+/// Makes `dst` (which must not exist) a clone of `src` (APFS `clonefile`), or a copy where
+/// the volume cannot clone.
+#[cfg(target_os = "macos")]
+pub fn clone_image(src: &Path, dst: &Path) -> Result<CloneKind> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+    let (s, d) = (c(src)?, c(dst)?);
+    // SAFETY: both are NUL-terminated paths that live for the call.
+    if unsafe { libc::clonefile(s.as_ptr(), d.as_ptr(), 0) } == 0 {
+        return Ok(CloneKind::Reflink);
+    }
+    if dst.exists() {
+        anyhow::bail!("{} exists already", dst.display());
+    }
+    std::fs::copy(src, dst)
+        .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+    Ok(CloneKind::SparseCopy)
+}
+
+#[cfg(target_os = "linux")]
 fn reflink(from: &File, to: &File) -> std::io::Result<CloneKind> {
     // SAFETY: FICLONE takes the source descriptor as its argument; both descriptors are open
     // for the duration of the call.
@@ -51,6 +74,7 @@ fn reflink(from: &File, to: &File) -> std::io::Result<CloneKind> {
 }
 
 /// Copies the data extents of `from` into `to` at the same offsets, leaving holes as holes.
+#[cfg(target_os = "linux")]
 fn sparse_copy(from: &File, to: &File) -> Result<()> {
     use rustix::fs::{seek, SeekFrom};
     let len = from.metadata()?.len();
