@@ -34,6 +34,15 @@ else
   echo "note: not root; the tests run rootless as $(id -un), and the root-only ones are skipped" >&2
 fi
 
+# the VM backend: QEMU, its vhost-user helpers, and the assets (aarch64 guest, cached; the
+# guest's agentenv is rebuilt when the source changed)
+install_packages qemu-system-arm qemu-user-static erofs-utils e2fsprogs cpio kmod file dpkg \
+  libseccomp-dev libcap-ng-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross rustc-web cargo-web rust-web-src
+command -v virtiofsd >/dev/null || [ -x "$HOME/.cargo/bin/virtiofsd" ] || cargo install --locked --quiet virtiofsd
+command -v vhost-device-vsock >/dev/null || [ -x "$HOME/.cargo/bin/vhost-device-vsock" ] ||
+  cargo install --quiet vhost-device-vsock
+scripts/vm-assets.sh --arch aarch64 target/vm-assets
+
 mkdir -p target
 rm -f target/test-skips.log
 # dispatch sends a fully static agentenv to its hosts; the tests use this build of it.

@@ -15,6 +15,7 @@ use crate::proto::client;
 use crate::workspace::Workspace;
 
 pub fn run(args: &EnterArgs) -> Result<i32> {
+    #[cfg(target_os = "linux")]
     if crate::compute::vm::enter::wanted(args.opts.backend.as_deref())? {
         return crate::compute::vm::enter::run(args);
     }

@@ -19,11 +19,16 @@ pub enum VmVerb {
         dir: PathBuf,
     },
     /// The supervisor of a VM started by `up` (its plan as JSON).
+    #[cfg(target_os = "linux")]
     #[command(hide = true)]
     Supervise {
         #[arg(value_name = "PLAN")]
         plan: String,
     },
+    /// Clone a disk image as an environment's store disk is cloned (reflink, else a sparse
+    /// copy), and say which (for the figures).
+    #[command(hide = true)]
+    Clone { src: PathBuf, dst: PathBuf },
     /// Inside a VM: evaluate a dev shell and print it as JSON.
     #[command(hide = true)]
     Eval {
@@ -47,6 +52,12 @@ pub fn run(verb: &VmVerb) -> Result<i32> {
             );
             Ok(0)
         }
+        VmVerb::Clone { src, dst } => {
+            let kind = crate::compute::vm::clone::clone_image(src, dst)?;
+            println!("{}", serde_json::to_string(&kind)?);
+            Ok(0)
+        }
+        #[cfg(target_os = "linux")]
         VmVerb::Supervise { plan } => crate::compute::vm::up::supervise(plan),
         VmVerb::Eval { path, refresh } => {
             let cwd = crate::cli::current_dir()?;

@@ -190,8 +190,14 @@ fn mount_pseudo(root: &str) -> Result<()> {
 fn load_modules() -> Result<usize> {
     let (_, release) = uname();
     let dir = PathBuf::from("/lib/modules").join(&release);
-    let list = std::fs::read_to_string(dir.join("modules.load"))
-        .with_context(|| format!("cannot read {}/modules.load", dir.display()))?;
+    let list = match std::fs::read_to_string(dir.join("modules.load")) {
+        Ok(l) => l,
+        // A kernel with the drivers built in (nixpkgs' assets) needs none.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}/modules.load", dir.display()))
+        }
+    };
     let mut n = 0;
     for rel in list.lines().filter(|l| !l.is_empty()) {
         let path = dir.join(rel);
@@ -335,6 +341,33 @@ fn setup(config: &BootConfig) -> Result<()> {
         )
         .with_context(|| format!("cannot move /{d} into the new root"))?;
     }
+    // Terminals (nix and `exec -t` open ptys) and POSIX shared memory.
+    mount_fs(
+        "devpts",
+        &new.join("dev/pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    // What devtmpfs lacks and shells need (`<(...)` is /dev/fd/N).
+    for (link, to) in [
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(to, new.join(link));
+    }
+    let ptmx = new.join("dev/ptmx");
+    let _ = std::fs::remove_file(&ptmx);
+    std::os::unix::fs::symlink("pts/ptmx", &ptmx).context("cannot link /dev/ptmx")?;
+    mount_fs(
+        "tmpfs",
+        &new.join("dev/shm"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
     // agentenv itself inside, for what runs in the guest (the dev shell's evaluation).
     let inside = new.join("usr/bin/agentenv");
     std::fs::write(&inside, b"").context("cannot place agentenv in the guest root")?;

@@ -62,7 +62,7 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn boot(tools: &Tools, assets: &Path, work: &Path, project: &Path) -> Vm {
+fn spec_and_config(assets: &Path, work: &Path, project: &Path) -> (VmSpec, BootConfig) {
     let store = work.join("store.img");
     clone_image(&assets.join("store.img"), &store).unwrap();
     let run_dir = work.join("run");
@@ -121,6 +121,12 @@ fn boot(tools: &Tools, assets: &Path, work: &Path, project: &Path) -> Vm {
         ],
         "vmtest",
     );
+    (spec, config)
+}
+
+fn boot(tools: &Tools, assets: &Path, work: &Path, project: &Path) -> Vm {
+    let (spec, config) = spec_and_config(assets, work, project);
+    let run_dir = work.join("run");
     Vm::start(spec, tools, &run_dir, &config).unwrap_or_else(|e| {
         panic!(
             "{}\nconsole:\n{}",
@@ -234,4 +240,32 @@ fn an_aarch64_guest_boots_and_serves_exec_over_vsock() {
         !work.path().join("run").exists(),
         "the run directory was left behind"
     );
+}
+
+#[test]
+fn a_guest_that_cannot_start_is_an_error_with_the_kernels_last_words() {
+    let (tools, assets) = match prerequisites() {
+        Ok(p) => p,
+        Err(reason) => return skip(module_path!(), &reason),
+    };
+    let work = tempfile::Builder::new()
+        .prefix("agentenv-vm-test")
+        .tempdir()
+        .unwrap();
+    let project = work.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let (mut spec, config) = spec_and_config(&assets, work.path(), &project);
+    // No init: the kernel panics, and the VM ends (panic=-1, -no-reboot).
+    let bogus = work.path().join("initrd");
+    std::fs::write(&bogus, b"not an initrd").unwrap();
+    spec.initrd = Some(bogus);
+    let run_dir = work.path().join("run");
+    let err = match Vm::start(spec, &tools, &run_dir, &config) {
+        Ok(_) => panic!("a VM without an init came up"),
+        Err(e) => agentenv::diag::render(&e),
+    };
+    assert!(err.contains("QEMU exited"), "{err}");
+    assert!(err.contains("kernel:") && err.contains("panic"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    assert!(!run_dir.exists(), "the run directory was left behind");
 }

@@ -124,11 +124,104 @@ fn a_vm_environment_runs_the_flakes_shell_on_aarch64() {
         stderr(&out)
     );
 
+    // kill -9 of agentenv takes its VM and helpers along.
+    let mut c = fx.agentenv();
+    c.args([
+        "--backend",
+        "vm",
+        "--arch",
+        "aarch64",
+        ".",
+        "--",
+        "sleep",
+        "300",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut victim = c.spawn().unwrap();
+    let vm_dirs = fx.state.join("run/vm");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let ready = || {
+        crate::support::list(&vm_dirs).iter().any(|d| {
+            std::fs::read_to_string(d.join("console.log")).is_ok_and(|c| c.contains("ready in"))
+        })
+    };
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VM did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = stdout(&run({
+            let mut c = Command::new("pgrep");
+            c.args(["-f", &fx.state.display().to_string()]);
+            c
+        }));
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outlived a killed agentenv: {left}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     // A second run: warm (the guest's cache), and a signal ends it as it would on the host.
     let out = fx.run_vm("kill -TERM $$");
     assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
 
-    // Nothing of either VM is left running.
+    // A persistent VM: up, many execs in it, ps, down.
+    let mut up = fx.agentenv();
+    up.args(["up", "--backend", "vm", "--arch", "aarch64", "."]);
+    let out = run(up);
+    assert!(out.status.success(), "up: {}", stderr(&out));
+    let id = stdout(&out)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    for i in 0..20 {
+        let mut exec = fx.agentenv();
+        exec.args([
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            &format!("echo $GREETING {i}; exit {}", i % 3),
+        ]);
+        let out = run(exec);
+        assert_eq!(out.status.code(), Some(i % 3), "exec {i}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("hello from the agentenv example {i}\n")
+        );
+    }
+    let mut ps = fx.agentenv();
+    ps.args(["ps", "--json"]);
+    let out = run(ps);
+    assert!(stdout(&out).contains(&id), "ps: {}", stdout(&out));
+    let mut down = fx.agentenv();
+    down.args(["down", &id]);
+    let out = run(down);
+    assert!(out.status.success(), "down: {}", stderr(&out));
+
+    // The killed run's directory was swept by the next one.
+    assert!(
+        crate::support::list(&vm_dirs).is_empty(),
+        "{:?}",
+        crate::support::list(&vm_dirs)
+    );
+
+    // Nothing of any VM is left running.
     let left = run({
         let mut c = Command::new("pgrep");
         c.args(["-f", &fx.state.display().to_string()]);

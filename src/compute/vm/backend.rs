@@ -13,6 +13,8 @@ use crate::paths::StateDirs;
 
 pub struct VmBackend;
 
+const ARCHES: [Arch; 2] = [Arch::Aarch64, Arch::X86_64];
+
 fn not_this_way() -> anyhow::Error {
     Diagnostic::new("the vm backend runs its environments through `agentenv --backend vm`")
         .hint("pass --backend vm to agentenv or `agentenv up`")
@@ -25,11 +27,25 @@ impl Backend for VmBackend {
     }
 
     fn available(&self) -> Result<(), Diagnostic> {
-        let arch = Arch::host();
-        Tools::find(arch).map_err(|e| Diagnostic::new(format!("{e:#}")))?;
+        // The host's architecture first; another one (emulated) will do where it is set up.
         let state = StateDirs::from_env().map_err(|e| Diagnostic::new(format!("{e:#}")))?;
-        Assets::installed(&state, arch).map_err(|e| Diagnostic::new(format!("{e:#}")))?;
-        Ok(())
+        let usable = |arch: Arch| -> anyhow::Result<()> {
+            Tools::find(arch)?;
+            Assets::installed(&state, arch)?;
+            Ok(())
+        };
+        let first = usable(Arch::host());
+        if first.is_ok()
+            || ARCHES
+                .iter()
+                .any(|&a| a != Arch::host() && usable(a).is_ok())
+        {
+            return Ok(());
+        }
+        Err(first
+            .err()
+            .and_then(|e| e.downcast::<Diagnostic>().ok())
+            .unwrap_or_else(|| Diagnostic::new("no VM can run here")))
     }
 
     fn checks(&self) -> Vec<Check> {
@@ -43,9 +59,14 @@ impl Backend for VmBackend {
         };
         let find = super::launch::find_program;
         checks.push(tool(
-            "qemu",
-            find(super::qemu::qemu_program(arch)),
-            "apt-get install qemu-system-arm qemu-system-x86",
+            "qemu (aarch64)",
+            find(super::qemu::qemu_program(Arch::Aarch64)),
+            "apt-get install qemu-system-arm",
+        ));
+        checks.push(tool(
+            "qemu (x86_64)",
+            find(super::qemu::qemu_program(Arch::X86_64)),
+            "apt-get install qemu-system-x86",
         ));
         checks.push(tool(
             "virtiofsd",
@@ -60,12 +81,12 @@ impl Backend for VmBackend {
         checks.push(Check {
             name: "vm accel",
             found: Ok(match Accel::detect(arch) {
-                Accel::Kvm => "KVM".into(),
-                Accel::Tcg => "no usable /dev/kvm: TCG emulation (slow)".into(),
+                Accel::Kvm => format!("KVM for {arch} guests; others emulated (TCG, slow)"),
+                Accel::Tcg => "no working KVM: guests are emulated (TCG, slow)".into(),
             }),
         });
         let state = StateDirs::from_env();
-        for a in [Arch::Aarch64, Arch::X86_64] {
+        for a in ARCHES {
             let name = match a {
                 Arch::Aarch64 => "vm assets (aarch64)",
                 Arch::X86_64 => "vm assets (x86_64)",

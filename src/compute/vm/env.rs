@@ -90,11 +90,14 @@ impl VmEnv {
         std::fs::create_dir_all(plan.home.0)
             .with_context(|| format!("cannot create {}", plan.home.0.display()))?;
         let name = format!("agentenv-vm-{}", plan.env_dirs.id);
-        let run_dir = plan.state.runtime.join("vm").join(format!(
-            "{}-{}",
-            plan.env_dirs.id,
-            std::process::id()
-        ));
+        sweep_dead_run_dirs(&plan.state.runtime.join("vm"));
+        let run_dir = plan.run_dir.clone().unwrap_or_else(|| {
+            plan.state.runtime.join("vm").join(format!(
+                "{}-{}",
+                plan.env_dirs.id,
+                std::process::id()
+            ))
+        });
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create {}", run_dir.display()))?;
@@ -179,7 +182,7 @@ impl VmEnv {
         // Virtualization.framework: the VM in a machine process of its own (`vz::host`).
         #[cfg(target_os = "macos")]
         let vm = Vm::start(spec, &run_dir, &config)?;
-        tracing::debug!(boot = ?vm.boot_time, "{name} is up");
+        tracing::debug!("{name} is up: boot={} ms", vm.boot_time.as_millis());
         Ok(Self {
             vm,
             project: plan.project.to_path_buf(),
@@ -238,5 +241,26 @@ impl VmEnv {
                 .into());
         }
         serde_json::from_slice(&out.stdout).context("the guest printed a malformed dev shell")
+    }
+}
+
+/// Removes the run directories (`<env>-<pid>`) of one-shot VMs whose agentenv is gone (killed
+/// with SIGKILL: its VM and helpers went with it, their sockets and logs did not).
+fn sweep_dead_run_dirs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }

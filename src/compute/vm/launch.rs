@@ -19,6 +19,8 @@ use crate::diag::Diagnostic;
 
 /// How long a VM may take to answer at boot (TCG is slow; KVM takes well under a second).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a guest may take to power off once asked (TCG is slow at it too).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Tools {
     /// Finds QEMU for `arch` on PATH, and the helpers on PATH or in `~/.cargo/bin` (where
@@ -282,9 +284,11 @@ fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) -> Result<()> {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        // Closing the boot connection asks the guest to stop; then the processes go.
+        // Closing the boot connection asks the guest to stop: its processes end, its disks
+        // are synced and it powers off. Killing QEMU before that could lose what the guest
+        // wrote to the environment's /nix disk.
         self.boot_conn.take();
-        if !self.wait_exit(Duration::from_millis(200)) {
+        if !self.wait_exit(SHUTDOWN_TIMEOUT) {
             if let Some(q) = self.qemu.as_mut() {
                 let _ = q.kill();
             }

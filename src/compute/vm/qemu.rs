@@ -25,17 +25,34 @@ pub enum Accel {
 impl Accel {
     /// KVM when `/dev/kvm` opens and the guest has the host's architecture; TCG otherwise.
     pub fn detect(arch: Arch) -> Self {
-        let kvm = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok();
-        if kvm && arch == Arch::host() {
+        if arch == Arch::host() && kvm_works() {
             Accel::Kvm
         } else {
             Accel::Tcg
         }
     }
+}
+
+/// Whether `/dev/kvm` can make a VM (it may exist where the CPU has no virtualisation, as
+/// in a VM without nested virtualisation).
+fn kvm_works() -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let Ok(dev) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    else {
+        return false;
+    };
+    const KVM_CREATE_VM: libc::c_ulong = 0xAE01;
+    // SAFETY: KVM_CREATE_VM takes a machine type (0) and returns a new descriptor or -1.
+    let vm = unsafe { libc::ioctl(dev.as_raw_fd(), KVM_CREATE_VM as _, 0) };
+    if vm < 0 {
+        return false;
+    }
+    // SAFETY: the ioctl returned a new descriptor that nothing else owns.
+    drop(unsafe { OwnedFd::from_raw_fd(vm) });
+    true
 }
 
 /// One process to start: program and arguments.
@@ -150,7 +167,13 @@ pub fn plan(spec: &VmSpec, tools: &Tools, accel: Accel, run_dir: &Path) -> Plan 
     if let Some(initrd) = &spec.initrd {
         q.opt("-initrd", initrd);
     }
-    q.opt("-append", &spec.cmdline);
+    // The kernel's own messages (a panic before the virtio console exists) go to the board's
+    // UART as well, which QEMU writes to `kernel_log`.
+    let uart = match spec.arch {
+        Arch::Aarch64 => "ttyAMA0",
+        Arch::X86_64 => "ttyS0",
+    };
+    q.opt("-append", format!("console={uart} {}", spec.cmdline));
 
     for (i, disk) in spec.disks.iter().enumerate() {
         let mut drive = OsString::from(format!("if=none,id=disk{i},format=raw,file="));
@@ -258,7 +281,11 @@ mod tests {
         assert_eq!(values(&p.qemu, "-smp"), ["2"]);
         assert_eq!(values(&p.qemu, "-kernel"), ["/a/kernel"]);
         assert_eq!(values(&p.qemu, "-initrd"), ["/a/initrd"]);
-        assert_eq!(values(&p.qemu, "-append"), ["console=hvc0 quiet"]);
+        // hvc0 last: the guest's /dev/console.
+        assert_eq!(
+            values(&p.qemu, "-append"),
+            ["console=ttyAMA0 console=hvc0 quiet"]
+        );
     }
 
     #[test]
