@@ -5,6 +5,7 @@
 #     (goal: reflink <= 5 ms, flat in the image's size)
 #  3. `agentenv exec ENV -- true` through vsock against the same `true` timed inside the guest
 #  4. memory (PSS) of the host-side processes per VM: QEMU, virtiofsd, vhost-device-vsock, agentenv
+# AGENTENV_BIN=PATH measures that agentenv instead of a fresh release build.
 # Needs root, the VM tools and assets (scripts/vm-assets.sh; built into target/vm-assets if missing).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,10 +16,14 @@ install_packages hyperfine xfsprogs nix-bin bash-static busybox-static git dpkg
 assets=${AGENTENV_VM_ASSETS:-$repo/target/vm-assets}
 [ -f "$assets/VERSION" ] || scripts/vm-assets.sh --arch aarch64 "$assets"
 
-cargo build --release --quiet
-bin=$repo/target/release/agentenv
 work=$repo/target/bench-vm
 rm -rf "$work"
+# AGENTENV_BIN: measure that build instead of building one.
+bin=${AGENTENV_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --quiet
+  bin=$repo/target/release/agentenv
+fi
 mkdir -p "$work"
 export AGENTENV_HOME=$work/state
 unset NIX_CONFIG
@@ -28,6 +33,7 @@ unset NIX_CONFIG
 ex=$work/hello
 mkdir -p "$ex/pkgs/bash/bin" "$ex/pkgs/busybox/bin" "$work/debs"
 cp -r examples/hello/. "$ex/"
+rm -f "$ex/.gitignore"   # the static tools must be tracked for nix to see them
 for p in bash-static busybox-static; do dpkg-deb -x "$(ls "$assets"/debs/${p}_*_arm64.deb | head -1)" "$work/debs"; done
 cp "$work/debs/bin/bash-static" "$ex/pkgs/bash/bin/bash"
 cp "$work/debs/bin/busybox" "$ex/pkgs/busybox/bin/busybox"

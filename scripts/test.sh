@@ -11,6 +11,8 @@ cd "$repo"
 install_packages nix-bin nix-setup-systemd bash-static busybox-static git ca-certificates util-linux procps python3
 # attach: real containers, rootful and rootless
 install_packages podman runc uidmap slirp4netns tar
+# macOS, type-checked: Debian's toolchain builds std for a target it has no binaries for
+install_packages rustc-web cargo-web rust-web-src rust-web-clippy
 
 if [ "$(id -u)" -eq 0 ]; then
   id agentenv-test >/dev/null 2>&1 ||
@@ -41,6 +43,12 @@ mkdir -p target
 rm -f target/test-skips.log
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The whole crate for aarch64-apple-darwin, with clippy: Debian's cargo and rustc (rustup's
+# have no rust-src here), cargo-clippy called directly (cargo would pick rustup's proxy from
+# ~/.cargo/bin first), its own target directory.
+PATH=/usr/bin:/bin CARGO=/usr/bin/cargo RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+  CARGO_TARGET_DIR=target/macos /usr/bin/cargo-clippy clippy --quiet \
+  -Zbuild-std=std,panic_abort --target aarch64-apple-darwin --all-targets -- -D warnings
 cargo test --all-targets --quiet
 
 if [ -s target/test-skips.log ]; then

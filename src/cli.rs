@@ -192,6 +192,13 @@ pub enum Verb {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The guest program on its own (a VM's init, a remote host's session), from a JSON spec.
+    #[cfg(target_os = "linux")]
+    #[command(name = "__guest", hide = true)]
+    Guest {
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+    },
 }
 
 fn init_logging(verbose: u8) {
@@ -239,6 +246,8 @@ pub fn main() -> ExitCode {
         Some(Verb::Attach(args)) => commands::attach::run(&args),
         Some(Verb::Profile(verb)) => commands::profile::run(&verb),
         Some(Verb::Vm(verb)) => commands::vm::run(&verb),
+        #[cfg(target_os = "linux")]
+        Some(Verb::Guest { spec }) => commands::guest::run(&spec),
         Some(Verb::Completions { shell }) => {
             use clap::CommandFactory;
             clap_complete::generate(

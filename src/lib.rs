@@ -14,7 +14,6 @@ pub mod commands;
 pub mod compute;
 pub mod diag;
 pub mod envs;
-#[cfg(target_os = "linux")]
 pub mod guest;
 pub mod nix;
 pub mod paths;

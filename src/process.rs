@@ -3,8 +3,12 @@
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
+#[cfg(target_os = "linux")]
 use nix::sys::signalfd::SignalFd;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
+#[cfg(target_os = "linux")]
+use nix::sys::wait::{waitpid, WaitPidFlag};
+#[cfg(target_os = "linux")]
 use nix::unistd::Pid;
 
 /// Signals that a supervisor passes on to the process it watches.
@@ -24,15 +28,23 @@ pub const FORWARDED: [Signal; 8] = [
 /// sandbox into the host for any process inside that found it, as it would into an attached
 /// target.
 pub fn close_inherited_fds() {
-    // SAFETY: close_range(2) only closes descriptors; at start-up nothing in this process
-    // refers to any above 2.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if rc == 0 {
-        return;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: close_range(2) only closes descriptors; at start-up nothing in this process
+        // refers to any above 2.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+        if rc == 0 {
+            return;
+        }
     }
-    // Kernels before 5.9: one by one, as /proc lists them (the listing's own fd included,
-    // which is why they are collected before any is closed).
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+    // Kernels before 5.9, and macOS: one by one, as the system lists them (the listing's own
+    // fd included, which is why they are collected before any is closed).
+    let listing = if cfg!(target_os = "linux") {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    let fds: Vec<i32> = std::fs::read_dir(listing)
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
@@ -95,6 +107,7 @@ pub enum Reap {
 }
 
 /// Waits for `child` while forwarding signals to it, and returns its exit code.
+#[cfg(target_os = "linux")]
 ///
 /// Only signals sent by a process are forwarded. A signal from the terminal (Ctrl-C, a window
 /// resize) has already reached every process of the foreground group, the child included;
@@ -123,6 +136,7 @@ pub fn supervise(child: Pid, reap: Reap) -> Result<i32> {
     }
 }
 
+#[cfg(target_os = "linux")]
 pub(crate) fn reap_children(child: Pid, reap: Reap) -> Result<Option<i32>> {
     let target = match reap {
         Reap::Child => Some(child),

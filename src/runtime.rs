@@ -67,6 +67,7 @@ pub struct Runtime {
 
 /// The start time of a living (not zombie) `pid`, in clock ticks since boot (field 22 of
 /// /proc/PID/stat). An agent whose parent has gone stays a zombie until init reaps it.
+#[cfg(target_os = "linux")]
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; fields resume after the last ')'.
@@ -75,6 +76,30 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
         return None;
     }
     fields.nth(18)?.parse().ok()
+}
+
+/// The start time of a living (not zombie) `pid`, in microseconds since the epoch.
+#[cfg(target_os = "macos")]
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    /// `pbi_status` of a zombie (sys/proc.h).
+    const SZOMB: u32 = 5;
+    // SAFETY: proc_bsdinfo is plain old data; all-zero is a valid value.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: PROC_PIDTBSDINFO writes at most `size` bytes into `info`, which outlives the call.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&mut info as *mut libc::proc_bsdinfo).cast(),
+            size,
+        )
+    };
+    if n != size || info.pbi_status == SZOMB {
+        return None;
+    }
+    Some(info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
 }
 
 impl Runtime {
@@ -111,7 +136,15 @@ impl Runtime {
     pub fn get(&self, id: &str) -> Option<RunningEnv> {
         let dir = self.env_dir(id);
         let data = std::fs::read(dir.join("state.json")).ok()?;
-        let state: RunState = serde_json::from_slice(&data).ok()?;
+        let mut value: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        // Recorded before the agent's address was: it is the unix socket beside the state.
+        if let Some(fields) = value.as_object_mut().filter(|f| !f.contains_key("agent")) {
+            let agent = crate::transport::AgentAddress::Unix {
+                path: dir.join("agent.sock"),
+            };
+            fields.insert("agent".into(), serde_json::to_value(agent).ok()?);
+        }
+        let state: RunState = serde_json::from_value(value).ok()?;
         if state.instance.is_alive() {
             return Some(RunningEnv { state, dir });
         }
@@ -214,5 +247,28 @@ mod tests {
         assert_eq!(rt.find("n-app-2222").unwrap().unwrap().state.id, "app-2222");
         assert!(rt.find("app").is_err(), "ambiguous");
         assert!(rt.find("zzz").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_state_file_from_before_backends_reads_as_a_namespace_sandbox() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(tmp.path().join("run"));
+        let _l = rt.lock_for_start("old-1111").unwrap();
+        let me = std::process::id() as i32;
+        let old = serde_json::json!({
+            "id": "old-1111", "name": null, "project": "/p", "shell": "default",
+            "profile": null, "network": "host", "pid": me,
+            "pid_start": process_start_time(me).unwrap(), "started_at": 0
+        });
+        let path = rt.env_dir("old-1111").join("state.json");
+        std::fs::write(&path, old.to_string()).unwrap();
+        let env = rt.get("old-1111").expect("still running, still found");
+        assert_eq!(env.state.backend, "namespaces");
+        assert_eq!(
+            env.agent(),
+            &crate::transport::AgentAddress::Unix {
+                path: rt.env_dir("old-1111").join("agent.sock")
+            }
+        );
     }
 }

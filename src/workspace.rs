@@ -61,6 +61,14 @@ impl Workspace {
         Self::open_target(target, refresh)
     }
 
+    /// `open`, with the dev environment evaluated where `backend` evaluates it.
+    pub fn open_with(backend: &dyn Backend, arg: &str, cwd: &Path, refresh: bool) -> Result<Self> {
+        let target = FlakeTarget::resolve(arg, cwd)?;
+        let state = StateDirs::from_env()?;
+        let devenv = backend.dev_env(&target, &state, refresh)?;
+        Ok(Self::with_devenv(target, state, devenv))
+    }
+
     pub fn open_target(target: FlakeTarget, refresh: bool) -> Result<Self> {
         let state = StateDirs::from_env()?;
         let (devenv, outcome) = load_or_evaluate(&target, &state, refresh)?;
@@ -100,11 +108,6 @@ impl Workspace {
             user,
             profile: None,
         }
-    }
-
-    /// The backend named by `arg` (`--backend`), else by config.toml, else the default.
-    pub fn choose_backend(&self, arg: Option<&str>) -> Result<&'static dyn Backend> {
-        crate::compute::choose_backend(arg, &self.state.config.join("config.toml"))
     }
 
     /// The profile chosen by `--profile`, `$AGENTENV_PROFILE` or config.toml, unless

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use anyhow::Result;
 
 use crate::cli::{current_dir, EnterArgs};
+use crate::compute::choice::choose_configured_backend;
 use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
 use crate::proto::client;
@@ -35,8 +36,8 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
         eprint!("{}", crate::diag::render(&err));
         return Ok(2);
     }
-    let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
-    let backend = ws.choose_backend(args.opts.backend.as_deref())?;
+    let backend = choose_configured_backend(args.opts.backend.as_deref())?;
+    let mut ws = Workspace::open_with(backend, &args.path, &cwd, args.opts.refresh)?;
     let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
     let cwd_inside = ws.cwd_inside(&cwd);
     let mode = LaunchMode::for_command(&args.command);

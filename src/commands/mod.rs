@@ -6,6 +6,8 @@ pub mod doctor;
 pub mod down;
 pub mod enter;
 pub mod exec;
+#[cfg(target_os = "linux")]
+pub mod guest;
 pub mod profile;
 pub mod ps;
 pub mod up;

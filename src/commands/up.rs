@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use crate::cli::{current_dir, UpArgs};
+use crate::compute::choice::choose_configured_backend;
 use crate::compute::AgentSetup;
 use crate::diag::Diagnostic;
 use crate::runtime::RunState;
@@ -18,8 +19,8 @@ pub fn run(args: &UpArgs) -> Result<i32> {
         return crate::compute::vm::up::run(args);
     }
     let cwd = current_dir()?;
-    let mut ws = Workspace::open(&args.path, &cwd, args.opts.refresh)?;
-    let backend = ws.choose_backend(args.opts.backend.as_deref())?;
+    let backend = choose_configured_backend(args.opts.backend.as_deref())?;
+    let mut ws = Workspace::open_with(backend, &args.path, &cwd, args.opts.refresh)?;
     let profile = ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?;
     let runtime = ws.runtime();
     let id = ws.env_dirs.id.clone();

@@ -58,6 +58,14 @@ pub fn named_backend(arg: Option<&str>, config: &Path) -> Result<&'static dyn Ba
     }
 }
 
+/// `choose_backend` with agentenv's own config.toml.
+pub fn choose_configured_backend(arg: Option<&str>) -> Result<&'static dyn Backend> {
+    let config = crate::paths::StateDirs::from_env()?
+        .config
+        .join("config.toml");
+    choose_backend(arg, &config)
+}
+
 /// `named_backend`, refused with its reason if it cannot run here.
 pub fn choose_backend(arg: Option<&str>, config: &Path) -> Result<&'static dyn Backend> {
     let backend = named_backend(arg, config)?;

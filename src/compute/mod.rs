@@ -130,4 +130,18 @@ pub trait Backend: Sync {
     /// Starts an environment built from `spec` in the background, its guest agent serving,
     /// and returns it once the agent is ready.
     fn start(&self, spec: &SandboxSpec, agent: AgentSetup) -> anyhow::Result<Instance>;
+
+    /// The dev environment of `target`, evaluated where this backend's nix is: by default the
+    /// host's (cached, so a warm start runs no nix); a backend whose nix runs inside (a VM's
+    /// guest) evaluates there.
+    fn dev_env(
+        &self,
+        target: &crate::nix::flake::FlakeTarget,
+        state: &crate::paths::StateDirs,
+        refresh: bool,
+    ) -> anyhow::Result<crate::nix::devenv::DevEnv> {
+        let (devenv, outcome) = crate::nix::devenv::load_or_evaluate(target, state, refresh)?;
+        tracing::debug!(?outcome, shell = %devenv.shell.display(), "dev environment ready");
+        Ok(devenv)
+    }
 }

@@ -38,13 +38,16 @@ pub fn run_agent<A: Accept>(
             return 1;
         }
     };
-    match rt.block_on(async move { serve(listen()?, ready).await }) {
+    let code = match rt.block_on(async move { serve(listen()?, ready).await }) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("agentenv agent: {e:#}");
             1
         }
-    }
+    };
+    // A read of stdin (the stdio transport) may block for ever: do not wait for it.
+    rt.shutdown_background();
+    code
 }
 
 /// A unix listening socket made by the host side, served from inside the runtime.
@@ -107,10 +110,15 @@ struct Ctx {
 /// transport names its peer, only the owner is served; where it cannot (vsock, stdio), the
 /// transport's own access (a 0600 socket on the host, ssh) is what guards the agent.
 async fn handle(mut stream: Box<dyn Transport>, ctx: Ctx) -> Result<()> {
-    if let Some(uid) = stream.peer_uid().filter(|&uid| uid != ctx.owner) {
-        let message = format!("uid {uid} may not use this environment");
-        write_frame(&mut stream, &Frame::Response(Response::Error { message })).await?;
-        return Ok(());
+    match stream.peer_uid() {
+        None => {}
+        Some(Ok(uid)) if uid == ctx.owner => {}
+        Some(Ok(uid)) => {
+            let message = format!("uid {uid} may not use this environment");
+            write_frame(&mut stream, &Frame::Response(Response::Error { message })).await?;
+            return Ok(());
+        }
+        Some(Err(e)) => return Err(anyhow::Error::from(e).context("cannot tell who connected")),
     }
     handshake_as_agent(&mut stream).await?;
     stream.prefer_bulk();
@@ -163,12 +171,21 @@ fn is_init() -> bool {
 
 /// Every process of the environment but the agent.
 fn processes(reaper: &Reaper) -> Vec<ProcInfo> {
-    let started = reaper.watched();
+    let groups = if is_init() {
+        Vec::new()
+    } else {
+        reaper.live_groups()
+    };
+    let ours = |pid: i32| {
+        is_init()
+            || nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+                .is_ok_and(|g| groups.contains(&g.as_raw()))
+    };
     let mut out: Vec<ProcInfo> = std::fs::read_dir("/proc")
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|&pid| pid != 1 && (is_init() || started.contains(&pid)))
+                .filter(|&pid| pid != 1 && ours(pid))
                 .filter_map(|pid| {
                     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
                     let command = cmdline
@@ -187,18 +204,17 @@ fn processes(reaper: &Reaper) -> Vec<ProcInfo> {
 }
 
 /// SIGTERM to every process, SIGKILL to what is left after `grace`, then reap. Outside PID 1,
-/// "every process" is what the agent started (and the process groups they lead).
+/// "every process" is the process groups of the agent's execs.
 async fn stop_everything(reaper: &Reaper, grace: Duration) {
     let signal_all = |sig: Signal| -> bool {
         if is_init() {
             return kill(Pid::from_raw(-1), sig).is_ok();
         }
-        let started = reaper.watched();
-        for &pid in &started {
-            let _ = kill(Pid::from_raw(-pid), sig);
-            let _ = kill(Pid::from_raw(pid), sig);
+        let groups = reaper.live_groups();
+        for &g in &groups {
+            let _ = kill(Pid::from_raw(-g), sig);
         }
-        !started.is_empty()
+        !groups.is_empty()
     };
     if signal_all(Signal::SIGTERM) {
         let deadline = Instant::now() + grace;
@@ -210,3 +226,7 @@ async fn stop_everything(reaper: &Reaper, grace: Duration) {
     }
     reaper.reap();
 }
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;

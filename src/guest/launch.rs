@@ -37,7 +37,7 @@ impl LaunchMode {
 
 /// A process to start inside: program, arguments, environment, directory, and the script it
 /// reads (written to `script_path` first).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Launch {
     pub program: PathBuf,
     pub argv: Vec<OsString>,

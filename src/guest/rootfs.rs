@@ -2,16 +2,23 @@
 //! that builds it through a `Syscall`. Which mounts a backend wants is decided by the backend;
 //! this module only knows how to make them, in order, under a fresh tmpfs.
 
-use std::path::{Component, Path, PathBuf};
+#[cfg(target_os = "linux")]
+use std::path::Component;
+use std::path::{Path, PathBuf};
 
+#[cfg(target_os = "linux")]
 use anyhow::{bail, Context, Result};
+#[cfg(target_os = "linux")]
 use nix::mount::MsFlags;
+#[cfg(target_os = "linux")]
 use nix::sys::statvfs::{statvfs, FsFlags};
 
+#[cfg(target_os = "linux")]
 use super::syscall::Syscall;
 
 /// One step in building a root. Every `path` is absolute inside the new root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum RootOp {
     /// A directory in the root tmpfs.
     Dir { path: PathBuf, mode: u32 },
@@ -74,7 +81,7 @@ impl RootOp {
 }
 
 /// A whole root: a tmpfs mounted on `staging`, the steps applied in order, then a pivot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RootfsPlan {
     /// A directory on the current root where the new root is assembled.
     pub staging: PathBuf,
@@ -94,6 +101,7 @@ impl RootfsPlan {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// `path` (absolute, inside the root) as a path under `staging`.
 fn under(staging: &Path, path: &Path) -> Result<PathBuf> {
     let mut out = staging.to_path_buf();
@@ -107,6 +115,7 @@ fn under(staging: &Path, path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+#[cfg(target_os = "linux")]
 fn check_overlay_path(p: &Path) -> Result<()> {
     let s = p.as_os_str().as_encoded_bytes();
     if s.iter().any(|b| matches!(b, b',' | b':' | b'\\')) {
@@ -118,6 +127,7 @@ fn check_overlay_path(p: &Path) -> Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 /// Builds `plan` and pivots into it. Must run in a private mount namespace.
 pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
     make_mounts_private(sys)?;
@@ -139,6 +149,7 @@ pub fn build_root(plan: &RootfsPlan, sys: &dyn Syscall) -> Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 /// Makes every mount of this (new) mount namespace private, so that nothing mounted from here
 /// on propagates back to the namespace it was copied from.
 pub fn make_mounts_private(sys: &dyn Syscall) -> Result<()> {
@@ -151,6 +162,7 @@ pub fn make_mounts_private(sys: &dyn Syscall) -> Result<()> {
     )
 }
 
+#[cfg(target_os = "linux")]
 /// Makes a tmpfs we mounted at `at` (the root, after a pivot) read-only, as a real system's
 /// root is to its users.
 pub fn remount_read_only(at: &Path, sys: &dyn Syscall) -> Result<()> {
@@ -167,6 +179,7 @@ pub fn remount_read_only(at: &Path, sys: &dyn Syscall) -> Result<()> {
     )
 }
 
+#[cfg(target_os = "linux")]
 /// Applies one step, making `op.path()` under `staging`.
 pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
     let target = under(staging, op.path())?;
@@ -287,6 +300,7 @@ pub fn apply(op: &RootOp, staging: &Path, sys: &dyn Syscall) -> Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn locked_flags(source: &Path) -> MsFlags {
     let Ok(st) = statvfs(source) else {
         return MsFlags::empty();
@@ -308,6 +322,7 @@ fn locked_flags(source: &Path) -> MsFlags {
     out
 }
 
+#[cfg(target_os = "linux")]
 #[cfg(test)]
 mod tests {
     use super::*;

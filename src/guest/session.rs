@@ -24,8 +24,27 @@ use crate::proto::message::{ExecSpec, ExitStatus, Response, WinSize};
 use crate::proto::{read_frame, write_frame, Frame};
 use crate::terminal::set_winsize;
 
-/// Where per-exec start-up scripts go inside.
+/// Where per-exec start-up scripts go inside (the environment's own `/run`).
 const SCRIPT_DIR: &str = "/run/agentenv";
+
+/// `SCRIPT_DIR` for the environment's PID 1; an agent that is not one (on a remote host, in a
+/// test) shares `/run` and `/tmp` with others and keeps its scripts in a private directory
+/// (0700, a name nobody could have guessed).
+fn script_dir() -> PathBuf {
+    static PRIVATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if std::process::id() == 1 {
+        return PathBuf::from(SCRIPT_DIR);
+    }
+    PRIVATE
+        .get_or_init(|| {
+            tempfile::Builder::new()
+                .prefix("agentenv-agent-")
+                .tempdir()
+                .map(|d| d.keep())
+                .unwrap_or_else(|_| PathBuf::from(SCRIPT_DIR))
+        })
+        .clone()
+}
 /// After the process exits, output still arriving (from something it left running) is
 /// forwarded until the streams are quiet this long.
 const QUIET_AFTER_EXIT: Duration = Duration::from_millis(250);
@@ -51,7 +70,7 @@ fn launch_for(spec: &ExecSpec) -> Launch {
         spec.env.clone(),
         &spec.prompt_name,
     )
-    .with_script_path(&PathBuf::from(format!("{SCRIPT_DIR}/exec-{n}.sh")))
+    .with_script_path(&script_dir().join(format!("exec-{n}.sh")))
 }
 
 /// What the process's stdio is.
@@ -99,7 +118,11 @@ fn spawn(launch: &Launch, stdio: StdioPlan) -> Result<Spawned> {
         .current_dir(&launch.cwd);
     match stdio {
         StdioPlan::Passed([stdin, stdout, stderr]) => {
-            cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+            // Each exec leads a process group, so that what it leaves running can be found.
+            cmd.stdin(stdin)
+                .stdout(stdout)
+                .stderr(stderr)
+                .process_group(0);
             // SAFETY: only sigprocmask and signal between fork and exec.
             unsafe {
                 cmd.pre_exec(|| {
@@ -152,7 +175,8 @@ fn spawn(launch: &Launch, stdio: StdioPlan) -> Result<Spawned> {
         StdioPlan::Pipes => {
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+                .stderr(Stdio::piped())
+                .process_group(0);
             // SAFETY: only sigprocmask and signal between fork and exec.
             unsafe {
                 cmd.pre_exec(|| {
@@ -209,12 +233,8 @@ async fn pump_output<S: AsyncWrite>(
         };
         if connected {
             data_header(&mut buf, stderr, n);
-            connected = writer
-                .lock()
-                .await
-                .write_all(&buf[..HEADER + n])
-                .await
-                .is_ok();
+            let mut w = writer.lock().await;
+            connected = w.write_all(&buf[..HEADER + n]).await.is_ok() && w.flush().await.is_ok();
         }
     }
 }

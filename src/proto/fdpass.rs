@@ -2,10 +2,16 @@
 //! to the agent (SCM_RIGHTS), so the process writes straight where the client would have,
 //! with no copy and the kernel's own backpressure. Other transports stream frames instead.
 
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::IoSlice;
+#[cfg(target_os = "linux")]
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, RawFd};
+#[cfg(target_os = "linux")]
+use std::os::fd::{FromRawFd, OwnedFd};
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+#[cfg(target_os = "linux")]
+use nix::sys::socket::{recvmsg, ControlMessageOwned};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
@@ -29,7 +35,8 @@ pub async fn send_stdio(stream: &UnixStream, fds: [RawFd; 3]) -> Result<(), Prot
     }
 }
 
-/// Receives the three descriptors `send_stdio` sent.
+/// Receives the three descriptors `send_stdio` sent (the agent's end: Linux).
+#[cfg(target_os = "linux")]
 pub async fn recv_stdio(stream: &UnixStream) -> Result<[OwnedFd; 3], ProtoError> {
     loop {
         stream.readable().await?;

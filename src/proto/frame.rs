@@ -196,6 +196,8 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<
     let mut buf = Vec::new();
     f.encode(&mut buf)?;
     w.write_all(&buf).await?;
+    // A socket sends at once; a buffered stream (a process's stdout) would hold the frame.
+    w.flush().await?;
     Ok(())
 }
 

@@ -50,7 +50,7 @@ pub struct ExecSpec {
     /// Without a command and without a terminal, run the script read from stdin.
     pub stdin_script: bool,
     /// The client sends its stdin, stdout and stderr right after this request (SCM_RIGHTS,
-    /// local unix sockets only); no stdio frames follow.
+    /// where the transport passes descriptors); no stdio frames follow.
     #[serde(default)]
     pub passed_stdio: bool,
 }

@@ -18,8 +18,9 @@ pub use unix::FdPassing;
 
 /// A byte stream the protocol runs over.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The uid at the other end, where the transport can tell (`SO_PEERCRED`).
-    fn peer_uid(&self) -> Option<u32> {
+    /// The uid at the other end, where the transport can tell (`SO_PEERCRED`): `None` where
+    /// it cannot, an error where it could but the lookup failed (never to be taken as `None`).
+    fn peer_uid(&self) -> Option<std::io::Result<u32>> {
         None
     }
 
@@ -33,7 +34,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl Transport for Box<dyn Transport> {
-    fn peer_uid(&self) -> Option<u32> {
+    fn peer_uid(&self) -> Option<std::io::Result<u32>> {
         (**self).peer_uid()
     }
     fn fd_passing(&self) -> Option<FdPassing<'_>> {
@@ -64,6 +65,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Accept: Send + 'static {
     /// The next connection; `None` once no more will come (the agent then stops).
     fn accept(&mut self) -> BoxFuture<'_, std::io::Result<Option<Box<dyn Transport>>>>;
+}
+
+impl Accept for Box<dyn Accept> {
+    fn accept(&mut self) -> BoxFuture<'_, std::io::Result<Option<Box<dyn Transport>>>> {
+        (**self).accept()
+    }
 }
 
 /// One connection, then no more: the agent's own stdin and stdout (a process started over ssh)
@@ -148,7 +155,7 @@ impl tokio::io::AsyncWrite for Watched {
 }
 
 impl Transport for Watched {
-    fn peer_uid(&self) -> Option<u32> {
+    fn peer_uid(&self) -> Option<std::io::Result<u32>> {
         self.inner.peer_uid()
     }
     fn fd_passing(&self) -> Option<FdPassing<'_>> {
@@ -172,12 +179,6 @@ pub enum AgentAddress {
 }
 
 impl AgentAddress {
-    /// Whether a new connection costs little; where not, a client keeps one for several
-    /// requests.
-    pub fn cheap_connections(&self) -> bool {
-        true
-    }
-
     /// Opens a connection to the agent.
     pub async fn connect(&self) -> std::io::Result<Box<dyn Transport>> {
         Ok(match self {

@@ -1,7 +1,7 @@
 //! Unix sockets: the local transport. They can pass descriptors (SCM_RIGHTS, the local fast
 //! path of `proto::fdpass`) and name the peer's uid; the listening socket is the owner's only.
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -13,8 +13,8 @@ use crate::diag::Diagnostic;
 use crate::proto::ProtoError;
 
 impl Transport for UnixStream {
-    fn peer_uid(&self) -> Option<u32> {
-        self.peer_cred().ok().map(|c| c.uid())
+    fn peer_uid(&self) -> Option<std::io::Result<u32>> {
+        Some(self.peer_cred().map(|c| c.uid()))
     }
 
     fn fd_passing(&self) -> Option<FdPassing<'_>> {
@@ -47,7 +47,7 @@ impl FdPassing<'_> {
 
     /// Receives the three descriptors `send_stdio` sent.
     #[cfg(target_os = "linux")]
-    pub async fn recv_stdio(&self) -> Result<[OwnedFd; 3], ProtoError> {
+    pub async fn recv_stdio(&self) -> Result<[std::os::fd::OwnedFd; 3], ProtoError> {
         crate::proto::fdpass::recv_stdio(self.0).await
     }
 }

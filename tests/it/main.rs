@@ -1,5 +1,7 @@
 //! Integration tests: the real agentenv binary against real nix, real namespaces and real
-//! overlay mounts. Each test makes its own copy of examples/hello and its own state.
+//! overlay mounts. Each test makes its own copy of examples/hello and its own state. Linux
+//! only: what they exercise (namespaces, containers) is.
+#![cfg(target_os = "linux")]
 
 mod attach;
 mod attach_errors;
@@ -18,6 +20,7 @@ mod profile_env;
 mod profile_install;
 mod profile_layout;
 mod rootless;
+mod seam;
 pub mod support;
 mod vm;
 mod vm_backend;

@@ -1,7 +1,8 @@
 //! The Linux backend: an environment is a set of fresh namespaces (user when not root, PID,
 //! mount, UTS, IPC, and net when cut off) around a root built from a plan. The host side
-//! forks PID 1 and learns through a pipe whether its setup worked; for a one-shot command it
-//! then waits and forwards signals, for a persistent environment it leaves it running.
+//! forks PID 1, which enters the namespaces and runs the guest (`guest::entry`) with its spec,
+//! and learns through a pipe whether its setup worked; for a one-shot command it then waits
+//! and forwards signals, for a persistent environment it leaves it running.
 
 pub mod doctor;
 pub mod plan;
@@ -18,17 +19,13 @@ use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use crate::compute::{AgentSetup, Backend, Instance, Network, SandboxSpec};
 use crate::diag::Diagnostic;
-use crate::guest::agent::run_agent;
-use crate::guest::init::{report_error, run_init};
+use crate::guest::entry::{run_guest, GuestIo, GuestSpec, GuestWork, Listen, READY};
+use crate::guest::init::report_error;
 use crate::guest::launch::Launch;
-use crate::guest::rootfs::{build_root, RootfsPlan};
-use crate::guest::syscall::{LinuxSyscall, Syscall};
+use crate::guest::rootfs::RootfsPlan;
 use crate::process::{block_supervised_signals, supervise, Reap};
 use plan::{plan_rootfs, HostFacts};
 use userns::{unshare_refused, write_id_maps, IdMode};
-
-/// What the agent writes to the start-up pipe once it serves.
-const READY: &[u8] = b"ready";
 
 /// Namespaces on the local kernel: the `namespaces` backend.
 pub struct LinuxNamespaces;
@@ -56,14 +53,22 @@ impl Backend for LinuxNamespaces {
 
     fn run(&self, spec: &SandboxSpec, launch: &Launch) -> Result<i32> {
         let (child, report) = fork_pid1(spec, |plan, pipe| {
-            let sys = LinuxSyscall;
             let setup = (|| -> Result<()> {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
                     .context("cannot set the parent-death signal")?;
-                finish_sandbox(plan, spec)
+                finish_sandbox(spec)
             })();
             match setup {
-                Ok(()) => run_init(launch, pipe, &sys),
+                Ok(()) => {
+                    let work = GuestWork::Run {
+                        launch: launch.clone(),
+                    };
+                    let io = GuestIo {
+                        report: Some(pipe),
+                        listener: None,
+                    };
+                    run_guest(&guest_spec(plan, spec, work), io)
+                }
                 Err(e) => {
                     report_error(&pipe, &e);
                     1
@@ -131,19 +136,20 @@ impl Backend for LinuxNamespaces {
                             .context("cannot redirect stdio");
                     }
                 }
-                finish_sandbox(plan, spec)
+                finish_sandbox(spec)
             })();
             if let Err(e) = setup {
                 report_error(&pipe, &e);
                 return 1;
             }
-            run_agent(
-                move || crate::guest::agent::unix_listener(listener),
-                move || {
-                    let _ = nix::unistd::write(&pipe, READY);
-                    drop(pipe);
-                },
-            )
+            let work = GuestWork::Serve {
+                listen: Listen::Handed,
+            };
+            let io = GuestIo {
+                report: Some(pipe),
+                listener: Some(listener),
+            };
+            run_guest(&guest_spec(plan, spec, work), io)
         })?;
         if let Some(diag) = parse_report(&report, true) {
             let _ = nix::sys::wait::waitpid(child, None);
@@ -202,9 +208,17 @@ fn fork_pid1(
     }
 }
 
-/// In PID 1: the remaining namespaces, the root, the hostname.
-fn finish_sandbox(plan: &RootfsPlan, spec: &SandboxSpec) -> Result<()> {
-    let sys = LinuxSyscall;
+/// What the guest does in the sandbox: builds `plan` as its root, then `work`.
+fn guest_spec(plan: &RootfsPlan, spec: &SandboxSpec, work: GuestWork) -> GuestSpec {
+    GuestSpec {
+        root: Some(plan.clone()),
+        hostname: Some(spec.hostname.clone()),
+        work,
+    }
+}
+
+/// In PID 1, before the guest runs: the remaining namespaces.
+fn finish_sandbox(spec: &SandboxSpec) -> Result<()> {
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -213,8 +227,7 @@ fn finish_sandbox(plan: &RootfsPlan, spec: &SandboxSpec) -> Result<()> {
     if spec.network == Network::None {
         bring_up_loopback()?;
     }
-    build_root(plan, &sys)?;
-    sys.sethostname(&spec.hostname)
+    Ok(())
 }
 
 /// Reads what a forked child reported on its start-up pipe before exec'ing: nothing means it

@@ -140,7 +140,7 @@ impl Vm {
         let accel = Accel::detect(spec.arch);
         if accel == Accel::Tcg {
             eprintln!(
-                "agentenv: warning: no KVM for a {} guest here; the VM is emulated (TCG) and slow",
+                "agentenv: warning: no KVM for {} guests here: the VM is emulated (TCG), and slow",
                 spec.arch
             );
         }
