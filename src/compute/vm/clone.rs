@@ -108,6 +108,7 @@ fn sparse_copy(from: &File, to: &File) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::{Seek, SeekFrom, Write};
 
     #[test]
