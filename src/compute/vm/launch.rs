@@ -121,6 +121,16 @@ fn spawn(cmd: &Cmd, log: &Path) -> Result<Child> {
         .with_context(|| format!("cannot start {}", cmd.program.display()))
 }
 
+/// What the kernel said last: its panic line where it panicked (the stack trace after it is
+/// noise to a user), else its last lines.
+fn kernel_story(path: &Path) -> String {
+    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+    match text.lines().find(|l| l.contains("Kernel panic")) {
+        Some(panic) => panic.trim().to_string(),
+        None => tail(path, 10),
+    }
+}
+
 /// The last `lines` lines of a file, for error messages.
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
@@ -232,7 +242,7 @@ impl Vm {
             Console::File { path } => tail(path, 15),
             Console::None => String::new(),
         };
-        let kernel = tail(&self.run_dir.join("kernel.log"), 10);
+        let kernel = kernel_story(&self.run_dir.join("kernel.log"));
         let qemu = tail(&self.run_dir.join("qemu.log"), 5);
         for (name, text) in [("console", console), ("kernel", kernel), ("qemu", qemu)] {
             if !text.trim().is_empty() {
