@@ -20,5 +20,7 @@ pub mod rootfs;
 pub mod session;
 #[cfg(target_os = "linux")]
 pub mod syscall;
+#[cfg(target_os = "linux")]
 pub mod vm;
+#[cfg(target_os = "linux")]
 pub mod vm_agent;
