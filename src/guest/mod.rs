@@ -22,5 +22,7 @@ pub mod seccomp;
 pub mod session;
 #[cfg(target_os = "linux")]
 pub mod syscall;
+#[cfg(target_os = "linux")]
 pub mod vm;
+#[cfg(target_os = "linux")]
 pub mod vm_agent;

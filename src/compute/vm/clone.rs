@@ -141,6 +141,7 @@ fn copy_range(from: &File, to: &File, start: u64, end: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::{Seek, SeekFrom, Write};
 
     #[test]

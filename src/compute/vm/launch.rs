@@ -122,6 +122,17 @@ fn spawn(cmd: &Cmd, log: &Path) -> Result<Child> {
 
 pub use super::boot::tail;
 
+/// What the kernel said last: its panic line where it panicked (the stack trace after it is
+/// noise to a user), else its last lines.
+fn kernel_story(path: &Path) -> String {
+    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+    match text.lines().find(|l| l.contains("Kernel panic")) {
+        Some(panic) => panic.trim().to_string(),
+        None => tail(path, 10),
+    }
+}
+
+
 impl Vm {
     /// Starts `spec` with its helpers' sockets and logs in `run_dir` (created, and removed
     /// again when the VM is dropped), sends `config` at boot and waits for the guest's answer.
@@ -133,7 +144,7 @@ impl Vm {
         let accel = Accel::detect(spec.arch);
         if accel == Accel::Tcg {
             eprintln!(
-                "agentenv: warning: no KVM for a {} guest here; the VM is emulated (TCG) and slow",
+                "agentenv: warning: no KVM for {} guests here: the VM is emulated (TCG), and slow",
                 spec.arch
             );
         }
@@ -205,7 +216,7 @@ impl Vm {
             Console::File { path } => tail(path, 15),
             Console::None => String::new(),
         };
-        let kernel = tail(&self.run_dir.join("kernel.log"), 10);
+        let kernel = kernel_story(&self.run_dir.join("kernel.log"));
         let qemu = tail(&self.run_dir.join("qemu.log"), 5);
         for (name, text) in [("console", console), ("kernel", kernel), ("qemu", qemu)] {
             if !text.trim().is_empty() {
