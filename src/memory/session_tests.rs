@@ -184,3 +184,45 @@ fn profile_links_in_a_place_are_shown_but_not_kept() {
     s.end(&a).unwrap();
     assert_eq!(files(&a), [".claude/skills/mine/SKILL.md"]);
 }
+
+#[test]
+fn a_finished_sessions_tree_is_reused_and_brought_to_the_live_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = agent(tmp.path());
+    let s1 = Session::begin(&a, origin(), None, ProfileLinks::new()).unwrap();
+    write(&s1, ".agent-memory/a.md", "a\n");
+    s1.end(&a).unwrap();
+    let s2 = Session::begin(&a, origin(), None, ProfileLinks::new()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(s2.dir.join("tree/.agent-memory/a.md")).unwrap(),
+        "a\n"
+    );
+    let s3 = Session::begin(&a, origin(), None, ProfileLinks::new()).unwrap();
+    write(&s2, ".agent-memory/b.md", "b\n");
+    write(&s3, ".agent-memory/c.md", "c\n");
+    std::fs::remove_file(s3.dir.join("tree/.agent-memory/a.md")).unwrap();
+    s3.end(&a).unwrap();
+    s2.end(&a).unwrap();
+    let links: ProfileLinks = [(b".claude/skills/p".to_vec(), b"/profile/skills/p".to_vec())]
+        .into_iter()
+        .collect();
+    let s4 = Session::begin(&a, origin(), None, links).unwrap();
+    let tree = s4.dir.join("tree/.agent-memory");
+    let mut names: Vec<String> = std::fs::read_dir(&tree)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b.md", "c.md"]);
+    assert!(s4.dir.join("tree/.claude/skills/p").is_symlink());
+    write(&s4, ".agent-memory/d.md", "d\n");
+    s4.end(&a).unwrap();
+    assert_eq!(
+        files(&a),
+        [
+            ".agent-memory/b.md",
+            ".agent-memory/c.md",
+            ".agent-memory/d.md"
+        ]
+    );
+}
