@@ -592,24 +592,29 @@ fn write_entry(path: &Path, mode: u32, data: &[u8]) -> Result<()> {
 
 /// The snapshot as bytes: NUL-separated fields, nine per file (paths hold no NUL).
 pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
-    let mut out = Vec::with_capacity(snapshot.len() * 120);
+    use std::io::Write;
+    let mut out = Vec::with_capacity(snapshot.len() * 160);
     for (path, k) in snapshot {
         out.extend(path);
         out.push(0);
-        let fields = format!(
-            "{:o}\0{}\0{}\0{}\0{}\0{}\0{}\0{}\0",
-            k.mode,
-            k.size,
-            k.mtime.0,
-            k.mtime.1,
-            k.ctime.0,
-            k.ctime.1,
-            k.ino,
-            hex(&k.hash)
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{:o}\0{}\0{}\0{}\0{}\0{}\0{}\0",
+            k.mode, k.size, k.mtime.0, k.mtime.1, k.ctime.0, k.ctime.1, k.ino
         );
-        out.extend(fields.as_bytes());
+        hex_into(&k.hash, &mut out);
+        out.push(0);
     }
     out
+}
+
+fn hex_into(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 15) as usize]);
+    }
 }
 
 /// Reads what `encode` wrote.
@@ -640,10 +645,6 @@ pub fn decode(data: &[u8]) -> Result<Snapshot> {
         );
     }
     Ok(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
