@@ -20,6 +20,7 @@
 //! `session::land_changes(agent, base, changes, provenance)`: the same path a local session's
 //! end takes.
 
+pub mod checkout;
 pub mod history;
 pub mod merge;
 pub mod places;

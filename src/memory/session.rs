@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{flock, FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+use super::checkout;
 use super::merge::{land, Landed};
 use super::places::{over_limit, Place};
 use super::provenance::{now, Provenance};
@@ -106,8 +107,8 @@ impl Session {
                 // The tree a finished session left, brought to the live memory.
                 let tree = making.join("tree");
                 let mut snapshot = tree::decode(&std::fs::read(making.join("snapshot"))?)?;
-                tree::remove_links(&tree, &clean.profile_links.into_iter().collect())?;
-                tree::update(
+                checkout::remove_links(&tree, &clean.profile_links.into_iter().collect())?;
+                checkout::update(
                     &agent.repo(),
                     &clean.commit,
                     &base,
@@ -115,14 +116,14 @@ impl Session {
                     &places,
                     &mut snapshot,
                 )?;
-                tree::complete(&tree, &places, &profile_links)?;
+                checkout::complete(&tree, &places, &profile_links)?;
                 (lock, snapshot)
             }
             None => {
                 std::fs::create_dir(&making)
                     .with_context(|| format!("cannot create {}", making.display()))?;
                 let lock = try_lock(&making.join("lock"))?.context("cannot lock a new session")?;
-                let snapshot = tree::checkout(
+                let snapshot = checkout::checkout(
                     &agent.repo(),
                     &base,
                     &making.join("tree"),
@@ -416,7 +417,7 @@ pub fn commit_env(
     Ok(None)
 }
 
-/// The live memory's tree and conflicts, for `memory status`.
+/// How many sessions of `agent` run now.
 pub fn session_count(agent: &Agent) -> usize {
     live_sessions(agent).map(|l| l.len()).unwrap_or(0)
 }
