@@ -12,6 +12,7 @@
 //!   lock              held while the memory's branch moves
 //!   homes/ENV/        the agent's private home in one project (and its profile state)
 //!   sessions/ID/      one running (or killed) session: session.json, lock, snapshot, tree/
+//!   clean/            the tree a finished session left, which the next one starts from
 //! ```
 //!
 //! The API for a remote run (dispatch): take `repo().head()` as the base, carry the tree of
@@ -19,6 +20,7 @@
 //! `session::land_changes(agent, base, changes, provenance)`: the same path a local session's
 //! end takes.
 
+pub mod checkout;
 pub mod history;
 pub mod merge;
 pub mod places;
@@ -216,7 +218,7 @@ impl Agent {
     /// Every directory the agent keeps (for listing and clean-up): its memory, its homes, its
     /// sessions. Nothing outside `dir`.
     pub fn kept(&self) -> Vec<PathBuf> {
-        let mut out = vec![self.dir.join("memory.git")];
+        let mut out = vec![self.dir.join("memory.git"), self.dir.join("clean")];
         for sub in ["homes", "sessions"] {
             if let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) {
                 out.extend(rd.flatten().map(|e| e.path()));

@@ -122,6 +122,13 @@ impl Repo {
 
     /// The commit of the live memory.
     pub fn head(&self) -> Result<Oid> {
+        // The loose ref, as git writes it, without starting git; else (packed) git's answer.
+        if let Ok(text) = std::fs::read_to_string(self.dir.join(MAIN)) {
+            let oid = text.trim();
+            if oid.len() == 40 && oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(oid.to_string());
+            }
+        }
         self.resolve(MAIN)
             .with_context(|| format!("the memory {} has no main branch", self.dir.display()))
     }

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{flock, FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+use super::checkout;
 use super::merge::{land, Landed};
 use super::places::{over_limit, Place};
 use super::provenance::{now, Provenance};
@@ -99,18 +100,39 @@ impl Session {
         std::fs::create_dir_all(&sessions)
             .with_context(|| format!("cannot create {}", sessions.display()))?;
         let making = sessions.join(format!(".new-{id}"));
-        std::fs::create_dir(&making)
-            .with_context(|| format!("cannot create {}", making.display()))?;
-        let lock = try_lock(&making.join("lock"))?.context("cannot lock a new session")?;
         let places = agent.places()?;
         let base = agent.repo().head()?;
-        let snapshot = tree::checkout(
-            &agent.repo(),
-            &base,
-            &making.join("tree"),
-            &places,
-            &profile_links,
-        )?;
+        let (lock, snapshot) = match claim_clean(agent, &making, &places)? {
+            Some((lock, clean)) => {
+                // The tree a finished session left, brought to the live memory.
+                let tree = making.join("tree");
+                let mut snapshot = tree::decode(&std::fs::read(making.join("snapshot"))?)?;
+                checkout::remove_links(&tree, &clean.profile_links.into_iter().collect())?;
+                checkout::update(
+                    &agent.repo(),
+                    &clean.commit,
+                    &base,
+                    &tree,
+                    &places,
+                    &mut snapshot,
+                )?;
+                checkout::complete(&tree, &places, &profile_links)?;
+                (lock, snapshot)
+            }
+            None => {
+                std::fs::create_dir(&making)
+                    .with_context(|| format!("cannot create {}", making.display()))?;
+                let lock = try_lock(&making.join("lock"))?.context("cannot lock a new session")?;
+                let snapshot = checkout::checkout(
+                    &agent.repo(),
+                    &base,
+                    &making.join("tree"),
+                    &places,
+                    &profile_links,
+                )?;
+                (lock, snapshot)
+            }
+        };
         std::fs::write(making.join("snapshot"), tree::encode(&snapshot))
             .context("cannot write the session's snapshot")?;
         let record = Record {
@@ -164,15 +186,73 @@ impl Session {
             .collect()
     }
 
-    /// Lands what the session changed and removes it.
+    /// Lands what the session changed, and keeps its tree for the next session to start from
+    /// (or removes it).
     pub fn end(self, agent: &Agent) -> Result<Option<Landed>> {
         let _lock = agent.lock()?;
         let mut record = self.record.clone();
-        let landed = commit_dir(agent, &self.dir, &mut record, None)?;
-        crate::util::remove_tree(&self.dir)
-            .with_context(|| format!("cannot remove {}", self.dir.display()))?;
+        let (landed, exact) = commit_dir(agent, &self.dir, &mut record, None)?;
+        retire(agent, &self.dir, &record, exact)?;
         Ok(landed)
     }
+}
+
+/// What `clean/clean.json` holds: the commit whose places the tree there has.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Clean {
+    commit: Oid,
+    places: Vec<Place>,
+    profile_links: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn clean_dir(agent: &Agent) -> PathBuf {
+    agent.dir.join("clean")
+}
+
+/// Takes the tree a finished session left (locked, then moved to `making`), if there is one
+/// for these places.
+fn claim_clean(agent: &Agent, making: &Path, places: &[Place]) -> Result<Option<(OwnedFd, Clean)>> {
+    let clean = clean_dir(agent);
+    if !clean.join("clean.json").exists() {
+        return Ok(None);
+    }
+    let Some(lock) = try_lock(&clean.join("lock"))? else {
+        return Ok(None);
+    };
+    if std::fs::rename(&clean, making).is_err() {
+        return Ok(None);
+    }
+    let record: Option<Clean> = std::fs::read(making.join("clean.json"))
+        .ok()
+        .and_then(|t| serde_json::from_slice(&t).ok());
+    let _ = std::fs::remove_file(making.join("clean.json"));
+    match record {
+        Some(c) if c.places == places => Ok(Some((lock, c))),
+        _ => {
+            crate::util::remove_tree(making)?;
+            Ok(None)
+        }
+    }
+}
+
+/// A session is over: its tree is kept as the clean tree when it holds exactly its last
+/// commit's places (and there is none yet), else removed.
+fn retire(agent: &Agent, dir: &Path, record: &Record, exact: bool) -> Result<()> {
+    let clean = clean_dir(agent);
+    if exact && !clean.exists() {
+        let c = Clean {
+            commit: record.base.clone(),
+            places: record.places.clone(),
+            profile_links: record.profile_links.clone(),
+        };
+        let kept = crate::util::write_atomic(&dir.join("clean.json"), &serde_json::to_vec(&c)?)
+            .and_then(|()| Ok(std::fs::remove_file(dir.join("session.json"))?))
+            .and_then(|()| Ok(std::fs::rename(dir, &clean)?));
+        if kept.is_ok() {
+            return Ok(());
+        }
+    }
+    crate::util::remove_tree(dir).with_context(|| format!("cannot remove {}", dir.display()))
 }
 
 fn write_record(dir: &Path, record: &Record) -> Result<()> {
@@ -200,7 +280,7 @@ pub fn commit_dir(
     dir: &Path,
     record: &mut Record,
     command: Option<(String, u64)>,
-) -> Result<Option<Landed>> {
+) -> Result<(Option<Landed>, bool)> {
     let snap_path = dir.join("snapshot");
     let snapshot =
         tree::decode(&std::fs::read(&snap_path).context("cannot read the session's snapshot")?)?;
@@ -209,11 +289,12 @@ pub fn commit_dir(
     for w in &scan.warnings {
         eprintln!("agentenv: memory of {}: {w}", agent.name());
     }
+    let exact = scan.warnings.is_empty();
     if scan.changes.is_empty() {
         if scan.snapshot != snapshot {
             std::fs::write(&snap_path, tree::encode(&scan.snapshot))?;
         }
-        return Ok(None);
+        return Ok((None, exact));
     }
     for c in &scan.changes {
         if let Change::Write { path, data, .. } = c {
@@ -245,7 +326,7 @@ pub fn commit_dir(
     record.base = commit;
     std::fs::write(&snap_path, tree::encode(&scan.snapshot))?;
     write_record(dir, record)?;
-    Ok(Some(landed))
+    Ok((Some(landed), exact))
 }
 
 /// Commits `changes` on `base` as the session `prov` (ended at `ended`) and lands them on the
@@ -301,9 +382,10 @@ pub fn recover(agent: &Agent) -> Result<Vec<Landed>> {
         if !name.starts_with(".new-") {
             if let Some(mut record) = read_record(&dir)? {
                 tracing::debug!(session = %name, "landing an interrupted session");
-                if let Some(landed) = commit_dir(agent, &dir, &mut record, None)? {
-                    out.push(landed);
-                }
+                let (landed, exact) = commit_dir(agent, &dir, &mut record, None)?;
+                out.extend(landed);
+                retire(agent, &dir, &record, exact)?;
+                continue;
             }
         }
         crate::util::remove_tree(&dir)
@@ -340,13 +422,13 @@ pub fn commit_env(
             continue;
         };
         if record.env.as_deref() == Some(env) {
-            return commit_dir(agent, &dir, &mut record, Some((command, started)));
+            return Ok(commit_dir(agent, &dir, &mut record, Some((command, started)))?.0);
         }
     }
     Ok(None)
 }
 
-/// The live memory's tree and conflicts, for `memory status`.
+/// How many sessions of `agent` run now.
 pub fn session_count(agent: &Agent) -> usize {
     live_sessions(agent).map(|l| l.len()).unwrap_or(0)
 }

@@ -1,5 +1,5 @@
-//! A session's tree on the host: the memory's places written out from a commit before the
-//! session, and read back after it. The session wrote this directory, so it is read without
+//! A session's tree on the host, read back after the session (writing it is `checkout`'s job),
+//! and the snapshot it is compared with. The session wrote this directory, so it is read without
 //! following anything it planted: every directory is opened relative to its parent with
 //! `O_NOFOLLOW`, a symlink is kept as a link (its target as data), and anything that is not a
 //! regular file, a directory or a link is left out with a warning.
@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::places::Place;
-use super::repo::{Change, Repo};
+use super::repo::Change;
 
 /// Files larger than this are not kept (and said so): memory is notes and skills.
 pub const MAX_FILE: u64 = 8 << 20;
@@ -60,7 +60,7 @@ fn git_mode(ft: FileType, perm: u32) -> Option<u32> {
     }
 }
 
-fn known_of(st: &rustix::fs::Stat, mode: u32, hash: [u8; 32]) -> Known {
+pub(super) fn known_of(st: &rustix::fs::Stat, mode: u32, hash: [u8; 32]) -> Known {
     Known {
         mode,
         size: st.st_size as u64,
@@ -79,7 +79,7 @@ fn same_stat(a: &Known, st: &rustix::fs::Stat, mode: u32) -> bool {
         && a.ino == st.st_ino as u64
 }
 
-fn content_hash(mode: u32, data: &[u8]) -> [u8; 32] {
+pub(super) fn content_hash(mode: u32, data: &[u8]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(if mode == 0o120000 { b"l" } else { b"f" });
     h.update(data);
@@ -99,7 +99,7 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<OwnedFd> {
+pub(super) fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(
         dir,
         name,
@@ -329,107 +329,31 @@ fn read_regular(
     Ok(Some((data, now)))
 }
 
-/// Writes the places' files of `commit` into the empty directory `root`, then the profile's
-/// links where the memory has nothing, then every place that is still missing (a directory,
-/// or an empty file as a mount point). Returns the snapshot of what was written.
-pub fn checkout(
-    repo: &Repo,
-    commit: &str,
-    root: &Path,
-    places: &[Place],
-    profile_links: &ProfileLinks,
-) -> Result<Snapshot> {
-    let entries: Vec<_> = repo
-        .ls_tree(commit)?
-        .into_iter()
-        .filter(|e| places.iter().any(|p| p.holds(&e.path)))
-        .collect();
-    let oids: Vec<&str> = entries.iter().map(|e| e.oid.as_str()).collect();
-    let blobs = repo.read_blobs(&oids)?;
-    let mut snapshot = Snapshot::new();
-    for (entry, data) in entries.iter().zip(blobs) {
-        let rel = std::ffi::OsStr::from_bytes(&entry.path);
-        let path = root.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let mode = u32::from_str_radix(&entry.mode, 8).unwrap_or(0o100644);
-        write_entry(&path, mode, &data)?;
-        let st = rustix::fs::lstat(&path)?;
-        snapshot.insert(
-            entry.path.clone(),
-            known_of(&st, mode, content_hash(mode, &data)),
-        );
-    }
-    for (rel, target) in profile_links {
-        let path = root.join(std::ffi::OsStr::from_bytes(rel));
-        if std::fs::symlink_metadata(&path).is_ok() {
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
-            .with_context(|| format!("cannot link {}", path.display()))?;
-    }
-    for place in places {
-        let path = root.join(&place.path);
-        if std::fs::symlink_metadata(&path).is_ok() {
-            continue;
-        }
-        if place.dir {
-            std::fs::create_dir_all(&path)
-        } else {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&path, b"")
-        }
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    }
-    Ok(snapshot)
-}
-
-fn write_entry(path: &Path, mode: u32, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if mode == 0o120000 {
-        return std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(data), path)
-            .with_context(|| format!("cannot link {}", path.display()));
-    }
-    let perm = if mode == 0o100755 { 0o755 } else { 0o644 };
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(perm)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .and_then(|mut f| f.write_all(data))
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// The snapshot as bytes: NUL-separated fields, nine per file (paths hold no NUL).
 pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
-    let mut out = Vec::with_capacity(snapshot.len() * 120);
+    use std::io::Write;
+    let mut out = Vec::with_capacity(snapshot.len() * 160);
     for (path, k) in snapshot {
         out.extend(path);
         out.push(0);
-        let fields = format!(
-            "{:o}\0{}\0{}\0{}\0{}\0{}\0{}\0{}\0",
-            k.mode,
-            k.size,
-            k.mtime.0,
-            k.mtime.1,
-            k.ctime.0,
-            k.ctime.1,
-            k.ino,
-            hex(&k.hash)
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{:o}\0{}\0{}\0{}\0{}\0{}\0{}\0",
+            k.mode, k.size, k.mtime.0, k.mtime.1, k.ctime.0, k.ctime.1, k.ino
         );
-        out.extend(fields.as_bytes());
+        hex_into(&k.hash, &mut out);
+        out.push(0);
     }
     out
+}
+
+fn hex_into(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 15) as usize]);
+    }
 }
 
 /// Reads what `encode` wrote.
@@ -460,10 +384,6 @@ pub fn decode(data: &[u8]) -> Result<Snapshot> {
         );
     }
     Ok(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
