@@ -417,7 +417,7 @@ fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
         &lab,
         &host,
         "cat ~/.claude/CLAUDE.md && sed -i 's/line one/line one, learned on the host/' ~/.claude/CLAUDE.md && echo note > ~/.agent-memory/host.md",
-        "sed -i 's/line two/line two, local/' ~/.claude/CLAUDE.md",
+        "s=$(sed 's/line two/line two, local/' ~/.claude/CLAUDE.md) && printf '%s\\n' \"$s\" > ~/.claude/CLAUDE.md",
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -444,7 +444,7 @@ fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
         &lab,
         &host,
         "sed -i 's/line two.*/line two, remote/' ~/.claude/CLAUDE.md",
-        "sed -i 's/line two.*/line two, local again/' ~/.claude/CLAUDE.md",
+        "s=$(sed 's/line two.*/line two, local again/' ~/.claude/CLAUDE.md) && printf '%s\\n' \"$s\" > ~/.claude/CLAUDE.md",
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let tree = memory_git(&f, "scout", &["ls-tree", "-r", "--name-only", "main"]);

@@ -265,7 +265,10 @@ fn a_guest_that_cannot_start_is_an_error_with_the_kernels_last_words() {
         Err(e) => agentenv::diag::render(&e),
     };
     assert!(err.contains("QEMU exited"), "{err}");
-    assert!(err.contains("kernel:") && err.contains("Kernel panic"), "{err}");
+    assert!(
+        err.contains("kernel:") && err.contains("Kernel panic"),
+        "{err}"
+    );
     assert!(err.contains("hint: "), "{err}");
     assert!(!run_dir.exists(), "the run directory was left behind");
 }

@@ -132,7 +132,6 @@ fn kernel_story(path: &Path) -> String {
     }
 }
 
-
 impl Vm {
     /// Starts `spec` with its helpers' sockets and logs in `run_dir` (created, and removed
     /// again when the VM is dropped), sends `config` at boot and waits for the guest's answer.
