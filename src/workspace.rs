@@ -63,12 +63,6 @@ pub struct ActiveProfile {
 }
 
 impl Workspace {
-    /// Resolves `PATH[#NAME]` from `cwd` and evaluates (or loads) its dev environment.
-    pub fn open(arg: &str, cwd: &Path, refresh: bool) -> Result<Self> {
-        let target = FlakeTarget::resolve(arg, cwd)?;
-        Self::open_target(target, refresh)
-    }
-
     /// `open`, with the dev environment evaluated where `backend` evaluates it.
     pub fn open_with(backend: &dyn Backend, arg: &str, cwd: &Path, refresh: bool) -> Result<Self> {
         let target = FlakeTarget::resolve(arg, cwd)?;

@@ -54,19 +54,7 @@ pub fn run(args: &EnterArgs) -> Result<i32> {
     }
     let backend = choose_configured_backend(args.opts.backend.as_deref())?;
     let mut ws = Workspace::open_with(backend, &args.path, &cwd, args.opts.refresh)?;
-    let agent = match &args.opts.agent {
-        Some(name) => Some(memory::for_workspace(
-            &mut ws,
-            name,
-            args.opts.profile.as_deref(),
-        )?),
-        None => None,
-    };
-    let profile = match &agent {
-        Some(a) => a.record.profile.clone(),
-        None => ws.chosen_profile(args.opts.profile.as_deref(), args.opts.no_profile)?,
-    };
-    ws.profile_rw = ws.chosen_profile_rw(args.opts.profile_rw)?;
+    let (agent, profile) = memory::agent_and_profile(&mut ws, &args.opts)?;
     let cwd_inside = ws.cwd_inside(&cwd);
     let mode = LaunchMode::for_command(&args.command);
 

@@ -168,11 +168,7 @@ pub fn fetch_places(
     home: &str,
     places: &[PathBuf],
 ) -> Result<Vec<u8>> {
-    let q = |s: &str| {
-        shlex::try_quote(s)
-            .map(|c| c.into_owned())
-            .map_err(|_| Diagnostic::new("a remote path holds a NUL byte"))
-    };
+    let q = super::ssh::quote;
     let mut script = format!("exec {} __remote pack-memory {}", q(remote_bin)?, q(home)?);
     for p in places {
         script.push(' ');

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::ssh::SshConnection;
+use super::ssh::{quote, SshConnection};
 
 /// The name a file of this content has in a content cache: `PREFIX-<first 32 hex of blake3>`.
 pub fn content_name(prefix: &str, path: &Path) -> Result<String> {
@@ -38,9 +38,8 @@ pub fn push_executable(
     remote_dir: &str,
     name: &str,
 ) -> Result<Pushed> {
-    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned());
-    let dir = q(remote_dir).context("a remote path holds a NUL byte")?;
-    let name_q = q(name).context("a remote name holds a NUL byte")?;
+    let dir = quote(remote_dir)?;
+    let name_q = quote(name)?;
     let check = format!("[ -x {dir}/{name_q} ] && echo present || echo absent\n");
     let out = ssh.run_script(&check)?;
     if String::from_utf8_lossy(&out.stdout).trim() == "present" {

@@ -15,7 +15,7 @@ use super::memory_trip::{fetch_places, MemoryTrip};
 use super::probe::{probe_host, HostFacts};
 use super::push::{content_name, push_executable, Pushed};
 use super::remote::{CleanReport, RemoteFacts, SessionSpec};
-use super::ssh::SshConnection;
+use super::ssh::{quote as q, SshConnection};
 use super::store_sync::{closure_of, sync_closure};
 use super::target::Target;
 use crate::diag::Diagnostic;
@@ -39,12 +39,6 @@ fn human_bytes(n: u64) -> String {
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
         n => format!("{n} B"),
     }
-}
-
-fn q(s: &str) -> Result<String> {
-    shlex::try_quote(s)
-        .map(|c| c.into_owned())
-        .map_err(|_| Diagnostic::new("a remote path holds a NUL byte").into())
 }
 
 /// A connected host, with agentenv's binary in place.

@@ -31,6 +31,13 @@ pub struct SshConnection {
     _dir: tempfile::TempDir,
 }
 
+/// `s` quoted as one word for the host's `sh` (the scripts dispatch sends).
+pub fn quote(s: &str) -> Result<String> {
+    shlex::try_quote(s)
+        .map(|c| c.into_owned())
+        .map_err(|_| Diagnostic::new(format!("a remote path holds a NUL byte: {s:?}")).into())
+}
+
 /// The ssh command: `AGENTENV_SSH` split as a shell would, else `ssh`.
 pub fn ssh_program() -> Result<Vec<String>> {
     match std::env::var("AGENTENV_SSH") {

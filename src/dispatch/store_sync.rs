@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::ssh::SshConnection;
+use super::ssh::{quote, SshConnection};
 use crate::diag::Diagnostic;
 use crate::nix::cli::NixCli;
 
@@ -75,11 +75,10 @@ pub fn sync_closure(
     if missing.is_empty() {
         return Ok(stats);
     }
-    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned());
     let script = format!(
         "exec {} __remote unpack-store {}\n",
-        q(remote_bin).context("a remote path holds a NUL byte")?,
-        q(store_dir).context("a remote path holds a NUL byte")?
+        quote(remote_bin)?,
+        quote(store_dir)?
     );
     let mut child = ssh.spawn_script(&script)?;
     let stdin = child.stdin.take().context("ssh has no stdin")?;

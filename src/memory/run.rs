@@ -292,6 +292,25 @@ pub fn for_workspace(
     Ok(agent)
 }
 
+/// For `agentenv PATH` and `up`: the agent `--agent` names (the workspace set up for it, see
+/// `for_workspace`) and the profile to use, the agent's own where there is one; also whether the
+/// environment may write the profile.
+pub fn agent_and_profile(
+    ws: &mut crate::workspace::Workspace,
+    opts: &crate::cli::EnvOptions,
+) -> Result<(Option<Agent>, Option<PathBuf>)> {
+    let agent = match &opts.agent {
+        Some(name) => Some(for_workspace(ws, name, opts.profile.as_deref())?),
+        None => None,
+    };
+    let profile = match &agent {
+        Some(a) => a.record.profile.clone(),
+        None => ws.chosen_profile(opts.profile.as_deref(), opts.no_profile)?,
+    };
+    ws.profile_rw = ws.chosen_profile_rw(opts.profile_rw)?;
+    Ok((agent, profile))
+}
+
 /// Starts the session of `agent` for the workspace (in the persistent environment `env`, if
 /// it is one), its places added to the sandbox to be built.
 pub fn begin_in_workspace(
