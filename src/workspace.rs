@@ -68,7 +68,9 @@ impl Workspace {
         let target = FlakeTarget::resolve(arg, cwd)?;
         let state = StateDirs::from_env()?;
         let devenv = backend.dev_env(&target, &state, refresh)?;
-        Ok(Self::with_devenv(target, state, devenv))
+        let mut ws = Self::with_devenv(target, state, devenv);
+        ws.refresh = refresh;
+        Ok(ws)
     }
 
     pub fn open_target(target: FlakeTarget, refresh: bool) -> Result<Self> {

@@ -114,7 +114,7 @@ macro_rules! deny {
 
 /// Every call the default filter refuses, and when.
 pub fn denied() -> Vec<Denied> {
-    let mut list = vec![
+    let list = vec![
         deny!(
             SYS_open_by_handle_at,
             "opens any inode of a mounted filesystem by handle, around the mount"
@@ -224,15 +224,20 @@ pub fn denied() -> Vec<Denied> {
             "reaches the hypervisor and other VMs"
         ),
     ];
+    // Calls only x86_64 has.
     #[cfg(target_arch = "x86_64")]
-    list.extend([
-        deny!(SYS_iopl, "raw I/O ports"),
-        deny!(SYS_ioperm, "raw I/O ports"),
-        deny!(SYS_uselib, "obsolete loader with a history of bugs"),
-        deny!(SYS_ustat, "obsolete"),
-        deny!(SYS_sysfs, "obsolete"),
-        deny!(SYS__sysctl, "obsolete sysctl interface"),
-    ]);
+    let list = [
+        list,
+        vec![
+            deny!(SYS_iopl, "raw I/O ports"),
+            deny!(SYS_ioperm, "raw I/O ports"),
+            deny!(SYS_uselib, "obsolete loader with a history of bugs"),
+            deny!(SYS_ustat, "obsolete"),
+            deny!(SYS_sysfs, "obsolete"),
+            deny!(SYS__sysctl, "obsolete sysctl interface"),
+        ],
+    ]
+    .concat();
     list
 }
 
