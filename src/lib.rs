@@ -17,7 +17,6 @@ pub mod dispatch;
 pub mod envs;
 pub mod guest;
 pub mod keep;
-#[cfg(target_os = "linux")]
 pub mod memory;
 pub mod nix;
 pub mod paths;

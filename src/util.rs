@@ -125,6 +125,22 @@ pub fn lexical_normal(path: &Path) -> PathBuf {
     out
 }
 
+/// A pipe whose ends close on exec (`pipe2(O_CLOEXEC)` where the OS has it).
+pub fn cloexec_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    #[cfg(target_os = "linux")]
+    let ends = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    #[cfg(not(target_os = "linux"))]
+    let ends = {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let (r, w) = nix::unistd::pipe().context("cannot create a pipe")?;
+        for end in [&r, &w] {
+            fcntl(end, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("cannot set FD_CLOEXEC")?;
+        }
+        (r, w)
+    };
+    Ok(ends)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,9 +151,14 @@ fn modified(path: &Path) -> u64 {
 fn read_quietly(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
+    // macOS has no O_NOATIME (and mounts its volumes with relatime-like behaviour anyway).
+    #[cfg(target_os = "linux")]
+    let quiet = libc::O_NOATIME;
+    #[cfg(not(target_os = "linux"))]
+    let quiet = 0;
     let mut file = std::fs::File::options()
         .read(true)
-        .custom_flags(libc::O_NOATIME)
+        .custom_flags(quiet)
         .open(path)
         .or_else(|_| std::fs::File::open(path))
         .ok()?;

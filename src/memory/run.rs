@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult, Pid};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::places::Place;
@@ -205,7 +205,7 @@ impl Lander {
     /// Forks the helper, which holds the session (and its lock) from now on. Call it while
     /// this process is single-threaded and in the host's namespaces.
     pub fn spawn(agent: Agent, session: Session) -> Result<Self> {
-        let (wait, go) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        let (wait, go) = crate::util::cloexec_pipe()?;
         // SAFETY: agentenv is single-threaded here (git's writer threads have been joined), so
         // the child may run ordinary code until it exits.
         match unsafe { fork() }.context("cannot fork")? {
@@ -371,6 +371,7 @@ pub fn attach_profile(agent: &Agent) -> Result<PathBuf> {
 }
 
 /// An attached session of an agent.
+#[cfg(target_os = "linux")]
 pub struct Attached {
     pub session: Session,
     /// On the private home, held while the session runs.
@@ -385,6 +386,7 @@ pub struct Attached {
 /// For `attach --agent`: a session whose places are grafted into the private `home` (seen at
 /// `home_at`), and a lock on that home held while it runs, so that no other session of the
 /// agent writes links into it while its mount points are made and used.
+#[cfg(target_os = "linux")]
 pub fn begin_attached(
     agent: &Agent,
     home: &crate::attach::home::AttachHome,

@@ -51,7 +51,7 @@ pub struct Scan {
 /// Links the profile put in a place (its skills): shown in the session, not the memory's.
 pub type ProfileLinks = BTreeMap<Vec<u8>, Vec<u8>>;
 
-fn git_mode(ft: FileType, perm: u32) -> Option<u32> {
+fn git_mode(ft: FileType, perm: rustix::fs::RawMode) -> Option<u32> {
     match ft {
         FileType::RegularFile if perm & 0o111 != 0 => Some(0o100755),
         FileType::RegularFile => Some(0o100644),
