@@ -90,21 +90,30 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
 /// doing) and waits.
 pub fn lock_file(path: &Path, what: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
     use nix::fcntl::{Flock, FlockArg};
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    match try_lock_file(path)? {
         Ok(lock) => Ok(lock),
-        Err((file, _)) => {
+        Err(file) => {
             eprintln!("waiting for another agentenv {what}");
             Flock::lock(file, FlockArg::LockExclusive)
                 .map_err(|(_, e)| e)
                 .with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+}
+
+/// Tries an exclusive lock on the file `path` (created if missing): the lock, or the open
+/// file back when another process holds it.
+pub fn try_lock_file(
+    path: &Path,
+) -> Result<std::result::Result<nix::fcntl::Flock<std::fs::File>, std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(file, _)| file))
 }
 
 /// An absolute `path` without `.` and `..`, worked out on the text alone.

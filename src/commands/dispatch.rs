@@ -18,7 +18,8 @@ use crate::paths::StateDirs;
 pub const USAGE_FIRST: &str = "\
 $ agentenv dispatch box                  a shell on `box` with this project's tools
 $ agentenv dispatch ana@10.0.0.7:2222 -- make -C /srv/app check
-$ agentenv dispatch --flake ~/tools box -- htop";
+$ agentenv dispatch --flake ~/tools box -- htop
+$ agentenv dispatch --collect box        bring back what sessions left on `box`";
 
 /// Options of `agentenv dispatch`.
 #[derive(Debug, clap::Args)]
@@ -42,9 +43,17 @@ pub struct DispatchArgs {
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
 
+    /// Bring back what sessions whose connection was lost left on TARGET: their agents'
+    /// memory merged here, their directories (and any process still running) removed there.
+    #[arg(long)]
+    pub collect: bool,
+
     /// `[user@]host[:port]`, `ssh://[user@]host[:port]`, or a Host of ~/.ssh/config. Your own
     /// ssh connects (its config, agent and keys); AGENTENV_SSH replaces the ssh command.
-    #[arg(value_name = "TARGET", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(
+        value_name = "TARGET",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
     pub target: String,
 
     /// The command; without one, a shell (or the script read from stdin when it is not a
@@ -54,11 +63,14 @@ pub struct DispatchArgs {
 }
 
 pub fn run(args: &DispatchArgs) -> Result<i32> {
+    let state = StateDirs::from_env()?;
     let target = Target::parse(&args.target)
         .map_err(|e| Diagnostic::new(format!("cannot dispatch to '{}': {e}", args.target)))?;
+    if args.collect {
+        return crate::dispatch::resume::collect(&state, &target);
+    }
     let cwd = current_dir()?;
     let flake = FlakeTarget::resolve(args.flake.as_deref().unwrap_or("."), &cwd)?;
-    let state = StateDirs::from_env()?;
     let (devenv, _) = load_or_evaluate(&flake, &state, args.refresh)?;
     let agent = match &args.agent {
         Some(name) => Some(crate::memory::Agent::open(&state, name)?),
@@ -89,6 +101,10 @@ pub enum RemoteVerb {
     Unpack { dir: PathBuf },
     /// Print a tar of the given places of a home.
     PackMemory { home: PathBuf, places: Vec<PathBuf> },
+    /// Print the sessions in agentenv's directory as JSON.
+    Sessions { dir: PathBuf },
+    /// End a session's processes.
+    Stop { session: PathBuf },
 }
 
 pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
@@ -101,6 +117,11 @@ pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
         RemoteVerb::Unpack { dir } => crate::dispatch::memory_trip::read_into(dir),
         RemoteVerb::PackMemory { home, places } => {
             crate::dispatch::memory_trip::write_places(home, places)
+        }
+        RemoteVerb::Sessions { dir } => crate::dispatch::away::sessions(dir),
+        RemoteVerb::Stop { session } => {
+            crate::dispatch::away::stop(session);
+            Ok(0)
         }
     }
 }

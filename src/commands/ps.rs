@@ -1,5 +1,5 @@
 //! `agentenv ps [--json]`: the running environments with their project, profile, uptime and
-//! processes.
+//! processes, then the dispatched sessions this machine knows of (on Linux).
 
 use anyhow::Result;
 use serde::Serialize;
@@ -13,17 +13,51 @@ use crate::runtime::Runtime;
 struct Row {
     id: String,
     name: Option<String>,
-    project: String,
+    /// None for a dispatched session: it runs on a host, not in a project here.
+    project: Option<String>,
     shell: String,
     profile: Option<String>,
     backend: String,
     uptime_secs: u64,
     processes: Vec<ProcInfo>,
+    /// A dispatched session's host, command and standing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dispatch: Option<Dispatched>,
+}
+
+#[derive(Serialize)]
+struct Dispatched {
+    target: String,
+    command: String,
+    standing: crate::dispatch::record::Standing,
+}
+
+/// The dispatched sessions, as rows: the agent as the name.
+fn dispatched(state: &StateDirs) -> Vec<Row> {
+    let now = crate::memory::provenance::now();
+    crate::dispatch::record::DispatchRecord::list(state)
+        .into_iter()
+        .map(|r| Row {
+            id: r.id.clone(),
+            name: r.agent.clone(),
+            project: None,
+            shell: String::new(),
+            profile: None,
+            backend: "dispatch".into(),
+            uptime_secs: now.saturating_sub(r.started),
+            processes: Vec::new(),
+            dispatch: Some(Dispatched {
+                standing: r.standing(state),
+                target: r.target,
+                command: r.command,
+            }),
+        })
+        .collect()
 }
 
 pub fn run(json: bool) -> Result<i32> {
     let state = StateDirs::from_env()?;
-    let rows: Vec<Row> = Runtime::new(state.runtime)
+    let mut rows: Vec<Row> = Runtime::new(state.runtime.clone())
         .list()
         .into_iter()
         .map(|env| {
@@ -37,16 +71,19 @@ pub fn run(json: bool) -> Result<i32> {
             Row {
                 id: env.state.id,
                 name: env.state.name,
-                project: env.state.project.display().to_string(),
+                project: Some(env.state.project.display().to_string()),
                 shell: env.state.shell,
                 profile: env.state.profile.map(|p| p.display().to_string()),
                 backend: env.state.backend,
                 uptime_secs,
                 processes,
+                dispatch: None,
             }
         })
         .collect();
+    let away = dispatched(&state);
     if json {
+        rows.extend(away);
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
@@ -62,8 +99,27 @@ pub fn run(json: bool) -> Result<i32> {
             uptime(r.uptime_secs),
             r.processes.len(),
             r.profile.unwrap_or_else(|| "-".into()),
-            r.project
+            r.project.unwrap_or_default()
         );
+    }
+    if !away.is_empty() {
+        println!();
+        println!(
+            "{:<28} {:<12} {:>8} {:<10}  {:<20} COMMAND",
+            "DISPATCHED", "AGENT", "AGE", "STANDING", "TARGET"
+        );
+        for r in away {
+            let Some(d) = r.dispatch else { continue };
+            println!(
+                "{:<28} {:<12} {:>8} {:<10}  {:<20} {}",
+                r.id,
+                r.name.unwrap_or_else(|| "-".into()),
+                uptime(r.uptime_secs),
+                d.standing.describe(),
+                d.target,
+                d.command
+            );
+        }
     }
     Ok(0)
 }

@@ -2,8 +2,12 @@
 //! `sh`. `target` names the host, `ssh` keeps one multiplexed connection, `probe` learns what
 //! the host is and where agentenv may work there, `binary` and `push` put a static agentenv
 //! there by content hash, `store_sync` sends the toolbox's store paths the host lacks,
-//! `session` runs one dispatch; `remote` and `host_view` are agentenv's side on the host.
+//! `session` runs one dispatch and `record` keeps what this machine knows of it until it has
+//! ended (`resume`: `--collect`); `remote`, `host_view` and `away` are agentenv's
+//! side on the host.
 
+#[cfg(target_os = "linux")]
+pub mod away;
 pub mod binary;
 #[cfg(target_os = "linux")]
 pub mod host_view;
@@ -12,8 +16,11 @@ pub mod layout;
 pub mod memory_trip;
 pub mod probe;
 pub mod push;
+pub mod record;
 #[cfg(target_os = "linux")]
 pub mod remote;
+#[cfg(target_os = "linux")]
+pub mod resume;
 #[cfg(target_os = "linux")]
 pub mod session;
 pub mod ssh;

@@ -127,6 +127,8 @@ pub fn clean(dir: &Path, id: &str) -> Result<i32> {
     }
     let sessions = dir.join(layout::SESSIONS);
     let session = sessions.join(id);
+    // A session cut off from its connection may still run: it ends now.
+    super::away::stop(&session);
     let processes = processes_using(&session);
     if session.exists() {
         super::store_sync::make_writable(&session);
@@ -185,31 +187,46 @@ pub struct SessionSpec {
 /// with it (the host's own processes stay visible through the host's `/proc`).
 #[cfg(target_os = "linux")]
 pub fn session(spec_path: &Path) -> Result<i32> {
-    use nix::sched::{unshare, CloneFlags};
-    use nix::unistd::{fork, ForkResult};
+    let (spec, dir) = super::away::read_spec(spec_path)?;
+    enter_session(&spec, &dir)?;
+    run_session_agent(crate::transport::OneConnection::stdio, || {})
+}
 
-    let data =
-        std::fs::read(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
-    let spec: SessionSpec = serde_json::from_slice(&data)
-        .with_context(|| format!("{} is not a session spec", spec_path.display()))?;
+/// Enters what the session sees, and makes the PID namespace its agent will be PID 1 of; the
+/// calling process is then the session's (its pid is in the session's `pid` file).
+#[cfg(target_os = "linux")]
+pub fn enter_session(spec: &SessionSpec, dir: &Path) -> Result<()> {
+    use nix::sched::{unshare, CloneFlags};
+    // Before the view: agentenv's directory may be below the home the view replaces.
+    super::away::write_pid(dir)?;
     if let Some(view) = &spec.view {
         super::host_view::enter_host_view(view)?;
     }
     crate::process::block_supervised_signals()?;
-    let pidns = spec.view.is_some();
-    if pidns {
+    if spec.view.is_some() {
         unshare(CloneFlags::CLONE_NEWPID).context("cannot make a PID namespace")?;
     }
+    Ok(())
+}
+
+/// Forks the session's agent, serving the connections `listen` makes, and waits for it while
+/// passing on the signals this process gets; returns its exit code.
+#[cfg(target_os = "linux")]
+pub fn run_session_agent<A: crate::transport::Accept>(
+    listen: impl FnOnce() -> std::io::Result<A>,
+    ready: impl FnOnce(),
+) -> Result<i32> {
+    use nix::unistd::{fork, ForkResult};
     // SAFETY: single-threaded here (no runtime has started yet), so the child may run
     // ordinary code.
     match unsafe { fork() }.context("cannot fork")? {
         ForkResult::Child => {
-            let code =
-                crate::guest::agent::run_agent(crate::transport::OneConnection::stdio, || {});
+            let code = crate::guest::agent::run_agent(listen, ready);
             // SAFETY: _exit leaves without running the parent's destructors.
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
+            drop(ready);
             crate::process::supervise(child, crate::process::Reap::Child)
         }
     }

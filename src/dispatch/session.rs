@@ -14,6 +14,7 @@ use super::layout::{self, join};
 use super::memory_trip::{fetch_places, MemoryTrip};
 use super::probe::{probe_host, HostFacts};
 use super::push::{content_name, push_executable, Pushed};
+use super::record::DispatchRecord;
 use super::remote::{CleanReport, RemoteFacts, SessionSpec};
 use super::ssh::{quote as q, SshConnection};
 use super::store_sync::{closure_of, sync_closure};
@@ -41,15 +42,41 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-/// A connected host, with agentenv's binary in place.
-struct Host {
-    ssh: SshConnection,
-    facts: HostFacts,
-    bin: String,
+/// A connected host, with agentenv's binary in place: `dir` is agentenv's directory there.
+pub(super) struct Host {
+    pub ssh: SshConnection,
+    pub dir: String,
+    pub bin: String,
 }
 
 impl Host {
-    fn run_json<T: serde::de::DeserializeOwned>(&self, args: &str) -> Result<T> {
+    /// Connects again to the host of a recorded session; its binary must still be there.
+    pub fn reconnect(record: &DispatchRecord) -> Result<Self> {
+        let target = Target::parse(&record.target).map_err(|e| {
+            Diagnostic::new(format!("cannot read the target {}: {e}", record.target))
+        })?;
+        let ssh = SshConnection::open(&target)?;
+        let bin = q(&record.bin)?;
+        ssh.run_script(&format!("test -x {bin}\n")).map_err(|_| {
+            Diagnostic::new(format!(
+                "agentenv's directory on {} is gone ({})",
+                record.target, record.dir
+            ))
+            .hint("what the session left there went with it")
+        })?;
+        Ok(Self {
+            ssh,
+            dir: record.dir.clone(),
+            bin: record.bin.clone(),
+        })
+    }
+
+    /// The directory of session `id` on the host.
+    pub fn session_dir(&self, id: &str) -> String {
+        join(&self.dir, &format!("{}/{id}", layout::SESSIONS))
+    }
+
+    pub fn run_json<T: serde::de::DeserializeOwned>(&self, args: &str) -> Result<T> {
         let out = self
             .ssh
             .run_script(&format!("exec {} __remote {args}\n", q(&self.bin)?))?;
@@ -68,21 +95,8 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     let ssh = SshConnection::open(&req.target)?;
     let facts = probe_host(&ssh, req.remote_dir.as_deref())?;
     tracing::debug!(?facts, "host probed");
-    let local_bin = binary_for(state, facts.arch)?;
-    let name = content_name("agentenv", &local_bin)?;
-    let bin_dir = join(&facts.dir, layout::BIN);
-    match push_executable(&ssh, &local_bin, &bin_dir, &name)? {
-        Pushed::Present => tracing::info!("agentenv is on the host already ({name})"),
-        Pushed::Sent { bytes } => {
-            tracing::info!("sent agentenv ({}) to {}", human_bytes(bytes), req.target)
-        }
-    }
-    let host = Host {
-        bin: format!("{bin_dir}/{name}"),
-        ssh,
-        facts,
-    };
-    let remote: RemoteFacts = host.run_json(&format!("facts {}", q(&host.facts.dir)?))?;
+    let host = push_binary(ssh, &facts, state)?;
+    let remote: RemoteFacts = host.run_json(&format!("facts {}", q(&host.dir)?))?;
     if let Some(refused) = remote.userns_refused.clone() {
         return Err(refused
             .hint("dispatch shows the toolbox at /nix in a private mount namespace, which needs user namespaces on the host")
@@ -90,8 +104,7 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     }
     let closure = closure_of(&[req.devenv.store_path.clone(), req.devenv.shell.clone()])?;
     let present = remote.store.iter().cloned().collect();
-    let store_dir = host.facts.dir.clone();
-    let stats = sync_closure(&host.ssh, &closure, &present, &host.bin, &store_dir)?;
+    let stats = sync_closure(&host.ssh, &closure, &present, &host.bin, &host.dir)?;
     tracing::info!(
         "sent {} of {} store paths ({})",
         stats.paths_sent,
@@ -108,13 +121,32 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         )?),
         None => None,
     };
-    let code = run_session(&host, &remote, req, &id, trip.as_ref());
-    if let (Ok(_), Some(trip)) = (&code, trip) {
-        bring_memory_back(&host, &id, trip)?;
+    let record = DispatchRecord {
+        id: id.clone(),
+        target: req.target.to_string(),
+        dir: host.dir.clone(),
+        bin: host.bin.clone(),
+        agent: trip.as_ref().map(|t| t.agent.name().to_string()),
+        memory_session: trip.as_ref().map(|t| t.session.id().to_string()),
+        command: crate::memory::provenance::command_line(&req.command),
+        started: crate::memory::provenance::now(),
+    };
+    record.save(state)?;
+    let _held = record.hold(state)?;
+    let home_at = prepare_session(&host, &remote, &id, trip.as_ref())?;
+    let exec = exec_spec(req, &remote, &home_at, &host.ssh.target().to_string());
+    let code = run_session(&host, &id, exec);
+    if code.is_err() && !host.ssh.check() {
+        // Nothing comes back half: what the session learned waits on the host.
+        eprintln!(
+            "agentenv: the session's directory stays on {}: `agentenv dispatch --collect {}` brings back what it left there",
+            req.target, req.target
+        );
+        return code;
     }
-    let cleaned = clean_session(&host, &id);
+    let finished = finish(&host, &record, trip, state);
     // The command's exit code stands; what the cleanup found is said loudly beside it.
-    if let Err(c) = cleaned {
+    if let Err(c) = finished {
         eprint!(
             "{}",
             crate::diag::render(&c).replacen("error:", "warning:", 1)
@@ -123,16 +155,51 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     code
 }
 
-/// Makes the session's directory, then runs the session's agent over ssh stdio and the
-/// command through it.
-fn run_session(
+/// Puts agentenv's binary for the host's architecture in place (sent only if its content
+/// differs from the host's copy).
+fn push_binary(ssh: SshConnection, facts: &HostFacts, state: &StateDirs) -> Result<Host> {
+    let local_bin = binary_for(state, facts.arch)?;
+    let name = content_name("agentenv", &local_bin)?;
+    let bin_dir = join(&facts.dir, layout::BIN);
+    match push_executable(&ssh, &local_bin, &bin_dir, &name)? {
+        Pushed::Present => tracing::info!("agentenv is on the host already ({name})"),
+        Pushed::Sent { bytes } => {
+            tracing::info!("sent agentenv ({}) to {}", human_bytes(bytes), ssh.target())
+        }
+    }
+    Ok(Host {
+        bin: format!("{bin_dir}/{name}"),
+        ssh,
+        dir: facts.dir.clone(),
+    })
+}
+
+/// Brings what a session learned back (when it went as an agent), removes the session from
+/// the host and checks what remains, and forgets it here. The memory lands before the host
+/// is cleaned: should the landing fail, the learnings are still on the host.
+pub(super) fn finish(
+    host: &Host,
+    record: &DispatchRecord,
+    trip: Option<MemoryTrip>,
+    state: &StateDirs,
+) -> Result<()> {
+    if let Some(trip) = trip {
+        bring_memory_back(host, &record.id, trip)?;
+    }
+    let cleaned = clean_session(host, &record.id);
+    record.remove(state)?;
+    cleaned
+}
+
+/// Makes the session's directory on the host: its spec, its private home (with the agent's
+/// memory, when it goes as one). Returns where the home is seen.
+fn prepare_session(
     host: &Host,
     remote: &RemoteFacts,
-    req: &DispatchRequest,
     id: &str,
     trip: Option<&MemoryTrip>,
-) -> Result<i32> {
-    let dir = join(&host.facts.dir, &format!("{}/{id}", layout::SESSIONS));
+) -> Result<PathBuf> {
+    let dir = host.session_dir(id);
     let home_at = PathBuf::from(if remote.home.is_empty() {
         "/"
     } else {
@@ -140,7 +207,7 @@ fn run_session(
     });
     let spec = SessionSpec {
         view: Some(super::host_view::HostViewSpec {
-            nix_dir: PathBuf::from(join(&host.facts.dir, layout::NIX)),
+            nix_dir: PathBuf::from(join(&host.dir, layout::NIX)),
             trees: vec![
                 super::host_view::ViewTree {
                     source: PathBuf::from(join(&dir, "home")),
@@ -168,13 +235,54 @@ fn run_session(
             &mut &tar[..],
         )?;
     }
+    Ok(home_at)
+}
 
-    let exec = exec_spec(req, remote, &home_at, &host.ssh.target().to_string());
+/// Runs the session's agent over ssh stdio and the command through it.
+fn run_session(host: &Host, id: &str, exec: ExecSpec) -> Result<i32> {
+    let dq = q(&host.session_dir(id))?;
     let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
-    let mut child = host.ssh.spawn_script(&format!(
-        "exec {} __remote session {dq}/spec.json\n",
-        q(&host.bin)?
-    ))?;
+    let script = format!("exec {} __remote session {dq}/spec.json\n", q(&host.bin)?);
+    let (result, status, said) = with_agent(host, &script, move |mut client| {
+        Box::pin(async move { client.exec(exec, forward_stdin).await })
+    })?;
+    match result {
+        Ok(code) => {
+            if !said.trim().is_empty() {
+                eprint!("{said}");
+            }
+            Ok(code)
+        }
+        Err(e) => {
+            let mut d = Diagnostic::new(format!(
+                "the session on {} ended without an exit status",
+                host.ssh.target()
+            ));
+            for line in said.lines().filter(|l| !l.trim().is_empty()) {
+                d = d.detail(format!("host: {line}"));
+            }
+            if status.is_some_and(|s| s.code() == Some(255)) || !host.ssh.check() {
+                d = d.hint("the connection to the host was lost");
+            }
+            Err(anyhow::Error::new(d).context(format!("{e:#}")))
+        }
+    }
+}
+
+/// What `with_agent` gives its caller: the client's result, ssh's exit status, and what
+/// agentenv on the host said on stderr.
+type AgentOutcome<T> = (Result<T>, Option<std::process::ExitStatus>, String);
+
+/// Runs `script` on the host (it serves the agent's protocol on its stdio), and `talk` with
+/// a client over it.
+pub(super) fn with_agent<T>(
+    host: &Host,
+    script: &str,
+    talk: impl FnOnce(
+        crate::proto::client::AgentClient,
+    ) -> crate::transport::BoxFuture<'static, Result<T>>,
+) -> Result<AgentOutcome<T>> {
+    let mut child = host.ssh.spawn_script(script)?;
     let stdin = child.stdin.take().context("ssh has no stdin")?;
     let stdout = child.stdout.take().context("ssh has no stdout")?;
     let mut stderr = child.stderr.take().context("ssh has no stderr")?;
@@ -193,39 +301,24 @@ fn run_session(
         let stdin = tokio::process::ChildStdin::from_std(stdin)?;
         let stdout = tokio::process::ChildStdout::from_std(stdout)?;
         let stream: Box<dyn crate::transport::Transport> = Box::new(tokio::io::join(stdout, stdin));
-        let mut client = crate::proto::client::AgentClient::over(stream).await?;
-        client.exec(exec, forward_stdin).await
+        let client = crate::proto::client::AgentClient::over(stream).await?;
+        talk(client).await
     });
     rt.shutdown_background();
     let _ = child.kill();
     let status = child.wait().ok();
     let said = said.join().unwrap_or_default();
-    match result {
-        Ok(code) => {
-            if !said.trim().is_empty() {
-                eprint!("{said}");
-            }
-            Ok(code)
-        }
-        Err(e) => {
-            let mut d = Diagnostic::new(format!(
-                "the session on {} ended without an exit status",
-                host.ssh.target()
-            ));
-            for line in said.lines().filter(|l| !l.trim().is_empty()) {
-                d = d.detail(format!("host: {line}"));
-            }
-            if status.is_some_and(|s| s.code() == Some(255)) || !host.ssh.check() {
-                d = d.hint("the connection to the host was lost; the session there has ended");
-            }
-            Err(anyhow::Error::new(d).context(format!("{e:#}")))
-        }
-    }
+    Ok((result, status, said))
 }
 
 /// The exec request: nix's script for the toolbox with the host's PATH entries first, the
 /// host's environment, the caller's terminal.
-fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &Path, host: &str) -> ExecSpec {
+pub(super) fn exec_spec(
+    req: &DispatchRequest,
+    remote: &RemoteFacts,
+    home: &Path,
+    host: &str,
+) -> ExecSpec {
     use crate::attach::script::{path_after_target, without_build_dir};
     let host_path = remote
         .env
@@ -269,8 +362,8 @@ fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &Path, host: &st
 
 /// Brings the places of the session's home on the host back into the memory session and
 /// lands them.
-fn bring_memory_back(host: &Host, id: &str, trip: MemoryTrip) -> Result<()> {
-    let home = join(&host.facts.dir, &format!("{}/{id}/home", layout::SESSIONS));
+pub(super) fn bring_memory_back(host: &Host, id: &str, trip: MemoryTrip) -> Result<()> {
+    let home = join(&host.session_dir(id), "home");
     let name = trip.agent.name().to_string();
     let tar = fetch_places(&host.ssh, &host.bin, &home, &trip.places())?;
     match trip.bring_back(&tar)? {
@@ -286,7 +379,7 @@ fn bring_memory_back(host: &Host, id: &str, trip: MemoryTrip) -> Result<()> {
 
 /// Removes the session's directory on the host and checks what remains: only the caches.
 fn clean_session(host: &Host, id: &str) -> Result<()> {
-    let report: CleanReport = host.run_json(&format!("clean {} {id}", q(&host.facts.dir)?))?;
+    let report: CleanReport = host.run_json(&format!("clean {} {id}", q(&host.dir)?))?;
     if report == CleanReport::default() {
         return Ok(());
     }
@@ -295,7 +388,7 @@ fn clean_session(host: &Host, id: &str) -> Result<()> {
         host.ssh.target()
     ));
     for e in &report.stray_entries {
-        d = d.detail(format!("file: {}", join(&host.facts.dir, e)));
+        d = d.detail(format!("file: {}", join(&host.dir, e)));
     }
     for p in &report.processes {
         d = d.detail(format!("process: {p}"));

@@ -130,6 +130,14 @@ impl SshConnection {
     /// sh reads exactly the script's bytes with `dd bs=1` (a shell reading a script from a pipe
     /// would take some of what follows), then evaluates it.
     pub fn spawn_script(&self, script: &str) -> Result<Child> {
+        // agentenv on the host logs as much as this one was asked to.
+        let script = match std::env::var("RUST_LOG") {
+            Ok(level) if !level.is_empty() => {
+                format!("export RUST_LOG={}\n{script}", quote(&level)?)
+            }
+            _ => script.to_string(),
+        };
+        let script = script.as_str();
         let mut cmd = base_command(&self.program, &self.control);
         cmd.args(["-o", "ControlMaster=no", "-T"]);
         cmd.args(self.target.ssh_args());

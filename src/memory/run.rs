@@ -394,15 +394,7 @@ pub fn begin_attached(
     project: &Path,
     command: &[std::ffi::OsString],
 ) -> Result<Attached> {
-    use nix::fcntl::{Flock, FlockArg};
-    let path = home.root.join("memory.lock");
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+    let lock = crate::util::try_lock_file(&home.root.join("memory.lock"))?.map_err(|_| {
         Diagnostic::new(format!(
             "another session of the agent {} is attached to this target",
             agent.name()

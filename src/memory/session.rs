@@ -35,6 +35,11 @@ pub struct Record {
     pub env: Option<String>,
     pub places: Vec<Place>,
     pub profile_links: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The host whose copy of the tree is the session's (a dispatch): while it is set, the
+    /// tree here is not the session's last word, so a killed session is not landed from it
+    /// but waits to be collected (`Session::reopen`).
+    #[serde(default)]
+    pub away: Option<String>,
 }
 
 /// A memory place shown in a session: `source` (in the tree) at `$HOME/rel`.
@@ -149,6 +154,7 @@ impl Session {
             env: env.map(str::to_string),
             places,
             profile_links: profile_links.into_iter().collect(),
+            away: None,
         };
         write_record(&making, &record)?;
         let dir = sessions.join(&id);
@@ -162,10 +168,38 @@ impl Session {
         })
     }
 
-    /// Names the host the session runs on, when that is not this one (a dispatch).
+    /// Names the host the session runs on, when that is not this one (a dispatch): its tree
+    /// is away there until it comes back.
     pub fn set_host(&mut self, host: &str) -> Result<()> {
         self.record.prov.host = host.to_string();
+        self.record.away = Some(host.to_string());
         write_record(&self.dir, &self.record)
+    }
+
+    /// Takes up again a session that is away on a host (its dispatching agentenv ended
+    /// before the tree came back), to bring the tree back and land it. `None` when it does
+    /// not exist or another process holds it.
+    pub fn reopen(agent: &Agent, id: &str) -> Result<Option<Self>> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            anyhow::bail!("not a memory session id: {id:?}");
+        }
+        let dir = agent.sessions_dir().join(id);
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let Some(lock) = try_lock(&dir.join("lock"))? else {
+            return Ok(None);
+        };
+        Ok(read_record(&dir)?.map(|record| Self {
+            dir,
+            record,
+            _lock: lock,
+        }))
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> &str {
+        &self.record.prov.session
     }
 
     /// The session's tree: its places, at their paths relative to the home.
@@ -381,6 +415,10 @@ pub fn recover(agent: &Agent) -> Result<Vec<Landed>> {
         }
         if !name.starts_with(".new-") {
             if let Some(mut record) = read_record(&dir)? {
+                if record.away.is_some() {
+                    // Its tree is on a host: `dispatch --collect` brings it back.
+                    continue;
+                }
                 tracing::debug!(session = %name, "landing an interrupted session");
                 let (landed, exact) = commit_dir(agent, &dir, &mut record, None)?;
                 out.extend(landed);

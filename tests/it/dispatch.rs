@@ -26,7 +26,7 @@ fn docker(args: &[&str]) -> Output {
 }
 
 /// Why the dispatch tests cannot run here, if they cannot.
-fn prerequisites() -> Result<(), String> {
+pub(crate) fn prerequisites() -> Result<(), String> {
     static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
     CHECK
         .get_or_init(|| {
@@ -63,17 +63,17 @@ macro_rules! host_fixture {
 }
 
 /// A private network and an ssh key, shared by the hosts of one test.
-struct Lab {
-    network: String,
+pub(crate) struct Lab {
+    pub network: String,
     key: PathBuf,
     _keydir: tempfile::TempDir,
     hosts: Vec<String>,
 }
 
 /// A host: a container with sshd.
-struct Host {
-    name: String,
-    ip: String,
+pub(crate) struct Host {
+    pub name: String,
+    pub ip: String,
 }
 
 /// Removes hosts and networks of earlier runs whose test process is gone (a run killed
@@ -108,7 +108,7 @@ fn sweep_dead_runs() {
 }
 
 impl Lab {
-    fn new(test: &str) -> Self {
+    pub fn new(test: &str) -> Self {
         sweep_dead_runs();
         let network = format!("agentenv-test-{test}-{}", std::process::id());
         let o = docker(&[
@@ -138,7 +138,7 @@ impl Lab {
     }
 
     /// Starts a host; `extra` are more `docker run` options.
-    fn host(&mut self, extra: &[&str]) -> Host {
+    pub fn host(&mut self, extra: &[&str]) -> Host {
         let name = format!("{}-{}", self.network, self.hosts.len());
         let pubkey = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
         let mut args = vec![
@@ -182,14 +182,14 @@ impl Lab {
         panic!("sshd in {} did not come up", host.name);
     }
 
-    fn ssh_command(&self) -> String {
+    pub fn ssh_command(&self) -> String {
         format!(
             "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
             self.key.display()
         )
     }
 
-    fn ssh(&self, host: &Host, cmd: &str) -> Output {
+    pub fn ssh(&self, host: &Host, cmd: &str) -> Output {
         let mut c = Command::new("sh");
         c.arg("-c").arg(format!(
             "{} dev@{} {}",
@@ -201,7 +201,7 @@ impl Lab {
     }
 
     /// `agentenv dispatch ARGS... dev@HOST -- CMD...` from the fixture's flake.
-    fn dispatch(&self, f: &Fixture, host: &Host, args: &[&str], cmd: &[&str]) -> Output {
+    pub fn dispatch(&self, f: &Fixture, host: &Host, args: &[&str], cmd: &[&str]) -> Output {
         let mut c = f.agentenv();
         c.env("AGENTENV_SSH", self.ssh_command())
             .arg("dispatch")
@@ -378,7 +378,7 @@ fn dispatch_to_an_unreachable_host_says_so() {
 }
 
 /// Plain git on an agent's memory.
-fn memory_git(f: &Fixture, agent: &str, args: &[&str]) -> String {
+pub(crate) fn memory_git(f: &Fixture, agent: &str, args: &[&str]) -> String {
     let o = Command::new("git")
         .arg("--git-dir")
         .arg(f.state.join(format!("data/agents/{agent}/memory.git")))
@@ -405,13 +405,14 @@ fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
         &[
             "sh",
             "-c",
-            "printf 'line one\\nline two\\n' > ~/.claude/CLAUDE.md",
+            "printf 'line one\\nkeep a\\nkeep b\\nkeep c\\nline two\\n' > ~/.claude/CLAUDE.md",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
 
     // The dispatched session changes line one while a local one, begun and ended during it,
-    // changes line two: both land, merged.
+    // changes line two (apart from it: changes to touching lines are a conflict): both land,
+    // merged.
     let o = dispatch_beside_local(
         &f,
         &lab,
@@ -426,7 +427,10 @@ fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
         stdout(&o)
     );
     let claude = memory_git(&f, "scout", &["show", "main:.claude/CLAUDE.md"]);
-    assert_eq!(claude, "line one, learned on the host\nline two, local\n");
+    assert_eq!(
+        claude,
+        "line one, learned on the host\nkeep a\nkeep b\nkeep c\nline two, local\n"
+    );
     assert_eq!(
         memory_git(&f, "scout", &["show", "main:.agent-memory/host.md"]),
         "note\n"

@@ -1,0 +1,183 @@
+//! dispatch sessions that outlive their connection, against real sshd hosts (see dispatch.rs):
+//! a link cut mid-run (`docker network disconnect`), then `--collect`: the agent's learnings
+//! come back and the host is left clean.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::dispatch::{memory_git, prerequisites, Host, Lab};
+use crate::support::{self, run, stderr, stdout, Fixture};
+
+const DIR: &str = "/home/dev/.agentenv";
+
+fn skip_unless_ready(test: &str) -> bool {
+    match prerequisites() {
+        Ok(()) => false,
+        Err(reason) => {
+            support::skip(test, &reason);
+            true
+        }
+    }
+}
+
+/// `agentenv ARGS...` with `ssh` set up for the lab, through `config` when given (a Host
+/// alias for the host).
+fn agentenv(f: &Fixture, lab: &Lab, config: Option<&Path>, args: &[&str]) -> Command {
+    let mut c = f.agentenv();
+    let ssh = match config {
+        Some(cfg) => format!("{} -F {}", lab.ssh_command(), cfg.display()),
+        None => lab.ssh_command(),
+    };
+    c.env("AGENTENV_SSH", ssh).args(args);
+    c
+}
+
+fn new_agent(f: &Fixture, name: &str) {
+    let mut c = f.agentenv();
+    c.args(["agent", "new", name]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// What of the session is left on the host: agentenv's directory, and our processes.
+fn leftovers(lab: &Lab, host: &Host) -> (Vec<String>, Vec<String>) {
+    let left = lab.ssh(host, &format!("ls -A {DIR}"));
+    let procs = lab.ssh(host, "ps -u dev -o comm=");
+    let ours = stdout(&procs)
+        .lines()
+        .map(str::trim)
+        .filter(|c| *c == "sleep" || c.starts_with("agentenv"))
+        .map(str::to_string)
+        .collect();
+    (
+        stdout(&left)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        ours,
+    )
+}
+
+fn dispatched_rows(f: &Fixture) -> Vec<serde_json::Value> {
+    let mut c = f.agentenv();
+    c.args(["ps", "--json"]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    rows.into_iter()
+        .filter(|r| r["backend"] == "dispatch")
+        .collect()
+}
+
+/// An ssh config naming the host `cut` at `ip`.
+fn write_config(path: &Path, ip: &str) {
+    std::fs::write(path, format!("Host cut\n  HostName {ip}\n")).unwrap();
+}
+
+fn host_ip(name: &str) -> String {
+    let o = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            name,
+        ])
+        .output()
+        .unwrap();
+    stdout(&o).trim().to_string()
+}
+
+#[test]
+fn a_cut_link_is_noticed_and_collect_brings_the_learnings_back() {
+    if skip_unless_ready("dispatch_away::cut_link_then_collect") {
+        return;
+    }
+    let f = crate::fixture!();
+    let mut lab = Lab::new("cut");
+    let host = lab.host(&[]);
+    new_agent(&f, "wanderer");
+    let config = f.tmp.path().join("ssh_config");
+    write_config(&config, &host.ip);
+    let mut c = agentenv(
+        &f,
+        &lab,
+        Some(&config),
+        &["dispatch", "--agent", "wanderer", "dev@cut", "--"],
+    );
+    c.args([
+        "sh",
+        "-c",
+        "echo found it > ~/.agent-memory/cut.md; sleep 300",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+
+    // Once the learning is written on the host, the link goes.
+    let written = format!("ls {DIR}/sessions/*/home/.agent-memory/cut.md");
+    let start = Instant::now();
+    while !lab.ssh(&host, &written).status.success() {
+        assert!(start.elapsed() < Duration::from_secs(120), "never written");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = Command::new("docker")
+        .args(["network", "disconnect", &lab.network, &host.name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o: Output = support::wait_output(child);
+    assert_ne!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert!(err.contains("connection to the host was lost"), "{err}");
+    assert!(err.contains("--collect dev@cut"), "{err}");
+    let ls = Command::new("git")
+        .arg("--git-dir")
+        .arg(f.state.join("data/agents/wanderer/memory.git"))
+        .args(["ls-tree", "-r", "--name-only", "main"])
+        .output()
+        .unwrap();
+    assert!(
+        !stdout(&ls).contains("cut.md"),
+        "nothing landed half-way: {}",
+        stdout(&ls)
+    );
+    let rows = dispatched_rows(&f);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["dispatch"]["standing"], "link-lost");
+
+    // A local session of the agent meanwhile does not land the away session's tree.
+    let o = f.run_in_with(&["--agent", "wanderer"], &["true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = Command::new("docker")
+        .args(["network", "connect", &lab.network, &host.name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    write_config(&config, &host_ip(&host.name));
+    let host = Host {
+        name: host.name.clone(),
+        ip: host_ip(&host.name),
+    };
+    let o = run(agentenv(
+        &f,
+        &lab,
+        Some(&config),
+        &["dispatch", "--collect", "dev@cut"],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("learnings are back"), "{}", stderr(&o));
+    assert_eq!(
+        memory_git(&f, "wanderer", &["show", "main:.agent-memory/cut.md"]),
+        "found it\n"
+    );
+    let (files, procs) = leftovers(&lab, &host);
+    assert_eq!(files, ["bin", "nix"], "only the caches remain");
+    assert!(
+        procs.is_empty(),
+        "no process of the session is left: {procs:?}"
+    );
+    assert!(dispatched_rows(&f).is_empty());
+}
