@@ -19,6 +19,8 @@ pub const USAGE_FIRST: &str = "\
 $ agentenv dispatch box                  a shell on `box` with this project's tools
 $ agentenv dispatch ana@10.0.0.7:2222 -- make -C /srv/app check
 $ agentenv dispatch --flake ~/tools box -- htop
+$ agentenv dispatch --agent ana --detach box -- make soak   prints an ID and returns
+$ agentenv dispatch --attach ID          follows it to its end, brings back what it learned
 $ agentenv dispatch --collect box        bring back what sessions left on `box`";
 
 /// Options of `agentenv dispatch`.
@@ -43,8 +45,19 @@ pub struct DispatchArgs {
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
 
-    /// Bring back what sessions whose connection was lost left on TARGET: their agents'
-    /// memory merged here, their directories (and any process still running) removed there.
+    /// Leave the command running on the host and return at once, printing its id; its output
+    /// is kept there. `--attach ID` follows it later; `agentenv ps` lists it.
+    #[arg(long, conflicts_with_all = ["attach", "collect"])]
+    pub detach: bool,
+
+    /// Follow a detached session's output to its end, then bring back what it learned and
+    /// clean the host; exits with its command's exit code. Ctrl-C leaves it running.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["collect", "target"])]
+    pub attach: Option<String>,
+
+    /// Bring back what sessions on TARGET left there (a lost connection, a detached command
+    /// that has ended): their agents' memory merged here, their directories (and any process
+    /// of a lost one still running) removed there.
     #[arg(long)]
     pub collect: bool,
 
@@ -52,9 +65,10 @@ pub struct DispatchArgs {
     /// ssh connects (its config, agent and keys); AGENTENV_SSH replaces the ssh command.
     #[arg(
         value_name = "TARGET",
-        value_parser = clap::builder::NonEmptyStringValueParser::new()
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        required_unless_present = "attach"
     )]
-    pub target: String,
+    pub target: Option<String>,
 
     /// The command; without one, a shell (or the script read from stdin when it is not a
     /// terminal).
@@ -64,8 +78,12 @@ pub struct DispatchArgs {
 
 pub fn run(args: &DispatchArgs) -> Result<i32> {
     let state = StateDirs::from_env()?;
-    let target = Target::parse(&args.target)
-        .map_err(|e| Diagnostic::new(format!("cannot dispatch to '{}': {e}", args.target)))?;
+    if let Some(id) = &args.attach {
+        return crate::dispatch::resume::attach(&state, id);
+    }
+    let given = args.target.as_deref().unwrap_or_default();
+    let target = Target::parse(given)
+        .map_err(|e| Diagnostic::new(format!("cannot dispatch to '{given}': {e}")))?;
     if args.collect {
         return crate::dispatch::resume::collect(&state, &target);
     }
@@ -82,6 +100,7 @@ pub fn run(args: &DispatchArgs) -> Result<i32> {
         command: args.command.clone(),
         remote_dir: args.remote_dir.clone(),
         agent,
+        detach: args.detach,
     };
     dispatch(&req, &state)
 }
@@ -103,6 +122,10 @@ pub enum RemoteVerb {
     PackMemory { home: PathBuf, places: Vec<PathBuf> },
     /// Print the sessions in agentenv's directory as JSON.
     Sessions { dir: PathBuf },
+    /// Start a detached session in the background.
+    Serve { spec: PathBuf },
+    /// Print a detached command's output until it ends; exit with its code.
+    Follow { session: PathBuf },
     /// End a session's processes.
     Stop { session: PathBuf },
 }
@@ -119,6 +142,8 @@ pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
             crate::dispatch::memory_trip::write_places(home, places)
         }
         RemoteVerb::Sessions { dir } => crate::dispatch::away::sessions(dir),
+        RemoteVerb::Serve { spec } => crate::dispatch::detached::serve(spec),
+        RemoteVerb::Follow { session } => crate::dispatch::detached::follow(session),
         RemoteVerb::Stop { session } => {
             crate::dispatch::away::stop(session);
             Ok(0)

@@ -1,5 +1,6 @@
-//! On the host: sessions that outlive their connection (a link lost mid-run). `sessions` tells
-//! which sessions are in agentenv's directory and whether they still run, `stop` ends one.
+//! On the host: sessions that outlive their connection (a link lost mid-run, a detached
+//! command). `sessions` tells which sessions are in agentenv's directory and whether they
+//! still run, `stop` ends one.
 //! A session's directory holds `pid`: the process that holds its namespaces, whose end ends
 //! everything the session runs.
 
@@ -63,6 +64,8 @@ pub struct RemoteSession {
     pub id: String,
     /// Its processes still run.
     pub running: bool,
+    /// A detached command's exit code, once it has ended.
+    pub exit: Option<i32>,
 }
 
 /// `__remote sessions DIR`: the sessions in agentenv's directory, as JSON.
@@ -77,6 +80,7 @@ pub fn sessions(dir: &Path) -> Result<i32> {
                     RemoteSession {
                         id: e.file_name().to_string_lossy().into_owned(),
                         running: session_process(&path).is_some(),
+                        exit: super::detached::read_status(&path),
                     }
                 })
                 .collect()

@@ -3,12 +3,14 @@
 //! the host is and where agentenv may work there, `binary` and `push` put a static agentenv
 //! there by content hash, `store_sync` sends the toolbox's store paths the host lacks,
 //! `session` runs one dispatch and `record` keeps what this machine knows of it until it has
-//! ended (`resume`: `--collect`); `remote`, `host_view` and `away` are agentenv's
-//! side on the host.
+//! ended (`resume`: `--attach`, `--collect`); `remote`, `host_view`, `away` and
+//! `detached` are agentenv's side on the host.
 
 #[cfg(target_os = "linux")]
 pub mod away;
 pub mod binary;
+#[cfg(target_os = "linux")]
+pub mod detached;
 #[cfg(target_os = "linux")]
 pub mod host_view;
 pub mod layout;

@@ -1,7 +1,7 @@
 //! What this machine keeps of each dispatched session until it has ended and its learnings
 //! are back: `dispatch/ID.json` in agentenv's data directory (where the session runs, its
-//! agent's memory session), and `ID.lock`, held by the agentenv that is connected to it. `ps`
-//! lists them; `--collect` takes up those whose connection was lost.
+//! agent's memory session, whether it was detached), and `ID.lock`, held by the agentenv that
+//! is connected to it. `ps` lists them; `--attach` and `--collect` take them up.
 
 use std::path::PathBuf;
 
@@ -25,6 +25,9 @@ pub struct DispatchRecord {
     pub command: String,
     /// Seconds since the epoch.
     pub started: u64,
+    /// Started with `--detach`: its command runs on without a connection.
+    #[serde(default)]
+    pub detached: bool,
 }
 
 /// How a recorded session stands, as seen from here.
@@ -33,6 +36,8 @@ pub struct DispatchRecord {
 pub enum Standing {
     /// An agentenv here is connected to it.
     Connected,
+    /// Detached: running on the host, or ended and waiting to be collected.
+    Detached,
     /// Its connection was lost; what it learned waits on the host.
     LinkLost,
 }
@@ -41,6 +46,7 @@ impl Standing {
     pub fn describe(self) -> &'static str {
         match self {
             Standing::Connected => "connected",
+            Standing::Detached => "detached",
             Standing::LinkLost => "link lost",
         }
     }
@@ -135,10 +141,10 @@ impl DispatchRecord {
             Ok(lock) => lock.is_none(),
             Err(_) => false,
         };
-        if held {
-            Standing::Connected
-        } else {
-            Standing::LinkLost
+        match (held, self.detached) {
+            (true, _) => Standing::Connected,
+            (false, true) => Standing::Detached,
+            (false, false) => Standing::LinkLost,
         }
     }
 }
@@ -169,6 +175,7 @@ mod tests {
             memory_session: Some("abc".into()),
             command: "make".into(),
             started,
+            detached: false,
         }
     }
 
@@ -198,6 +205,11 @@ mod tests {
         assert_eq!(r.standing(&state), Standing::Connected);
         drop(held);
         assert_eq!(r.standing(&state), Standing::LinkLost);
+        let detached = DispatchRecord {
+            detached: true,
+            ..r
+        };
+        assert_eq!(detached.standing(&state), Standing::Detached);
     }
 
     #[test]

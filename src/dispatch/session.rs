@@ -32,6 +32,8 @@ pub struct DispatchRequest {
     pub remote_dir: Option<String>,
     /// The agent whose memory goes along and comes back.
     pub agent: Option<crate::memory::Agent>,
+    /// Leave the command running on the host and return (`--detach`).
+    pub detach: bool,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -130,11 +132,21 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         memory_session: trip.as_ref().map(|t| t.session.id().to_string()),
         command: crate::memory::provenance::command_line(&req.command),
         started: crate::memory::provenance::now(),
+        detached: req.detach,
     };
     record.save(state)?;
     let _held = record.hold(state)?;
     let home_at = prepare_session(&host, &remote, &id, trip.as_ref())?;
     let exec = exec_spec(req, &remote, &home_at, &host.ssh.target().to_string());
+    if req.detach {
+        super::resume::start_detached(&host, &id, &exec, &req.command)?;
+        println!("{id}");
+        eprintln!(
+            "agentenv: the command runs on {} as {id}; `agentenv dispatch --attach {id}` follows it to its end and brings back what it learned",
+            req.target
+        );
+        return Ok(0);
+    }
     let code = run_session(&host, &id, exec);
     if code.is_err() && !host.ssh.check() {
         // Nothing comes back half: what the session learned waits on the host.

@@ -3,6 +3,7 @@
 //! is given (a unix socket only its owner may use, vsock, stdio), reaps every process, and
 //! keeps running when clients leave. As PID 1, its exit ends every process inside.
 
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -12,9 +13,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::reaper::Reaper;
-use super::session::run_exec;
+use super::session::{run_exec, run_to_end};
 use crate::proto::frame::handshake_as_agent;
-use crate::proto::message::{ProcInfo, Request, Response};
+use crate::proto::message::{ExecSpec, ProcInfo, Request, Response};
 use crate::proto::{read_frame, write_frame, Frame};
 use crate::transport::{Accept, Transport};
 
@@ -104,6 +105,44 @@ async fn serve(mut listener: impl Accept, ready: impl FnOnce()) -> Result<()> {
     stop_everything(&reaper, grace).await;
     reaping.abort();
     Ok(())
+}
+
+/// Runs one command to its end as the agent would, with no client: `stdio` are its stdin,
+/// stdout and stderr, and its exit code is written to `status` when it ends (a detached
+/// dispatch). Everything it left running is stopped then; SIGTERM stops it all sooner.
+/// Returns the exit code.
+pub fn run_detached(spec: ExecSpec, stdio: [OwnedFd; 3], mut status: std::fs::File) -> i32 {
+    use std::io::Write;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agentenv agent: cannot start: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(async move {
+        let reaper = Reaper::default();
+        let mut term = signal(SignalKind::terminate())?;
+        let reaping = tokio::spawn(reaper.clone().run());
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+        let code = tokio::select! {
+            code = run_to_end(spec, stdio, reaper.clone()) => code?,
+            _ = term.recv() => 128 + Signal::SIGTERM as i32,
+        };
+        // One write: a reader sees the whole line or nothing.
+        status.write_all(format!("{code}\n").as_bytes())?;
+        stop_everything(&reaper, DEFAULT_GRACE).await;
+        reaping.abort();
+        anyhow::Ok(code)
+    });
+    rt.shutdown_background();
+    code.unwrap_or_else(|e| {
+        eprintln!("agentenv agent: {e:#}");
+        1
+    })
 }
 
 #[derive(Clone)]

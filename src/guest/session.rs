@@ -249,6 +249,25 @@ fn set_pipe_size(pipe: &AsyncPipe) {
     unsafe { libc::fcntl(pipe.raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
 }
 
+/// Runs `spec` to its end with `stdio` as its stdin, stdout and stderr, no connection
+/// involved (a detached dispatch); returns its exit code.
+pub async fn run_to_end(spec: ExecSpec, stdio: [OwnedFd; 3], reaper: Reaper) -> Result<i32> {
+    let launch = launch_for(&spec);
+    let spawned = spawn(&launch, StdioPlan::Passed(stdio));
+    let spawned = match spawned {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&launch.script_path);
+            return Err(e);
+        }
+    };
+    let exit = reaper.watch(spawned.pid);
+    drop(spawned);
+    let code = exit.await.unwrap_or(1);
+    let _ = std::fs::remove_file(&launch.script_path);
+    Ok(code)
+}
+
 /// Runs an exec request on `conn` to the end; `passed` are the client's own descriptors when
 /// it sent them. Returns the connection when the client ended the session with `End` (it
 /// carries the next request), `None` when it closed it.

@@ -1,6 +1,6 @@
 //! dispatch sessions that outlive their connection, against real sshd hosts (see dispatch.rs):
-//! a link cut mid-run (`docker network disconnect`), then `--collect`: the agent's learnings
-//! come back and the host is left clean.
+//! `--detach` then `--attach`, and a link cut mid-run (`docker network disconnect`) then
+//! `--collect`; in both the agent's learnings come back and the host is left clean.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -68,6 +68,83 @@ fn dispatched_rows(f: &Fixture) -> Vec<serde_json::Value> {
     rows.into_iter()
         .filter(|r| r["backend"] == "dispatch")
         .collect()
+}
+
+#[test]
+fn a_detached_command_runs_on_and_attach_follows_it_and_brings_its_learnings_back() {
+    if skip_unless_ready("dispatch_away::detach_then_attach") {
+        return;
+    }
+    let f = crate::fixture!();
+    let mut lab = Lab::new("detach");
+    let host = lab.host(&[]);
+    new_agent(&f, "runner");
+    let target = format!("dev@{}", host.ip);
+    let mut c = agentenv(
+        &f,
+        &lab,
+        None,
+        &["dispatch", "--agent", "runner", "--detach", &target, "--"],
+    );
+    c.args([
+        "sh",
+        "-c",
+        "echo started; sleep 4; echo learned > ~/.agent-memory/detached.md; echo done >&2; exit 5",
+    ]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    assert!(
+        !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{id}"
+    );
+    assert!(stderr(&o).contains("--attach"), "{}", stderr(&o));
+
+    // It runs without us: listed here, its process there.
+    let rows = dispatched_rows(&f);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["dispatch"]["standing"], "detached");
+    assert_eq!(rows[0]["dispatch"]["target"], target.as_str());
+    let (_, procs) = leftovers(&lab, &host);
+    assert!(procs.iter().any(|p| p == "sleep"), "{procs:?}");
+    // Collecting leaves a command that still runs alone.
+    let o = run(agentenv(
+        &f,
+        &lab,
+        None,
+        &["dispatch", "--collect", &target],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("still running"), "{}", stderr(&o));
+
+    let o = run(agentenv(&f, &lab, None, &["dispatch", "--attach", &id]));
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "started\ndone\n");
+    assert_eq!(
+        memory_git(&f, "runner", &["show", "main:.agent-memory/detached.md"]),
+        "learned\n"
+    );
+    assert!(
+        memory_git(&f, "runner", &["log", "--format=%B", "main"]).contains(&host.ip),
+        "the host is named in the provenance"
+    );
+    let (files, procs) = leftovers(&lab, &host);
+    assert_eq!(files, ["bin", "nix"], "only the caches remain");
+    assert!(
+        procs.is_empty(),
+        "no process of the session is left: {procs:?}"
+    );
+    assert!(dispatched_rows(&f).is_empty());
+
+    // Gone: attaching again says so.
+    let o = run(agentenv(&f, &lab, None, &["dispatch", "--attach", &id]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no dispatched session"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// An ssh config naming the host `cut` at `ip`.
