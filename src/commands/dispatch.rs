@@ -1,6 +1,7 @@
-//! `agentenv dispatch [--flake REF] [--remote-dir DIR] TARGET [-- COMMAND...]`: sends the
-//! toolbox (and agentenv itself) to a Linux host over ssh and runs a shell or a command there,
-//! on the host as it is; `__remote` is what agentenv runs on the host.
+//! `agentenv dispatch [--flake REF] [--remote-dir DIR] [--isolated | --no-namespaces] TARGET
+//! [-- COMMAND...]`: sends the toolbox (and agentenv itself) to a Linux host over ssh and runs a
+//! shell or a command there, on the host as it is (or sandboxed, or bare); `__remote` is what
+//! agentenv runs on the host.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use crate::cli::current_dir;
 use crate::diag::Diagnostic;
 use crate::dispatch::session::{dispatch, DispatchRequest};
 use crate::dispatch::target::Target;
+use crate::dispatch::views::Isolation;
 use crate::nix::devenv::load_or_evaluate;
 use crate::nix::flake::FlakeTarget;
 use crate::paths::StateDirs;
@@ -18,7 +20,8 @@ use crate::paths::StateDirs;
 pub const USAGE_FIRST: &str = "\
 $ agentenv dispatch box                  a shell on `box` with this project's tools
 $ agentenv dispatch ana@10.0.0.7:2222 -- make -C /srv/app check
-$ agentenv dispatch --flake ~/tools box -- htop";
+$ agentenv dispatch --flake ~/tools box -- htop
+$ agentenv dispatch --isolated box -- make check   sandboxed: nothing of the host visible";
 
 /// Options of `agentenv dispatch`.
 #[derive(Debug, clap::Args)]
@@ -41,6 +44,20 @@ pub struct DispatchArgs {
     /// what it learned there comes back and is merged into its history when the session ends.
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
+
+    /// Run in the namespace sandbox of `agentenv .` instead, for work that must not see or
+    /// touch the host: a generated /etc, the toolbox at /nix, a private home, and the work
+    /// directory /work (empty at the start, where commands start; it goes when the session
+    /// ends), nothing else of the host's files or processes.
+    #[arg(long, conflicts_with = "no_namespaces")]
+    pub isolated: bool,
+
+    /// Where the host refuses user namespaces: run directly on the host, no namespace at all,
+    /// with the toolbox on PATH from agentenv's directory there. There is no /nix, so only
+    /// programs that need no /nix path work (static ones); $HOME is the session's own
+    /// directory, and processes left running are not ended with the session.
+    #[arg(long)]
+    pub no_namespaces: bool,
 
     /// `[user@]host[:port]`, `ssh://[user@]host[:port]`, or a Host of ~/.ssh/config. Your own
     /// ssh connects (its config, agent and keys); AGENTENV_SSH replaces the ssh command.
@@ -70,6 +87,11 @@ pub fn run(args: &DispatchArgs) -> Result<i32> {
         command: args.command.clone(),
         remote_dir: args.remote_dir.clone(),
         agent,
+        isolation: match (args.isolated, args.no_namespaces) {
+            (true, _) => Isolation::Isolated,
+            (_, true) => Isolation::NoNamespaces,
+            _ => Isolation::HostView,
+        },
     };
     dispatch(&req, &state)
 }

@@ -2,11 +2,14 @@
 //! `sh`. `target` names the host, `ssh` keeps one multiplexed connection, `probe` learns what
 //! the host is and where agentenv may work there, `binary` and `push` put a static agentenv
 //! there by content hash, `store_sync` sends the toolbox's store paths the host lacks,
-//! `session` runs one dispatch; `remote` and `host_view` are agentenv's side on the host.
+//! `session` runs one dispatch in the view `views` plans; `remote`, `host_view` and `isolated`
+//! are agentenv's side on the host.
 
 pub mod binary;
 #[cfg(target_os = "linux")]
 pub mod host_view;
+#[cfg(target_os = "linux")]
+pub mod isolated;
 pub mod layout;
 #[cfg(target_os = "linux")]
 pub mod memory_trip;
@@ -19,3 +22,5 @@ pub mod session;
 pub mod ssh;
 pub mod store_sync;
 pub mod target;
+#[cfg(target_os = "linux")]
+pub mod views;

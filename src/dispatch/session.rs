@@ -5,7 +5,6 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -18,10 +17,10 @@ use super::remote::{CleanReport, RemoteFacts, SessionSpec};
 use super::ssh::{quote as q, SshConnection};
 use super::store_sync::{closure_of, sync_closure};
 use super::target::Target;
+use super::views::{exec_spec, plan_view, Isolation};
 use crate::diag::Diagnostic;
 use crate::nix::devenv::DevEnv;
 use crate::paths::StateDirs;
-use crate::proto::message::{ExecSpec, WinSize};
 
 /// What to dispatch.
 pub struct DispatchRequest {
@@ -31,6 +30,7 @@ pub struct DispatchRequest {
     pub remote_dir: Option<String>,
     /// The agent whose memory goes along and comes back.
     pub agent: Option<crate::memory::Agent>,
+    pub isolation: Isolation,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -83,11 +83,7 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         facts,
     };
     let remote: RemoteFacts = host.run_json(&format!("facts {}", q(&host.facts.dir)?))?;
-    if let Some(refused) = remote.userns_refused.clone() {
-        return Err(refused
-            .hint("dispatch shows the toolbox at /nix in a private mount namespace, which needs user namespaces on the host")
-            .into());
-    }
+    check_namespaces(&host, &remote, req.isolation)?;
     let closure = closure_of(&[req.devenv.store_path.clone(), req.devenv.shell.clone()])?;
     let present = remote.store.iter().cloned().collect();
     let store_dir = host.facts.dir.clone();
@@ -123,6 +119,36 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     code
 }
 
+/// Whether the host gives the session the namespaces it needs: refused user namespaces are an
+/// error, unless the session is to run without any (said once, loudly: never a silent
+/// fallback).
+fn check_namespaces(host: &Host, remote: &RemoteFacts, isolation: Isolation) -> Result<()> {
+    match (&remote.userns_refused, isolation) {
+        (_, Isolation::NoNamespaces) => {
+            let store = join(&host.facts.dir, layout::STORE);
+            eprint!(
+                "{}",
+                crate::diag::render_warning(&anyhow::Error::new(
+                    Diagnostic::new(format!(
+                        "--no-namespaces: the session runs directly on {}, as you, seeing and touching the host",
+                        host.ssh.target()
+                    ))
+                    .detail(format!(
+                        "the toolbox is on PATH from {store}; there is no /nix, so programs that need /nix paths fail"
+                    ))
+                ))
+            );
+            Ok(())
+        }
+        (Some(refused), _) => Err(refused
+            .clone()
+            .hint("dispatch shows the toolbox at /nix in a private mount namespace, which needs user namespaces on the host")
+            .hint("or pass `--no-namespaces` to run the session directly on the host, the toolbox only on PATH (no /nix)")
+            .into()),
+        (None, _) => Ok(()),
+    }
+}
+
 /// Makes the session's directory, then runs the session's agent over ssh stdio and the
 /// command through it.
 fn run_session(
@@ -133,32 +159,18 @@ fn run_session(
     trip: Option<&MemoryTrip>,
 ) -> Result<i32> {
     let dir = join(&host.facts.dir, &format!("{}/{id}", layout::SESSIONS));
-    let home_at = PathBuf::from(if remote.home.is_empty() {
-        "/"
-    } else {
-        &remote.home
-    });
+    let view = plan_view(req.isolation, &host.facts.dir, &dir, remote, &req.devenv);
     let spec = SessionSpec {
-        view: Some(super::host_view::HostViewSpec {
-            nix_dir: PathBuf::from(join(&host.facts.dir, layout::NIX)),
-            trees: vec![
-                super::host_view::ViewTree {
-                    source: PathBuf::from(join(&dir, "home")),
-                    at: home_at.clone(),
-                    read_only: false,
-                },
-                super::host_view::ViewTree {
-                    source: PathBuf::from(join(&dir, "run")),
-                    at: PathBuf::from("/run/agentenv"),
-                    read_only: false,
-                },
-            ],
-        }),
+        view: view.view.clone(),
     };
     let spec_json = serde_json::to_vec(&spec)?;
     let dq = q(&dir)?;
+    let dirs: Vec<String> = view.dirs.iter().map(|d| format!("{dq}/{d}")).collect();
     host.ssh.run_script_with_input(
-        &format!("set -e\numask 077\nmkdir -p {dq}/home {dq}/run\ncat > {dq}/spec.json\n"),
+        &format!(
+            "set -e\numask 077\nmkdir -p {}\ncat > {dq}/spec.json\n",
+            dirs.join(" ")
+        ),
         &mut &spec_json[..],
     )?;
     if let Some(trip) = trip {
@@ -169,7 +181,14 @@ fn run_session(
         )?;
     }
 
-    let exec = exec_spec(req, remote, &home_at, &host.ssh.target().to_string());
+    let exec = exec_spec(
+        &view,
+        &req.devenv,
+        &req.command,
+        remote,
+        &host.facts.dir,
+        &host.ssh.target().to_string(),
+    );
     let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
     let mut child = host.ssh.spawn_script(&format!(
         "exec {} __remote session {dq}/spec.json\n",
@@ -220,50 +239,6 @@ fn run_session(
             }
             Err(anyhow::Error::new(d).context(format!("{e:#}")))
         }
-    }
-}
-
-/// The exec request: nix's script for the toolbox with the host's PATH entries first, the
-/// host's environment, the caller's terminal.
-fn exec_spec(req: &DispatchRequest, remote: &RemoteFacts, home: &Path, host: &str) -> ExecSpec {
-    use crate::attach::script::{path_after_target, without_build_dir};
-    let host_path = remote
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    let mut rc = without_build_dir(&req.devenv.rc_script_for(home));
-    rc.push('\n');
-    rc.push_str(&path_after_target(&host_path));
-    rc.push_str("HISTFILE=~/.bash_history\n");
-    let mut env: Vec<(OsString, OsString)> = remote
-        .env
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "SSH_CLIENT" | "SSH_CONNECTION"))
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    for key in ["TERM", "COLORTERM", "NO_COLOR", "LANG"] {
-        if let Some(v) = std::env::var_os(key) {
-            env.retain(|(k, _)| k != key);
-            env.push((key.into(), v));
-        }
-    }
-    env.push(("AGENTENV".into(), "1".into()));
-    env.push(("AGENTENV_DISPATCH".into(), host.into()));
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let tty = (req.command.is_empty() && interactive)
-        .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
-    ExecSpec {
-        rc_script: rc,
-        shell: req.devenv.shell.clone(),
-        command: (!req.command.is_empty()).then(|| req.command.clone()),
-        cwd: home.to_path_buf(),
-        env,
-        prompt_name: host.to_string(),
-        tty,
-        stdin_script: req.command.is_empty() && !interactive,
-        passed_stdio: false,
     }
 }
 

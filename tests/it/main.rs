@@ -11,6 +11,7 @@ mod cache;
 mod containers;
 mod daily;
 mod dispatch;
+mod dispatch_views;
 mod doctor;
 mod enter;
 mod environment;
