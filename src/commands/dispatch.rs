@@ -21,7 +21,7 @@ pub const USAGE_FIRST: &str = "\
 $ agentenv dispatch box                  a shell on `box` with this project's tools
 $ agentenv dispatch ana@10.0.0.7:2222 -- make -C /srv/app check
 $ agentenv dispatch --flake ~/tools box -- htop
-$ agentenv dispatch --isolated box -- make check   sandboxed: nothing of the host visible";
+$ agentenv dispatch --isolated box       the same, seeing nothing of the host";
 
 /// Options of `agentenv dispatch`.
 #[derive(Debug, clap::Args)]
@@ -46,16 +46,18 @@ pub struct DispatchArgs {
     pub agent: Option<String>,
 
     /// Run in the namespace sandbox of `agentenv .` instead, for work that must not see or
-    /// touch the host: a generated /etc, the toolbox at /nix, a private home, and the work
-    /// directory /work (empty at the start, where commands start; it goes when the session
-    /// ends), nothing else of the host's files or processes.
+    /// touch the host: the toolbox at /nix, a private home, the work directory /work (empty at
+    /// the start, where commands start; it goes when the session ends) and a generated /etc
+    /// (with the host's DNS servers, CA certificates and time zone); nothing else of the
+    /// host's files or processes. The network is the host's.
     #[arg(long, conflicts_with = "no_namespaces")]
     pub isolated: bool,
 
     /// Where the host refuses user namespaces: run directly on the host, no namespace at all,
     /// with the toolbox on PATH from agentenv's directory there. There is no /nix, so only
     /// programs that need no /nix path work (static ones); $HOME is the session's own
-    /// directory, and processes left running are not ended with the session.
+    /// directory, and a process that leaves its process group (setsid, a daemon) outlives the
+    /// session.
     #[arg(long)]
     pub no_namespaces: bool,
 

@@ -138,7 +138,20 @@ fn dispatch_where_user_namespaces_are_refused_runs_only_with_no_namespaces() {
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
     assert!(err.contains("--no-namespaces"), "{err}");
 
-    // Nothing left: not the session, not the agent's scripts in /tmp.
+    // Nothing left: not the session, not the agent's scripts in /tmp, no process.
+    let o = lab.dispatch(
+        &f,
+        &host,
+        &["--no-namespaces"],
+        &["sh", "-c", "sleep 30 & true"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let procs = lab.ssh(&host, "ps -u dev -o comm=");
+    assert!(
+        !stdout(&procs).lines().any(|c| c.trim() == "sleep"),
+        "what the command left running ended with it: {}",
+        stdout(&procs)
+    );
     let left = lab.ssh(&host, "ls -A ~/.agentenv; ls -A /tmp");
     assert_eq!(
         stdout(&left).split_whitespace().collect::<Vec<_>>(),
