@@ -372,6 +372,7 @@ impl Workspace {
     pub fn sandbox_spec(&self, network: Network, layer: &LayerClaim) -> SandboxSpec {
         SandboxSpec {
             project: self.project.clone(),
+            project_source: self.project.clone(),
             home: self.user.home.clone(),
             home_source: self.env_dirs.home(),
             store: layer.view().clone(),

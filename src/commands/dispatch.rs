@@ -1,6 +1,7 @@
-//! `agentenv dispatch [--flake REF] [--remote-dir DIR] TARGET [-- COMMAND...]`: sends the
-//! toolbox (and agentenv itself) to a Linux host over ssh and runs a shell or a command there,
-//! on the host as it is; `__remote` is what agentenv runs on the host.
+//! `agentenv dispatch [--flake REF] [--remote-dir DIR] [--isolated | --no-namespaces] TARGET
+//! [-- COMMAND...]`: sends the toolbox (and agentenv itself) to a Linux host over ssh and runs a
+//! shell or a command there, on the host as it is (or sandboxed, or bare); `__remote` is what
+//! agentenv runs on the host.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use crate::cli::current_dir;
 use crate::diag::Diagnostic;
 use crate::dispatch::session::{dispatch, DispatchRequest};
 use crate::dispatch::target::Target;
+use crate::dispatch::views::Isolation;
 use crate::nix::devenv::load_or_evaluate;
 use crate::nix::flake::FlakeTarget;
 use crate::paths::StateDirs;
@@ -21,6 +23,7 @@ $ agentenv dispatch ana@10.0.0.7:2222 -- make -C /srv/app check
 $ agentenv dispatch --flake ~/tools box -- htop
 $ agentenv dispatch --agent ana --detach box -- make soak   prints an ID and returns
 $ agentenv dispatch --attach ID          follows it to its end, brings back what it learned
+$ agentenv dispatch --isolated box       the same, seeing nothing of the host
 $ agentenv dispatch --collect box        bring back what sessions left on `box`";
 
 /// Options of `agentenv dispatch`.
@@ -47,7 +50,7 @@ pub struct DispatchArgs {
 
     /// Leave the command running on the host and return at once, printing its id; its output
     /// is kept there. `--attach ID` follows it later; `agentenv ps` lists it.
-    #[arg(long, conflicts_with_all = ["attach", "collect"])]
+    #[arg(long, conflicts_with_all = ["attach", "collect", "isolated"])]
     pub detach: bool,
 
     /// Follow a detached session's output to its end, then bring back what it learned and
@@ -60,6 +63,21 @@ pub struct DispatchArgs {
     /// of a lost one still running) removed there.
     #[arg(long)]
     pub collect: bool,
+    /// Run in the namespace sandbox of `agentenv .` instead, for work that must not see or
+    /// touch the host: the toolbox at /nix, a private home, the work directory /work (empty at
+    /// the start, where commands start; it goes when the session ends) and a generated /etc
+    /// (with the host's DNS servers, CA certificates and time zone); nothing else of the
+    /// host's files or processes. The network is the host's.
+    #[arg(long, conflicts_with = "no_namespaces")]
+    pub isolated: bool,
+
+    /// Where the host refuses user namespaces: run directly on the host, no namespace at all,
+    /// with the toolbox on PATH from agentenv's directory there. There is no /nix, so only
+    /// programs that need no /nix path work (static ones); $HOME is the session's own
+    /// directory, and a process that leaves its process group (setsid, a daemon) outlives the
+    /// session.
+    #[arg(long)]
+    pub no_namespaces: bool,
 
     /// `[user@]host[:port]`, `ssh://[user@]host[:port]`, or a Host of ~/.ssh/config. Your own
     /// ssh connects (its config, agent and keys); AGENTENV_SSH replaces the ssh command.
@@ -101,6 +119,11 @@ pub fn run(args: &DispatchArgs) -> Result<i32> {
         remote_dir: args.remote_dir.clone(),
         agent,
         detach: args.detach,
+        isolation: match (args.isolated, args.no_namespaces) {
+            (true, _) => Isolation::Isolated,
+            (_, true) => Isolation::NoNamespaces,
+            _ => Isolation::HostView,
+        },
     };
     dispatch(&req, &state)
 }

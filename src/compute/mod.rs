@@ -45,8 +45,10 @@ impl std::fmt::Display for Network {
 /// Everything a backend needs to run one environment, the same for every backend.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
-    /// Visible read-write at its own absolute path.
+    /// The work directory: visible read-write at `project` inside, backed by the host
+    /// directory `project_source` (the same path for `agentenv .`).
     pub project: PathBuf,
+    pub project_source: PathBuf,
     /// `$HOME` inside, and the host directory that backs it.
     pub home: PathBuf,
     pub home_source: PathBuf,

@@ -90,7 +90,8 @@ fn in_background(
             .context("cannot create the output file")?;
         let status =
             std::fs::File::create(session.join(STATUS)).context("cannot create the status file")?;
-        super::remote::enter_session(spec, session)?;
+        super::away::write_pid(session)?;
+        super::remote::enter_session(spec)?;
         Ok((null, output, status))
     })();
     let (null, output, status) = match opened {

@@ -2,9 +2,9 @@
 //! `sh`. `target` names the host, `ssh` keeps one multiplexed connection, `probe` learns what
 //! the host is and where agentenv may work there, `binary` and `push` put a static agentenv
 //! there by content hash, `store_sync` sends the toolbox's store paths the host lacks,
-//! `session` runs one dispatch and `record` keeps what this machine knows of it until it has
-//! ended (`resume`: `--attach`, `--collect`); `remote`, `host_view`, `away` and
-//! `detached` are agentenv's side on the host.
+//! `session` runs one dispatch in the view `views` plans, and `record` keeps what this machine
+//! knows of it until it has ended (`resume`: `--attach`, `--collect`); `remote`, `host_view`,
+//! `isolated`, `away` and `detached` are agentenv's side on the host.
 
 #[cfg(target_os = "linux")]
 pub mod away;
@@ -13,6 +13,8 @@ pub mod binary;
 pub mod detached;
 #[cfg(target_os = "linux")]
 pub mod host_view;
+#[cfg(target_os = "linux")]
+pub mod isolated;
 pub mod layout;
 #[cfg(target_os = "linux")]
 pub mod memory_trip;
@@ -28,3 +30,5 @@ pub mod session;
 pub mod ssh;
 pub mod store_sync;
 pub mod target;
+#[cfg(target_os = "linux")]
+pub mod views;

@@ -1,7 +1,7 @@
 //! The host's side of dispatch: what agentenv does when it runs there, as `agentenv __remote
 //! VERB`, started over ssh by the dispatching agentenv. `facts` tells what the session will
 //! see, `unpack-store` takes store paths, `session` serves one session's agent on stdio in the
-//! host view, `clean` removes a session's directory and says what, if anything, remains.
+//! view it is told (the host view, the isolated sandbox, or none), `clean` removes a session's directory and says what, if anything, remains.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -177,33 +177,52 @@ fn processes_using(dir: &Path) -> Vec<i32> {
 /// What `__remote session` is told, as a JSON file in the session's directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionSpec {
-    /// The host view to enter; `None` with `--no-namespaces` (the toolbox only on PATH).
-    #[cfg(target_os = "linux")]
-    pub view: Option<super::host_view::HostViewSpec>,
+    pub view: SessionView,
 }
 
-/// `__remote session SPEC`: enters the host view, then serves the guest agent on stdin and
-/// stdout as PID 1 of a PID namespace of its own, so that everything the session starts ends
-/// with it (the host's own processes stay visible through the host's `/proc`).
-#[cfg(target_os = "linux")]
+/// What the session sees of the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SessionView {
+    /// The host as it is, with the toolbox at `/nix` and a private home (the default).
+    Host(super::host_view::HostViewSpec),
+    /// The namespace sandbox of `agentenv .` (`--isolated`).
+    Isolated(super::isolated::IsolatedSpec),
+    /// No namespace at all (`--no-namespaces`): the toolbox only on PATH. The agent keeps its
+    /// start-up scripts in `scratch`, a directory of the session.
+    Bare { scratch: PathBuf },
+}
+
+/// `__remote session SPEC`: serves the guest agent on stdin and stdout in the view the spec
+/// names. In the host view it runs as PID 1 of a PID namespace of its own, so that everything
+/// the session starts ends with it (the host's own processes stay visible through the host's
+/// `/proc`); the isolated sandbox has its own PID 1.
 pub fn session(spec_path: &Path) -> Result<i32> {
     let (spec, dir) = super::away::read_spec(spec_path)?;
-    enter_session(&spec, &dir)?;
+    // Before the view: agentenv's directory may be below the home the view replaces.
+    super::away::write_pid(&dir)?;
+    if let SessionView::Isolated(isolated) = &spec.view {
+        return super::isolated::serve(isolated);
+    }
+    enter_session(&spec)?;
     run_session_agent(crate::transport::OneConnection::stdio, || {})
 }
 
-/// Enters what the session sees, and makes the PID namespace its agent will be PID 1 of; the
-/// calling process is then the session's (its pid is in the session's `pid` file).
-#[cfg(target_os = "linux")]
-pub fn enter_session(spec: &SessionSpec, dir: &Path) -> Result<()> {
+/// Enters what the session sees (the host view, or nothing), and makes the PID namespace its
+/// agent will be PID 1 of. The isolated sandbox is entered by `isolated::serve` instead.
+pub fn enter_session(spec: &SessionSpec) -> Result<()> {
     use nix::sched::{unshare, CloneFlags};
-    // Before the view: agentenv's directory may be below the home the view replaces.
-    super::away::write_pid(dir)?;
-    if let Some(view) = &spec.view {
-        super::host_view::enter_host_view(view)?;
+    match &spec.view {
+        SessionView::Isolated(_) => {
+            return Err(Diagnostic::new("this session's sandbox is entered by its agent").into())
+        }
+        SessionView::Host(view) => super::host_view::enter_host_view(view)?,
+        // Single-threaded here: nothing else reads the environment. The commands get theirs
+        // from the exec request, not this one.
+        SessionView::Bare { scratch } => std::env::set_var("TMPDIR", scratch),
     }
     crate::process::block_supervised_signals()?;
-    if spec.view.is_some() {
+    if let SessionView::Host(_) = spec.view {
         unshare(CloneFlags::CLONE_NEWPID).context("cannot make a PID namespace")?;
     }
     Ok(())
@@ -211,7 +230,6 @@ pub fn enter_session(spec: &SessionSpec, dir: &Path) -> Result<()> {
 
 /// Forks the session's agent, serving the connections `listen` makes, and waits for it while
 /// passing on the signals this process gets; returns its exit code.
-#[cfg(target_os = "linux")]
 pub fn run_session_agent<A: crate::transport::Accept>(
     listen: impl FnOnce() -> std::io::Result<A>,
     ready: impl FnOnce(),

@@ -5,7 +5,6 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -19,10 +18,11 @@ use super::remote::{CleanReport, RemoteFacts, SessionSpec};
 use super::ssh::{quote as q, SshConnection};
 use super::store_sync::{closure_of, sync_closure};
 use super::target::Target;
+use super::views::{exec_spec, plan_view, Isolation, PlannedView};
 use crate::diag::Diagnostic;
 use crate::nix::devenv::DevEnv;
 use crate::paths::StateDirs;
-use crate::proto::message::{ExecSpec, WinSize};
+use crate::proto::message::ExecSpec;
 
 /// What to dispatch.
 pub struct DispatchRequest {
@@ -34,6 +34,7 @@ pub struct DispatchRequest {
     pub agent: Option<crate::memory::Agent>,
     /// Leave the command running on the host and return (`--detach`).
     pub detach: bool,
+    pub isolation: Isolation,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -99,11 +100,7 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     tracing::debug!(?facts, "host probed");
     let host = push_binary(ssh, &facts, state)?;
     let remote: RemoteFacts = host.run_json(&format!("facts {}", q(&host.dir)?))?;
-    if let Some(refused) = remote.userns_refused.clone() {
-        return Err(refused
-            .hint("dispatch shows the toolbox at /nix in a private mount namespace, which needs user namespaces on the host")
-            .into());
-    }
+    check_namespaces(&host, &remote, req.isolation)?;
     let closure = closure_of(&[req.devenv.store_path.clone(), req.devenv.shell.clone()])?;
     let present = remote.store.iter().cloned().collect();
     let stats = sync_closure(&host.ssh, &closure, &present, &host.bin, &host.dir)?;
@@ -136,8 +133,15 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     };
     record.save(state)?;
     let _held = record.hold(state)?;
-    let home_at = prepare_session(&host, &remote, &id, trip.as_ref())?;
-    let exec = exec_spec(req, &remote, &home_at, &host.ssh.target().to_string());
+    let view = prepare_session(&host, &remote, req, &id, trip.as_ref())?;
+    let exec = exec_spec(
+        &view,
+        &req.devenv,
+        &req.command,
+        &remote,
+        &host.dir,
+        &host.ssh.target().to_string(),
+    );
     if req.detach {
         super::resume::start_detached(&host, &id, &exec, &req.command)?;
         println!("{id}");
@@ -203,41 +207,58 @@ pub(super) fn finish(
     cleaned
 }
 
+/// Whether the host gives the session the namespaces it needs: refused user namespaces are an
+/// error, unless the session is to run without any (said once, loudly: never a silent
+/// fallback).
+fn check_namespaces(host: &Host, remote: &RemoteFacts, isolation: Isolation) -> Result<()> {
+    match (&remote.userns_refused, isolation) {
+        (_, Isolation::NoNamespaces) => {
+            let store = join(&host.dir, layout::STORE);
+            eprint!(
+                "{}",
+                crate::diag::render_warning(&anyhow::Error::new(
+                    Diagnostic::new(format!(
+                        "--no-namespaces: the session runs directly on {}, as you, seeing and touching the host",
+                        host.ssh.target()
+                    ))
+                    .detail(format!(
+                        "the toolbox is on PATH from {store}; there is no /nix, so programs that need /nix paths fail"
+                    ))
+                ))
+            );
+            Ok(())
+        }
+        (Some(refused), _) => Err(refused
+            .clone()
+            .hint("dispatch shows the toolbox at /nix in a private mount namespace, which needs user namespaces on the host")
+            .hint("or pass `--no-namespaces` to run the session directly on the host, the toolbox only on PATH (no /nix)")
+            .into()),
+        (None, _) => Ok(()),
+    }
+}
+
 /// Makes the session's directory on the host: its spec, its private home (with the agent's
-/// memory, when it goes as one). Returns where the home is seen.
+/// memory, when it goes as one). Returns the view planned for it.
 fn prepare_session(
     host: &Host,
     remote: &RemoteFacts,
+    req: &DispatchRequest,
     id: &str,
     trip: Option<&MemoryTrip>,
-) -> Result<PathBuf> {
+) -> Result<PlannedView> {
     let dir = host.session_dir(id);
-    let home_at = PathBuf::from(if remote.home.is_empty() {
-        "/"
-    } else {
-        &remote.home
-    });
+    let view = plan_view(req.isolation, &host.dir, &dir, remote, &req.devenv);
     let spec = SessionSpec {
-        view: Some(super::host_view::HostViewSpec {
-            nix_dir: PathBuf::from(join(&host.dir, layout::NIX)),
-            trees: vec![
-                super::host_view::ViewTree {
-                    source: PathBuf::from(join(&dir, "home")),
-                    at: home_at.clone(),
-                    read_only: false,
-                },
-                super::host_view::ViewTree {
-                    source: PathBuf::from(join(&dir, "run")),
-                    at: PathBuf::from("/run/agentenv"),
-                    read_only: false,
-                },
-            ],
-        }),
+        view: view.view.clone(),
     };
     let spec_json = serde_json::to_vec(&spec)?;
     let dq = q(&dir)?;
+    let dirs: Vec<String> = view.dirs.iter().map(|d| format!("{dq}/{d}")).collect();
     host.ssh.run_script_with_input(
-        &format!("set -e\numask 077\nmkdir -p {dq}/home {dq}/run\ncat > {dq}/spec.json\n"),
+        &format!(
+            "set -e\numask 077\nmkdir -p {}\ncat > {dq}/spec.json\n",
+            dirs.join(" ")
+        ),
         &mut &spec_json[..],
     )?;
     if let Some(trip) = trip {
@@ -247,7 +268,7 @@ fn prepare_session(
             &mut &tar[..],
         )?;
     }
-    Ok(home_at)
+    Ok(view)
 }
 
 /// Runs the session's agent over ssh stdio and the command through it.
@@ -321,55 +342,6 @@ pub(super) fn with_agent<T>(
     let status = child.wait().ok();
     let said = said.join().unwrap_or_default();
     Ok((result, status, said))
-}
-
-/// The exec request: nix's script for the toolbox with the host's PATH entries first, the
-/// host's environment, the caller's terminal.
-pub(super) fn exec_spec(
-    req: &DispatchRequest,
-    remote: &RemoteFacts,
-    home: &Path,
-    host: &str,
-) -> ExecSpec {
-    use crate::attach::script::{path_after_target, without_build_dir};
-    let host_path = remote
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    let mut rc = without_build_dir(&req.devenv.rc_script_for(home));
-    rc.push('\n');
-    rc.push_str(&path_after_target(&host_path));
-    rc.push_str("HISTFILE=~/.bash_history\n");
-    let mut env: Vec<(OsString, OsString)> = remote
-        .env
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "SSH_CLIENT" | "SSH_CONNECTION"))
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    for key in ["TERM", "COLORTERM", "NO_COLOR", "LANG"] {
-        if let Some(v) = std::env::var_os(key) {
-            env.retain(|(k, _)| k != key);
-            env.push((key.into(), v));
-        }
-    }
-    env.push(("AGENTENV".into(), "1".into()));
-    env.push(("AGENTENV_DISPATCH".into(), host.into()));
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let tty = (req.command.is_empty() && interactive)
-        .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
-    ExecSpec {
-        rc_script: rc,
-        shell: req.devenv.shell.clone(),
-        command: (!req.command.is_empty()).then(|| req.command.clone()),
-        cwd: home.to_path_buf(),
-        env,
-        prompt_name: host.to_string(),
-        tty,
-        stdin_script: req.command.is_empty() && !interactive,
-        passed_stdio: false,
-    }
 }
 
 /// Brings the places of the session's home on the host back into the memory session and

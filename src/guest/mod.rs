@@ -12,6 +12,8 @@ pub mod etc;
 pub mod init;
 pub mod launch;
 #[cfg(target_os = "linux")]
+pub mod overlay;
+#[cfg(target_os = "linux")]
 pub mod pipe;
 #[cfg(target_os = "linux")]
 pub mod reaper;

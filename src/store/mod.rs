@@ -21,6 +21,9 @@ pub struct StoreView {
     pub lowers: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// The layer on a tmpfs of the sandbox's own (made on `upper`'s directory when it is
+    /// mounted) rather than on the host's disk: it ends with the sandbox.
+    pub layer_in_memory: bool,
 }
 
 impl StoreView {
@@ -35,7 +38,15 @@ impl StoreView {
             lowers: vec![lower.to_path_buf()],
             upper: layer_dir.join("upper"),
             work: layer_dir.join("work"),
+            layer_in_memory: false,
         }
+    }
+
+    /// This view with its layer in memory: for a view that lives as long as one sandbox, on a
+    /// host whose filesystem may be one overlayfs cannot write (FUSE, NFS).
+    pub fn with_layer_in_memory(mut self) -> Self {
+        self.layer_in_memory = true;
+        self
     }
 
     /// This view with its layer made read-only and a new layer in `layer_dir` above it.
@@ -46,6 +57,7 @@ impl StoreView {
             lowers,
             upper: layer_dir.join("upper"),
             work: layer_dir.join("work"),
+            layer_in_memory: false,
         }
     }
 
@@ -58,6 +70,7 @@ impl StoreView {
             upper: self.upper.clone(),
             work: self.work.clone(),
             userxattr,
+            layer_in_memory: self.layer_in_memory,
         }
     }
 }

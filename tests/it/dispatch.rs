@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use crate::support::{self, repo_root, run, stderr, stdout, Fixture};
+use crate::support::{repo_root, run, stderr, stdout, Fixture};
 
 const IMAGE: &str = "agentenv-test-sshd:1";
 const LABEL: &str = "agentenv-test-host";
@@ -52,15 +52,16 @@ pub(crate) fn prerequisites() -> Result<(), String> {
 
 macro_rules! host_fixture {
     ($test:expr) => {
-        match prerequisites() {
+        match $crate::dispatch::prerequisites() {
             Ok(()) => {}
             Err(reason) => {
-                support::skip(concat!("dispatch::", $test), &reason);
+                $crate::support::skip(concat!(module_path!(), "::", $test), &reason);
                 return;
             }
         }
     };
 }
+pub(crate) use host_fixture;
 
 /// A private network and an ssh key, shared by the hosts of one test.
 pub(crate) struct Lab {
@@ -108,7 +109,7 @@ fn sweep_dead_runs() {
 }
 
 impl Lab {
-    pub fn new(test: &str) -> Self {
+    pub(crate) fn new(test: &str) -> Self {
         sweep_dead_runs();
         let network = format!("agentenv-test-{test}-{}", std::process::id());
         let o = docker(&[
@@ -138,9 +139,16 @@ impl Lab {
     }
 
     /// Starts a host; `extra` are more `docker run` options.
-    pub fn host(&mut self, extra: &[&str]) -> Host {
+    pub(crate) fn host(&mut self, extra: &[&str]) -> Host {
+        // User namespaces inside a container need these (environment.md).
+        self.host_with_seccomp("unconfined", extra)
+    }
+
+    /// Starts a host whose syscalls `seccomp` filters (`unconfined`, or a profile's path).
+    pub(crate) fn host_with_seccomp(&mut self, seccomp: &str, extra: &[&str]) -> Host {
         let name = format!("{}-{}", self.network, self.hosts.len());
         let pubkey = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
+        let seccomp = format!("seccomp={seccomp}");
         let mut args = vec![
             "run",
             "-d",
@@ -150,9 +158,8 @@ impl Lab {
             LABEL,
             "--network",
             &self.network,
-            // User namespaces inside a container need these (environment.md).
             "--security-opt",
-            "seccomp=unconfined",
+            &seccomp,
             "--security-opt",
             "systempaths=unconfined",
         ];
@@ -189,7 +196,7 @@ impl Lab {
         )
     }
 
-    pub fn ssh(&self, host: &Host, cmd: &str) -> Output {
+    pub(crate) fn ssh(&self, host: &Host, cmd: &str) -> Output {
         let mut c = Command::new("sh");
         c.arg("-c").arg(format!(
             "{} dev@{} {}",
@@ -201,7 +208,7 @@ impl Lab {
     }
 
     /// `agentenv dispatch ARGS... dev@HOST -- CMD...` from the fixture's flake.
-    pub fn dispatch(&self, f: &Fixture, host: &Host, args: &[&str], cmd: &[&str]) -> Output {
+    pub(crate) fn dispatch(&self, f: &Fixture, host: &Host, args: &[&str], cmd: &[&str]) -> Output {
         let mut c = f.agentenv();
         c.env("AGENTENV_SSH", self.ssh_command())
             .arg("dispatch")

@@ -52,34 +52,12 @@ impl Backend for LinuxNamespaces {
     }
 
     fn run(&self, spec: &SandboxSpec, launch: &Launch) -> Result<i32> {
-        let (child, report) = fork_pid1(spec, |plan, pipe| {
-            let setup = (|| -> Result<()> {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                    .context("cannot set the parent-death signal")?;
-                finish_sandbox(spec)
-            })();
-            match setup {
-                Ok(()) => {
-                    let work = GuestWork::Run {
-                        launch: launch.clone(),
-                    };
-                    let io = GuestIo {
-                        report: Some(pipe),
-                        listener: None,
-                    };
-                    run_guest(&guest_spec(plan, spec, work), io)
-                }
-                Err(e) => {
-                    report_error(&pipe, &e);
-                    1
-                }
-            }
-        })?;
-        if let Some(diag) = parse_report(&report, false) {
-            let _ = nix::sys::wait::waitpid(child, None);
-            return Err(diag.into());
-        }
-        supervise(child, Reap::Child)
+        run_in_front(
+            spec,
+            GuestWork::Run {
+                launch: launch.clone(),
+            },
+        )
     }
 
     /// `run` enters the user and PID namespaces in the calling process, which works once: a
@@ -160,6 +138,51 @@ impl Backend for LinuxNamespaces {
             crate::transport::AgentAddress::Unix { path: socket },
         ))
     }
+}
+
+impl LinuxNamespaces {
+    /// Runs an environment built from `spec` whose agent serves one connection on this
+    /// process's stdin and stdout (a session started over ssh, `dispatch --isolated`), and
+    /// waits for it to end; returns the agent's exit code. Like `run`, this works once.
+    pub fn serve_stdio(&self, spec: &SandboxSpec) -> Result<i32> {
+        run_in_front(
+            spec,
+            GuestWork::Serve {
+                listen: Listen::Stdio,
+            },
+        )
+    }
+}
+
+/// A sandbox whose PID 1 does `work` while this process waits for it and passes signals on;
+/// it dies with this process.
+fn run_in_front(spec: &SandboxSpec, work: GuestWork) -> Result<i32> {
+    let agent = matches!(work, GuestWork::Serve { .. });
+    let (child, report) = fork_pid1(spec, |plan, pipe| {
+        let setup = (|| -> Result<()> {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .context("cannot set the parent-death signal")?;
+            finish_sandbox(spec)
+        })();
+        match setup {
+            Ok(()) => {
+                let io = GuestIo {
+                    report: Some(pipe),
+                    listener: None,
+                };
+                run_guest(&guest_spec(plan, spec, work), io)
+            }
+            Err(e) => {
+                report_error(&pipe, &e);
+                1
+            }
+        }
+    })?;
+    if let Some(diag) = parse_report(&report, agent) {
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(diag.into());
+    }
+    supervise(child, Reap::Child)
 }
 
 /// Enters the user and PID namespaces, creates the environment's directories, forks PID 1

@@ -1,5 +1,5 @@
-//! The root of a namespace sandbox, as a plan: the store view at `/nix`, the project at its own
-//! path, a private home, fresh `/tmp`, `/run`, `/proc`, a minimal `/dev`, a generated `/etc`,
+//! The root of a namespace sandbox, as a plan: the store view at `/nix`, the project (at its
+//! own path for `agentenv .`), a private home, fresh `/tmp`, `/run`, `/proc`, a minimal `/dev`, a generated `/etc`,
 //! `/bin/sh` and `/usr/bin/env`. Nothing else of the host.
 
 use std::path::{Path, PathBuf};
@@ -170,7 +170,7 @@ pub fn plan_rootfs(spec: &SandboxSpec, host: &HostFacts, userns: bool) -> Rootfs
         ));
     }
     ops.push(bind(&spec.home_source, &spec.home, false, false));
-    ops.push(bind(&spec.project, &spec.project, false, false));
+    ops.push(bind(&spec.project_source, &spec.project, false, false));
     if let Some(profile) = &spec.profile {
         ops.push(bind(profile, profile, false, !spec.profile_rw));
     }
@@ -206,6 +206,7 @@ mod tests {
     fn spec(project: &str, home: &str) -> SandboxSpec {
         SandboxSpec {
             project: p(project),
+            project_source: p(project),
             home: p(home),
             home_source: p("/state/env/home"),
             store: StoreView::over_host(Path::new("/state/env/store")),

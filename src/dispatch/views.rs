@@ -1,0 +1,184 @@
+//! What a dispatched session sees of the host, from the dispatching side: the host view (the
+//! default), the namespace sandbox of `agentenv .` (`--isolated`), or no namespace at all
+//! (`--no-namespaces`). For each: the spec `__remote session` is given, and the exec request
+//! that starts the command in it. Building the view on the host is `remote`'s.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use super::host_view::{HostViewSpec, ViewTree};
+use super::isolated::{home_inside, IsolatedSpec, WORK_DIR};
+use super::layout::{self, join};
+use super::remote::{RemoteFacts, SessionView};
+use crate::nix::devenv::DevEnv;
+use crate::proto::message::{ExecSpec, WinSize};
+
+/// Which view a dispatch asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    HostView,
+    Isolated,
+    NoNamespaces,
+}
+
+/// A session's view as planned for one host.
+pub struct PlannedView {
+    pub isolation: Isolation,
+    pub view: SessionView,
+    /// Directories of the session's directory to make before it starts (`home` first: an
+    /// agent's memory is unpacked there).
+    pub dirs: &'static [&'static str],
+    /// `$HOME` and the working directory of commands, as they see them.
+    pub home: PathBuf,
+    pub cwd: PathBuf,
+}
+
+/// The view `isolation` names, on a host whose agentenv directory is `dir`, for the session
+/// whose directory is `session`.
+pub fn plan_view(
+    isolation: Isolation,
+    dir: &str,
+    session: &str,
+    remote: &RemoteFacts,
+    devenv: &DevEnv,
+) -> PlannedView {
+    let sub = |name: &str| PathBuf::from(join(session, name));
+    match isolation {
+        Isolation::HostView => {
+            let home = PathBuf::from(if remote.home.is_empty() {
+                "/"
+            } else {
+                &remote.home
+            });
+            let tree = |source: PathBuf, at: PathBuf| ViewTree {
+                source,
+                at,
+                read_only: false,
+            };
+            PlannedView {
+                isolation,
+                view: SessionView::Host(HostViewSpec {
+                    nix_dir: PathBuf::from(join(dir, layout::NIX)),
+                    trees: vec![
+                        tree(sub("home"), home.clone()),
+                        tree(sub("run"), PathBuf::from("/run/agentenv")),
+                    ],
+                }),
+                dirs: &["home", "run"],
+                cwd: home.clone(),
+                home,
+            }
+        }
+        Isolation::Isolated => {
+            let home = home_inside(&remote.home);
+            PlannedView {
+                isolation,
+                view: SessionView::Isolated(IsolatedSpec {
+                    nix_dir: PathBuf::from(join(dir, layout::NIX)),
+                    session_dir: PathBuf::from(session),
+                    home: home.clone(),
+                    shell: devenv.shell.clone(),
+                    env_tool: devenv.env_tool.clone(),
+                }),
+                dirs: &["home", "work"],
+                home,
+                cwd: PathBuf::from(WORK_DIR),
+            }
+        }
+        Isolation::NoNamespaces => PlannedView {
+            isolation,
+            view: SessionView::Bare {
+                scratch: sub("run"),
+            },
+            dirs: &["home", "run"],
+            home: sub("home"),
+            cwd: sub("home"),
+        },
+    }
+}
+
+/// The exec request for `command` (a shell if empty) in `view`: nix's script for the toolbox,
+/// the environment, the caller's terminal. In the host view and with no namespace, the host's
+/// PATH entries come first and its environment is kept; in the sandbox, nothing of the host's.
+pub fn exec_spec(
+    view: &PlannedView,
+    devenv: &DevEnv,
+    command: &[OsString],
+    remote: &RemoteFacts,
+    dir: &str,
+    host: &str,
+) -> ExecSpec {
+    use crate::attach::script::{path_after_target, without_build_dir};
+    let host_var = |key: &str| {
+        remote
+            .env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let host_path = host_var("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let host_env = || -> Vec<(OsString, OsString)> {
+        remote
+            .env
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "SSH_CLIENT" | "SSH_CONNECTION"))
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect()
+    };
+    let nix_rc = without_build_dir(&devenv.rc_script_for(&view.cwd));
+    let (mut rc, shell, mut env) = match view.isolation {
+        Isolation::HostView => (
+            format!("{nix_rc}\n{}", path_after_target(&host_path)),
+            devenv.shell.clone(),
+            host_env(),
+        ),
+        Isolation::Isolated => {
+            let user = host_var("USER").unwrap_or_else(|| "user".into());
+            let env = vec![
+                ("HOME".into(), view.home.clone().into()),
+                ("USER".into(), user.clone().into()),
+                ("LOGNAME".into(), user.into()),
+                ("SHELL".into(), devenv.shell.clone().into()),
+                ("PATH".into(), "/usr/bin:/bin".into()),
+            ];
+            (nix_rc, devenv.shell.clone(), env)
+        }
+        Isolation::NoNamespaces => {
+            // There is no /nix: the toolbox's paths name its copy in agentenv's directory.
+            let store = join(dir, layout::STORE);
+            let moved = |s: &str| s.replace("/nix/store/", &format!("{store}/"));
+            let mut env = host_env();
+            env.retain(|(k, _)| k != "HOME");
+            env.push(("HOME".into(), view.home.clone().into()));
+            (
+                format!("{}\n{}", moved(&nix_rc), path_after_target(&host_path)),
+                PathBuf::from(moved(&devenv.shell.to_string_lossy())),
+                env,
+            )
+        }
+    };
+    rc.push_str("HISTFILE=~/.bash_history\n");
+    for key in ["TERM", "COLORTERM", "NO_COLOR", "LANG"] {
+        if let Some(v) = std::env::var_os(key) {
+            env.retain(|(k, _)| k != key);
+            env.push((key.into(), v));
+        }
+    }
+    env.push(("AGENTENV".into(), "1".into()));
+    env.push(("AGENTENV_DISPATCH".into(), host.into()));
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = (command.is_empty() && interactive)
+        .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
+    ExecSpec {
+        rc_script: rc,
+        shell,
+        command: (!command.is_empty()).then(|| command.to_vec()),
+        cwd: view.cwd.clone(),
+        env,
+        prompt_name: host.to_string(),
+        tty,
+        stdin_script: command.is_empty() && !interactive,
+        passed_stdio: false,
+    }
+}
