@@ -166,6 +166,12 @@ pub fn exchange(
     Ok((conn, reply))
 }
 
+/// Asks the guest to stop by ending the boot connection: shut down, not only closed, since
+/// the clock's thread holds a second descriptor of it.
+pub fn ask_to_stop(conn: std::os::unix::net::UnixStream) {
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -296,10 +296,9 @@ impl Drop for Vm {
     fn drop(&mut self) {
         // Closing the boot connection asks the guest to stop: its processes end, its disks
         // are synced and it powers off. Killing QEMU before that could lose what the guest
-        // wrote to the environment's /nix disk. Shut down, not only dropped: the clock's
-        // thread holds a second descriptor of it.
+        // wrote to the environment's /nix disk.
         if let Some(conn) = self.boot_conn.take() {
-            let _ = conn.shutdown(std::net::Shutdown::Both);
+            super::boot::ask_to_stop(conn);
         }
         if !self.wait_exit(SHUTDOWN_TIMEOUT) {
             if let Some(q) = self.qemu.as_mut() {

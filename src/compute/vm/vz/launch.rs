@@ -184,7 +184,9 @@ impl Drop for Vm {
     fn drop(&mut self) {
         // Closing the boot connection asks the guest to stop; SIGTERM makes the machine
         // process stop the VM if it has not.
-        self.boot_conn.take();
+        if let Some(conn) = self.boot_conn.take() {
+            crate::compute::vm::boot::ask_to_stop(conn);
+        }
         if !self.wait_exit(Duration::from_millis(500)) {
             if let Some(m) = &self.machine {
                 let _ = nix::sys::signal::kill(
