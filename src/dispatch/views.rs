@@ -167,8 +167,10 @@ pub fn exec_spec(
     }
     env.push(("AGENTENV".into(), "1".into()));
     env.push(("AGENTENV_DISPATCH".into(), host.into()));
+    // A terminal here gets one there, for a shell or a command (`-- htop`), as with
+    // `agentenv . -- CMD`.
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let tty = (command.is_empty() && interactive)
+    let tty = interactive
         .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
     ExecSpec {
         rc_script: rc,

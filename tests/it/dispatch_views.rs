@@ -1,6 +1,7 @@
 //! What a dispatched session sees of the host: the host itself by default, nothing of it with
 //! `--isolated`, and, on a host that refuses user namespaces, an error naming
-//! `--no-namespaces`, with which the session runs bare. Real sshd hosts, as in `dispatch`.
+//! `--no-namespaces`, with which the session runs bare; and a terminal, where there is one here.
+//! Real sshd hosts, as in `dispatch`.
 
 use crate::dispatch::{host_fixture, Lab};
 use crate::support::{stderr, stdout};
@@ -158,4 +159,37 @@ fn dispatch_where_user_namespaces_are_refused_runs_only_with_no_namespaces() {
         ["bin", "nix"],
         "only the caches remain"
     );
+}
+
+#[test]
+fn dispatch_from_a_terminal_gets_one_on_the_host_with_its_size() {
+    host_fixture!("dispatch_from_a_terminal_gets_one_on_the_host_with_its_size");
+    let f = crate::fixture!();
+    let mut lab = Lab::new("tty");
+    let host = lab.host(&[]);
+    // `script` gives agentenv a terminal of 33 rows and 101 columns.
+    let base = f.agentenv();
+    let mut c = std::process::Command::new("script");
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(dir) = base.get_current_dir() {
+        c.current_dir(dir);
+    }
+    let inner = format!(
+        "stty rows 33 cols 101; exec {} dispatch dev@{} -- sh -c 'test -t 0 && test -t 1 && echo on-a-tty; stty size; exit 6'",
+        base.get_program().to_string_lossy(),
+        host.ip
+    );
+    c.env("AGENTENV_SSH", lab.ssh_command())
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    let o = crate::support::run(c);
+    let out = stdout(&o);
+    assert!(out.contains("on-a-tty"), "{out}{}", stderr(&o));
+    assert!(out.contains("33 101"), "the size went along: {out}");
+    assert_eq!(o.status.code(), Some(6), "{out}{}", stderr(&o));
 }
