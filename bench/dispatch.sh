@@ -41,7 +41,7 @@ for _ in $(seq 50); do $ssh_cmd "dev@$ip" true 2>/dev/null && break; sleep 0.2; 
 
 cd "$ex"
 "$bin" dispatch "dev@$ip" -- true >/dev/null 2>&1 || true   # evaluate the toolbox locally
-$ssh_cmd "dev@$ip" 'rm -rf ~/.agentenv'
+$ssh_cmd "dev@$ip" 'chmod -R u+w ~/.agentenv; rm -rf ~/.agentenv'
 env_path=$(sed -n 's/.*"store_path": *"\([^"]*\)".*/\1/p' "$AGENTENV_HOME"/cache/devenv/entries/*/entry.json | head -1)
 paths=$(nix path-info --recursive "$env_path")
 size=$(du -scb $paths 2>/dev/null | tail -1 | cut -f1)

@@ -154,11 +154,18 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     let code = run_session(&host, &id, exec);
     if code.is_err() && !host.ssh.check() {
         // Nothing comes back half: what the session learned waits on the host.
-        eprintln!(
-            "agentenv: the session's directory stays on {}: `agentenv dispatch --collect {}` brings back what it left there",
-            req.target, req.target
-        );
-        return code;
+        return code.map_err(|e| {
+            let d = Diagnostic::new(format!(
+                "lost the connection to {} before the command ended",
+                req.target
+            ))
+            .detail(format!("{e:#}"))
+            .hint(format!(
+                "the session's directory stays there: `agentenv dispatch --collect {}` brings back what it left",
+                req.target
+            ));
+            d.into()
+        });
     }
     let finished = finish(&host, &record, trip, state);
     // The command's exit code stands; what the cleanup found is said loudly beside it.
@@ -276,7 +283,7 @@ fn run_session(host: &Host, id: &str, exec: ExecSpec) -> Result<i32> {
     let dq = q(&host.session_dir(id))?;
     let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
     let script = format!("exec {} __remote session {dq}/spec.json\n", q(&host.bin)?);
-    let (result, status, said) = with_agent(host, &script, move |mut client| {
+    let (result, _, said) = with_agent(host, &script, move |mut client| {
         Box::pin(async move { client.exec(exec, forward_stdin).await })
     })?;
     match result {
@@ -294,10 +301,7 @@ fn run_session(host: &Host, id: &str, exec: ExecSpec) -> Result<i32> {
             for line in said.lines().filter(|l| !l.trim().is_empty()) {
                 d = d.detail(format!("host: {line}"));
             }
-            if status.is_some_and(|s| s.code() == Some(255)) || !host.ssh.check() {
-                d = d.hint("the connection to the host was lost");
-            }
-            Err(anyhow::Error::new(d).context(format!("{e:#}")))
+            Err(anyhow::Error::new(d.detail(format!("{e:#}"))))
         }
     }
 }

@@ -207,7 +207,7 @@ fn a_cut_link_is_noticed_and_collect_brings_the_learnings_back() {
     let o: Output = support::wait_output(child);
     assert_ne!(o.status.code(), Some(0));
     let err = stderr(&o);
-    assert!(err.contains("connection to the host was lost"), "{err}");
+    assert!(err.contains("lost the connection to dev@cut"), "{err}");
     assert!(err.contains("--collect dev@cut"), "{err}");
     let ls = Command::new("git")
         .arg("--git-dir")
