@@ -25,7 +25,9 @@ for i in $(seq "$n"); do
   git -C "$p" init -q && git -C "$p" add -A
   "$bin" -q "$p" -- sh -c "echo $i > \$HOME/note" >/dev/null
 done
-roots() { find /nix/var/nix/gcroots/auto -lname "$AGENTENV_HOME/*" 2>/dev/null | wc -l; }
+# Live roots only: a dangling one left by an earlier run of this script (its state removed)
+# is nix's to clear at its next collection.
+roots() { find /nix/var/nix/gcroots/auto -lname "$AGENTENV_HOME/*" -exec test -e {} \; -print 2>/dev/null | wc -l; }
 echo "entries $(ls "$AGENTENV_HOME/cache/devenv/entries" | wc -l), environments $(ls "$AGENTENV_HOME/data/envs" | wc -l), GC roots $(roots)"
 
 echo "== 2: ls over $n"
@@ -46,7 +48,7 @@ hyperfine -N --warmup 2 --runs 10 --export-csv "$work/gc-noop.csv" -n noop "$bin
 awk -v g="$(median "$work/gc-noop.csv" noop)" 'BEGIN { printf "2. agentenv gc with nothing to take: %.1f ms\n", g*1000 }'
 
 echo "== 3: warm start against the old main"
-base=${BASE:-$(git merge-base HEAD main)}
+base=$(git rev-parse --short "${BASE:-$(git merge-base HEAD main)}")
 old="$work/old"
 mkdir -p "$old/src"
 git archive "$base" | tar -x -C "$old/src"
