@@ -25,6 +25,15 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// sends nothing is dropped then, and holds nothing of the agent's after.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The agent's runtime (one thread: PID 1 forks), or `None` after saying why there is none.
+fn agent_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("agentenv agent: cannot start: {e}"))
+        .ok()
+}
+
 /// Serves the connections `listen` makes (it runs inside the agent's runtime, so that it can
 /// register sockets there) until a shutdown request, SIGTERM, or the end of its connections;
 /// returns the exit code.
@@ -32,15 +41,8 @@ pub fn run_agent<A: Accept>(
     listen: impl FnOnce() -> std::io::Result<A>,
     ready: impl FnOnce(),
 ) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("agentenv agent: cannot start: {e}");
-            return 1;
-        }
+    let Some(rt) = agent_runtime() else {
+        return 1;
     };
     let code = match rt.block_on(async move { serve(listen()?, ready).await }) {
         Ok(()) => 0,
@@ -113,15 +115,8 @@ async fn serve(mut listener: impl Accept, ready: impl FnOnce()) -> Result<()> {
 /// Returns the exit code.
 pub fn run_detached(spec: ExecSpec, stdio: [OwnedFd; 3], mut status: std::fs::File) -> i32 {
     use std::io::Write;
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("agentenv agent: cannot start: {e}");
-            return 1;
-        }
+    let Some(rt) = agent_runtime() else {
+        return 1;
     };
     let code = rt.block_on(async move {
         let reaper = Reaper::default();
