@@ -28,21 +28,38 @@ old="$repo/target/bench-base/release/agentenv"
 for b in old new; do
   AGENTENV_HOME="$work/state-$b" "${!b}" "$ex" -- true
 done
-id_old=$(AGENTENV_HOME="$work/state-old" "$old" up "$ex" | tail -1)
-id_new=$(AGENTENV_HOME="$work/state-new" "$new" up "$ex" | tail -1)
-
 echo "== 1, 2: warm start and exec, base $(git rev-parse --short "$base") against this tree"
 hyperfine -N --warmup 10 --runs 200 --export-csv "$work/hardening.csv" \
   -n "run base" "env AGENTENV_HOME=$work/state-old $old $ex -- true" \
-  -n "run now" "env AGENTENV_HOME=$work/state-new $new $ex -- true" \
-  -n "exec base" "env AGENTENV_HOME=$work/state-old $old exec $id_old -- true" \
-  -n "exec now" "env AGENTENV_HOME=$work/state-new $new exec $id_new -- true" >/dev/null 2>&1
-AGENTENV_HOME="$work/state-old" "$old" down "$id_old"
-AGENTENV_HOME="$work/state-new" "$new" down "$id_new"
+  -n "run now" "env AGENTENV_HOME=$work/state-new $new $ex -- true" >/dev/null
+# One persistent environment at a time: both binaries' environments of the one project would
+# contend for its /nix layer.
+for v in base now; do
+  case $v in base) b=$old s=old ;; now) b=$new s=new ;; esac
+  id=$(AGENTENV_HOME="$work/state-$s" "$b" up "$ex" | tail -1)
+  # Down even if the measurement fails: a running environment would outlive the script.
+  trap 'AGENTENV_HOME="$work/state-$s" "$b" down "$id" >/dev/null 2>&1' EXIT
+  if AGENTENV_HOME="$work/state-$s" "$b" exec "$id" -- true 2>"$work/exec-$v.err"; then
+    hyperfine -N --warmup 10 --runs 200 --export-csv "$work/exec-$v.csv" \
+      -n "exec $v" "env AGENTENV_HOME=$work/state-$s $b exec $id -- true" >/dev/null
+    tail -n +2 "$work/exec-$v.csv" >> "$work/hardening.csv"
+    AGENTENV_HOME="$work/state-$s" "$b" down "$id"
+  else
+    # Some bases cannot: say so rather than compare against nothing.
+    echo "   exec $v: its environment did not answer after up ($(head -1 "$work/exec-$v.err")); no exec figure for it"
+    pkill -f "$b up $ex" || true
+  fi
+  trap - EXIT
+done
 # hyperfine's CSV: command,mean,stddev,median,user,system,min,max. On a shared machine the
 # median drifts with the load; the minimum and the CPU time (user + system) drift less.
 col() { awk -F, -v n="$2" -v c="$3" 'NR>1 && $1==n {print $c}' "$1"; }
 for row in "run" "exec"; do
+  grep -q "^$row base," "$work/hardening.csv" && grep -q "^$row now," "$work/hardening.csv" || {
+    [ "$row" = exec ] && grep "^exec now," "$work/hardening.csv" |
+      awk -F, '{ printf "2. agentenv exec ID -- true  now: median %6.2f ms, cpu %5.2f ms (no base to compare)\n", $4*1000, ($5+$6)*1000 }'
+    continue
+  }
   for v in base now; do
     csv="$work/hardening.csv"; name="$row $v"
     printf '%s %s %s %s\n' "$(col "$csv" "$name" 4)" "$(col "$csv" "$name" 7)" \

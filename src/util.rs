@@ -134,6 +134,12 @@ pub fn lexical_normal(path: &Path) -> PathBuf {
     out
 }
 
+/// Whether `id` is a plain id (letters and digits only): safe as one component of a path,
+/// local or remote. Session and dispatch ids are such.
+pub fn is_plain_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 /// A pipe whose ends close on exec (`pipe2(O_CLOEXEC)` where the OS has it).
 pub fn cloexec_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     #[cfg(target_os = "linux")]

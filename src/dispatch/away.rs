@@ -5,15 +5,13 @@
 //! everything the session runs.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-
-use super::remote::SessionSpec;
 
 pub const PID_FILE: &str = "pid";
 
@@ -43,19 +41,6 @@ pub fn write_pid(session: &Path) -> Result<()> {
         &session.join(PID_FILE),
         std::process::id().to_string().as_bytes(),
     )
-}
-
-/// Reads and checks a session spec; returns it with the session's directory.
-pub fn read_spec(spec_path: &Path) -> Result<(SessionSpec, PathBuf)> {
-    let data =
-        std::fs::read(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
-    let spec: SessionSpec = serde_json::from_slice(&data)
-        .with_context(|| format!("{} is not a session spec", spec_path.display()))?;
-    let dir = spec_path
-        .parent()
-        .filter(|d| d.is_absolute())
-        .with_context(|| format!("{} is not in a session directory", spec_path.display()))?;
-    Ok((spec, dir.to_path_buf()))
 }
 
 /// A session on the host, for the dispatching side.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::away::{read_spec, session_process};
+use super::away::session_process;
+use super::remote::read_spec;
 use crate::diag::Diagnostic;
 use crate::proto::message::ExecSpec;
 
@@ -18,6 +19,8 @@ use crate::proto::message::ExecSpec;
 pub const EXEC: &str = "exec.json";
 pub const OUTPUT: &str = "output";
 pub const STATUS: &str = "status";
+/// What the session's own processes say (its stdout and stderr).
+const LOG: &str = "agent.log";
 
 /// `__remote serve SPEC`: starts the session in the background and returns once its command
 /// runs (or says why it could not start).
@@ -78,7 +81,7 @@ fn in_background(
         let log = std::fs::File::options()
             .create(true)
             .append(true)
-            .open(session.join("agent.log"))
+            .open(session.join(LOG))
             .context("cannot open the session's log")?;
         nix::unistd::dup2_stdin(&null).context("cannot redirect stdin")?;
         nix::unistd::dup2_stdout(&log).context("cannot redirect stdout")?;
@@ -156,7 +159,7 @@ pub fn follow(session: &Path) -> Result<i32> {
         }
         if session_process(session).is_none() {
             return Err(Diagnostic::new("the session ended before its command did")
-                .detail(format!("its log: {}", session.join("agent.log").display()))
+                .detail(format!("its log: {}", session.join(LOG).display()))
                 .into());
         }
         std::thread::sleep(Duration::from_millis(100));

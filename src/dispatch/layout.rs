@@ -43,7 +43,7 @@ mod tests {
         let a = new_session_id();
         let b = new_session_id();
         assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert!(crate::util::is_plain_id(&a), "{a}");
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn records_dir(state: &StateDirs) -> PathBuf {
 }
 
 fn checked_id(id: &str) -> Result<&str> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if !crate::util::is_plain_id(id) {
         return Err(
             crate::diag::Diagnostic::new(format!("not a dispatch id: {id:?}"))
                 .hint("`agentenv ps` lists the dispatched sessions and their ids")

@@ -122,7 +122,7 @@ pub struct CleanReport {
 /// `__remote clean DIR ID`: removes the session's directory (whatever the session left in its
 /// private home goes with it: the learnings came back before), then reports what is left.
 pub fn clean(dir: &Path, id: &str) -> Result<i32> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if !crate::util::is_plain_id(id) {
         anyhow::bail!("not a session id: {id:?}");
     }
     let sessions = dir.join(layout::SESSIONS);
@@ -193,12 +193,25 @@ pub enum SessionView {
     Bare { scratch: PathBuf },
 }
 
+/// Reads and checks a session spec; returns it with the session's directory.
+pub fn read_spec(spec_path: &Path) -> Result<(SessionSpec, PathBuf)> {
+    let data =
+        std::fs::read(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let spec: SessionSpec = serde_json::from_slice(&data)
+        .with_context(|| format!("{} is not a session spec", spec_path.display()))?;
+    let dir = spec_path
+        .parent()
+        .filter(|d| d.is_absolute())
+        .with_context(|| format!("{} is not in a session directory", spec_path.display()))?;
+    Ok((spec, dir.to_path_buf()))
+}
+
 /// `__remote session SPEC`: serves the guest agent on stdin and stdout in the view the spec
 /// names. In the host view it runs as PID 1 of a PID namespace of its own, so that everything
 /// the session starts ends with it (the host's own processes stay visible through the host's
 /// `/proc`); the isolated sandbox has its own PID 1.
 pub fn session(spec_path: &Path) -> Result<i32> {
-    let (spec, dir) = super::away::read_spec(spec_path)?;
+    let (spec, dir) = read_spec(spec_path)?;
     // Before the view: agentenv's directory may be below the home the view replaces.
     super::away::write_pid(&dir)?;
     if let SessionView::Isolated(isolated) = &spec.view {

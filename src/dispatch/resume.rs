@@ -4,7 +4,6 @@
 //! the memory lands before the host is cleaned, so that nothing is ever half-merged here.
 
 use std::ffi::OsString;
-use std::io::Read;
 
 use anyhow::{Context, Result};
 
@@ -12,7 +11,7 @@ use super::away::RemoteSession;
 use super::memory_trip::MemoryTrip;
 use super::record::{on_target, DispatchRecord};
 use super::session::{finish, Host};
-use super::ssh::quote as q;
+use super::ssh::{collect_stderr, host_said, quote as q};
 use super::target::Target;
 use crate::diag::Diagnostic;
 use crate::paths::StateDirs;
@@ -94,12 +93,7 @@ fn follow(host: &Host, record: &DispatchRecord) -> Result<i32> {
     );
     let mut child = host.ssh.spawn_script(&script)?;
     drop(child.stdin.take());
-    let mut stderr = child.stderr.take().context("ssh has no stderr")?;
-    let said = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let said = collect_stderr(&mut child)?;
     if let Some(mut out) = child.stdout.take() {
         let _ = std::io::copy(&mut out, &mut std::io::stdout().lock());
     }
@@ -114,11 +108,8 @@ fn follow(host: &Host, record: &DispatchRecord) -> Result<i32> {
         .into());
     }
     if said.contains("error:") {
-        let mut d = Diagnostic::new(format!("cannot follow {} on {}", record.id, record.target));
-        for line in said.lines().filter(|l| !l.trim().is_empty()) {
-            d = d.detail(format!("host: {line}"));
-        }
-        return Err(d.into());
+        let d = Diagnostic::new(format!("cannot follow {} on {}", record.id, record.target));
+        return Err(host_said(d, &said).into());
     }
     status
         .code()

@@ -4,7 +4,7 @@
 //! host cleaned and the cleanup checked.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
 
@@ -15,7 +15,7 @@ use super::probe::{probe_host, HostFacts};
 use super::push::{content_name, push_executable, Pushed};
 use super::record::DispatchRecord;
 use super::remote::{CleanReport, RemoteFacts, SessionSpec};
-use super::ssh::{quote as q, SshConnection};
+use super::ssh::{collect_stderr, host_said, quote as q, SshConnection};
 use super::store_sync::{closure_of, sync_closure};
 use super::target::Target;
 use super::views::{exec_spec, plan_view, Isolation, PlannedView};
@@ -282,54 +282,15 @@ fn prepare_session(
 fn run_session(host: &Host, id: &str, exec: ExecSpec) -> Result<i32> {
     let dq = q(&host.session_dir(id))?;
     let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
-    let script = format!("exec {} __remote session {dq}/spec.json\n", q(&host.bin)?);
-    let (result, _, said) = with_agent(host, &script, move |mut client| {
-        Box::pin(async move { client.exec(exec, forward_stdin).await })
-    })?;
-    match result {
-        Ok(code) => {
-            if !said.trim().is_empty() {
-                eprint!("{said}");
-            }
-            Ok(code)
-        }
-        Err(e) => {
-            let mut d = Diagnostic::new(format!(
-                "the session on {} ended without an exit status",
-                host.ssh.target()
-            ));
-            for line in said.lines().filter(|l| !l.trim().is_empty()) {
-                d = d.detail(format!("host: {line}"));
-            }
-            Err(anyhow::Error::new(d.detail(format!("{e:#}"))))
-        }
-    }
-}
-
-/// What `with_agent` gives its caller: the client's result, ssh's exit status, and what
-/// agentenv on the host said on stderr.
-type AgentOutcome<T> = (Result<T>, Option<std::process::ExitStatus>, String);
-
-/// Runs `script` on the host (it serves the agent's protocol on its stdio), and `talk` with
-/// a client over it.
-pub(super) fn with_agent<T>(
-    host: &Host,
-    script: &str,
-    talk: impl FnOnce(
-        crate::proto::client::AgentClient,
-    ) -> crate::transport::BoxFuture<'static, Result<T>>,
-) -> Result<AgentOutcome<T>> {
-    let mut child = host.ssh.spawn_script(script)?;
+    let mut child = host.ssh.spawn_script(&format!(
+        "exec {} __remote session {dq}/spec.json\n",
+        q(&host.bin)?
+    ))?;
     let stdin = child.stdin.take().context("ssh has no stdin")?;
     let stdout = child.stdout.take().context("ssh has no stdout")?;
-    let mut stderr = child.stderr.take().context("ssh has no stderr")?;
     // What agentenv on the host says about itself (not the command's stderr: that comes in
     // frames) is kept for the error, if there is one.
-    let said = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let said = collect_stderr(&mut child)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -338,14 +299,30 @@ pub(super) fn with_agent<T>(
         let stdin = tokio::process::ChildStdin::from_std(stdin)?;
         let stdout = tokio::process::ChildStdout::from_std(stdout)?;
         let stream: Box<dyn crate::transport::Transport> = Box::new(tokio::io::join(stdout, stdin));
-        let client = crate::proto::client::AgentClient::over(stream).await?;
-        talk(client).await
+        let mut client = crate::proto::client::AgentClient::over(stream).await?;
+        client.exec(exec, forward_stdin).await
     });
     rt.shutdown_background();
     let _ = child.kill();
-    let status = child.wait().ok();
+    let _ = child.wait();
     let said = said.join().unwrap_or_default();
-    Ok((result, status, said))
+    match result {
+        Ok(code) => {
+            if !said.trim().is_empty() {
+                eprint!("{said}");
+            }
+            Ok(code)
+        }
+        Err(e) => {
+            let d = Diagnostic::new(format!(
+                "the session on {} ended without an exit status",
+                host.ssh.target()
+            ));
+            Err(anyhow::Error::new(
+                host_said(d, &said).detail(format!("{e:#}")),
+            ))
+        }
+    }
 }
 
 /// Brings the places of the session's home on the host back into the memory session and

@@ -210,6 +210,24 @@ impl Drop for SshConnection {
     }
 }
 
+/// Reads `child`'s stderr to its end in a thread: what agentenv on the host says about
+/// itself, for the caller to show or put in an error.
+pub fn collect_stderr(child: &mut Child) -> Result<std::thread::JoinHandle<String>> {
+    let mut stderr = child.stderr.take().context("ssh has no stderr")?;
+    Ok(std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    }))
+}
+
+/// `d` with each line agentenv on the host said, as details.
+pub fn host_said(d: Diagnostic, said: &str) -> Diagnostic {
+    said.lines()
+        .filter(|l| !l.trim().is_empty())
+        .fold(d, |d, line| d.detail(format!("host: {line}")))
+}
+
 /// ssh with the options every use of the connection shares.
 fn base_command(program: &[String], control: &Path) -> Command {
     let mut cmd = Command::new(&program[0]);

@@ -180,7 +180,7 @@ impl Session {
     /// before the tree came back), to bring the tree back and land it. `None` when it does
     /// not exist or another process holds it.
     pub fn reopen(agent: &Agent, id: &str) -> Result<Option<Self>> {
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if !crate::util::is_plain_id(id) {
             anyhow::bail!("not a memory session id: {id:?}");
         }
         let dir = agent.sessions_dir().join(id);

@@ -108,6 +108,17 @@ fn sweep_dead_runs() {
     });
 }
 
+/// The address a container has on its network now.
+pub(crate) fn container_ip(name: &str) -> String {
+    let o = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        name,
+    ]);
+    stdout(&o).trim().to_string()
+}
+
 impl Lab {
     pub(crate) fn new(test: &str) -> Self {
         sweep_dead_runs();
@@ -171,13 +182,7 @@ impl Lab {
         let o = docker(&args);
         assert!(o.status.success(), "docker run: {}", stderr(&o));
         self.hosts.push(name.clone());
-        let o = docker(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &name,
-        ]);
-        let ip = stdout(&o).trim().to_string();
+        let ip = container_ip(&name);
         let host = Host { name, ip };
         // sshd is up when it answers.
         for _ in 0..100 {

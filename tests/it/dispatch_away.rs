@@ -6,20 +6,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::dispatch::{memory_git, prerequisites, Host, Lab};
+use crate::dispatch::{container_ip, host_fixture, memory_git, Host, Lab};
 use crate::support::{self, run, stderr, stdout, Fixture};
 
 const DIR: &str = "/home/dev/.agentenv";
-
-fn skip_unless_ready(test: &str) -> bool {
-    match prerequisites() {
-        Ok(()) => false,
-        Err(reason) => {
-            support::skip(test, &reason);
-            true
-        }
-    }
-}
 
 /// `agentenv ARGS...` with `ssh` set up for the lab, through `config` when given (a Host
 /// alias for the host).
@@ -72,9 +62,7 @@ fn dispatched_rows(f: &Fixture) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_detached_command_runs_on_and_attach_follows_it_and_brings_its_learnings_back() {
-    if skip_unless_ready("dispatch_away::detach_then_attach") {
-        return;
-    }
+    host_fixture!("a_detached_command_runs_on_and_attach_follows_it_and_brings_its_learnings_back");
     let f = crate::fixture!();
     let mut lab = Lab::new("detach");
     let host = lab.host(&[]);
@@ -152,24 +140,9 @@ fn write_config(path: &Path, ip: &str) {
     std::fs::write(path, format!("Host cut\n  HostName {ip}\n")).unwrap();
 }
 
-fn host_ip(name: &str) -> String {
-    let o = Command::new("docker")
-        .args([
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            name,
-        ])
-        .output()
-        .unwrap();
-    stdout(&o).trim().to_string()
-}
-
 #[test]
 fn a_cut_link_is_noticed_and_collect_brings_the_learnings_back() {
-    if skip_unless_ready("dispatch_away::cut_link_then_collect") {
-        return;
-    }
+    host_fixture!("a_cut_link_is_noticed_and_collect_brings_the_learnings_back");
     let f = crate::fixture!();
     let mut lab = Lab::new("cut");
     let host = lab.host(&[]);
@@ -209,17 +182,8 @@ fn a_cut_link_is_noticed_and_collect_brings_the_learnings_back() {
     let err = stderr(&o);
     assert!(err.contains("lost the connection to dev@cut"), "{err}");
     assert!(err.contains("--collect dev@cut"), "{err}");
-    let ls = Command::new("git")
-        .arg("--git-dir")
-        .arg(f.state.join("data/agents/wanderer/memory.git"))
-        .args(["ls-tree", "-r", "--name-only", "main"])
-        .output()
-        .unwrap();
-    assert!(
-        !stdout(&ls).contains("cut.md"),
-        "nothing landed half-way: {}",
-        stdout(&ls)
-    );
+    let tree = memory_git(&f, "wanderer", &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(!tree.contains("cut.md"), "nothing landed half-way: {tree}");
     let rows = dispatched_rows(&f);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["dispatch"]["standing"], "link-lost");
@@ -233,10 +197,10 @@ fn a_cut_link_is_noticed_and_collect_brings_the_learnings_back() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    write_config(&config, &host_ip(&host.name));
+    write_config(&config, &container_ip(&host.name));
     let host = Host {
         name: host.name.clone(),
-        ip: host_ip(&host.name),
+        ip: container_ip(&host.name),
     };
     let o = run(agentenv(
         &f,
