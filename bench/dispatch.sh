@@ -70,3 +70,18 @@ d=$(median "$work/second.csv" dispatch); s=$(median "$work/second.csv" "ssh true
 printf '  dispatch %.1f ms, cold ssh true %.1f ms: %.2fx (goal <= 1.5); %s of %d MiB sent\n' \
   "$(echo "$d*1000" | bc -l)" "$(echo "$s*1000" | bc -l)" "$(echo "$d / $s" | bc -l)" "$sent" "$((size / 1048576))"
 echo "== 3: see 2: every dispatch here is one with everything cached on the host"
+
+echo "== 4: a cut link noticed (docker network disconnect during \`dispatch host -- sleep 300\`)"
+"$bin" dispatch "dev@$ip" -- sleep 300 >/dev/null 2>"$work/cut.log" &
+pid=$!
+# Cut once the session's command runs on the host.
+for _ in $(seq 100); do
+  $ssh_cmd "dev@$ip" 'pgrep -x sleep' >/dev/null 2>&1 && break
+  sleep 0.1
+done
+t0=$(date +%s.%N)
+docker network disconnect "$net" "$host"
+wait "$pid" || true
+t1=$(date +%s.%N)
+printf '  agentenv ended %.1f s after the cut, saying: %s\n' "$(echo "$t1 - $t0" | bc -l)" \
+  "$(grep -m1 'error:' "$work/cut.log")"
