@@ -197,11 +197,20 @@ fn a_cut_link_is_noticed_and_collect_brings_the_learnings_back() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    write_config(&config, &container_ip(&host.name));
     let host = Host {
         name: host.name.clone(),
         ip: container_ip(&host.name),
     };
+    write_config(&config, &host.ip);
+    // Back on the network, the host answers once its route is up.
+    let start = Instant::now();
+    while !lab.ssh(&host, "true").status.success() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the host did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let o = run(agentenv(
         &f,
         &lab,
