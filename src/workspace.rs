@@ -250,22 +250,10 @@ impl Workspace {
         // It also sets the builder's BASH; nix develop's shell keeps its own, as bash sets it.
         script.push_str(&format!("BASH={shell}\n"));
         if let Some(p) = &self.profile {
-            for dir in &p.env.path_prepend {
-                let q = quote(&dir.to_string_lossy());
-                script.push_str(&format!("PATH={q}\"${{PATH:+:$PATH}}\"\n"));
-            }
-            for dir in &p.env.path_append {
-                let q = quote(&dir.to_string_lossy());
-                script.push_str(&format!("PATH=\"${{PATH:+$PATH:}}\"{q}\n"));
-            }
+            script.push_str(&p.env.path_lines());
             script.push_str("export PATH\n");
             if interactive {
-                for snippet in &p.env.shell_init {
-                    script.push_str(snippet);
-                    if !snippet.ends_with('\n') {
-                        script.push('\n');
-                    }
-                }
+                script.push_str(&p.env.init_lines());
             }
         }
         script

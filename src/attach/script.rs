@@ -11,7 +11,6 @@ use super::facts::TargetFacts;
 use super::user::SessionUser;
 use crate::guest::launch::{plan_launch, shell_quote, Launch, LaunchMode, SCRIPT_PATH};
 use crate::nix::devenv::DevEnv;
-use crate::profile::env::quote;
 use crate::profile::ProfileEnv;
 
 /// The fd the session's script is passed on; closed by the script's first line.
@@ -56,14 +55,7 @@ pub fn plan_session_launch(
     body.push('\n');
     if let Some(p) = profile {
         // As in `agentenv PATH`: its bin/ before the toolbox's entries, its tools after them.
-        for dir in &p.path_prepend {
-            let q = quote(&dir.to_string_lossy());
-            body.push_str(&format!("PATH={q}\"${{PATH:+:$PATH}}\"\n"));
-        }
-        for dir in &p.path_append {
-            let q = quote(&dir.to_string_lossy());
-            body.push_str(&format!("PATH=\"${{PATH:+$PATH:}}\"{q}\n"));
-        }
+        body.push_str(&p.path_lines());
     }
     body.push_str(&path_after_target(&target_path));
     match profile {
@@ -73,12 +65,7 @@ pub fn plan_session_launch(
         None => body.push_str("unset HISTFILE\n"),
     }
     if let (Some(p), LaunchMode::Interactive) = (profile, mode) {
-        for snippet in &p.shell_init {
-            body.push_str(snippet);
-            if !snippet.ends_with('\n') {
-                body.push('\n');
-            }
-        }
+        body.push_str(&p.init_lines());
     }
     let mut launch = plan_launch(&body, &devenv.shell, mode, cwd, env, name);
     let path = script_path();

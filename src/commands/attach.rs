@@ -107,7 +107,9 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     };
     let chosen = match &agent {
         Some(a) => Some(crate::memory::run::attach_profile(a)?),
-        None => chosen_profile(args.profile.as_deref(), args.no_profile, &state)?,
+        None => {
+            crate::profile::config::chosen_unless(args.profile.as_deref(), args.no_profile, &state)?
+        }
     };
     let profile = match chosen {
         Some(dir) => Some(check_profile(&dir, &home_at, &target)?),
@@ -263,21 +265,6 @@ fn toolbox_flake(flake: Option<&str>, cwd: &Path) -> Result<FlakeTarget> {
 }
 
 /// The profile chosen by `--profile`, `$AGENTENV_PROFILE` or config.toml, unless `no_profile`.
-fn chosen_profile(
-    arg: Option<&Path>,
-    no_profile: bool,
-    state: &StateDirs,
-) -> Result<Option<PathBuf>> {
-    if no_profile {
-        return Ok(None);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .filter(|h| h.is_absolute())
-        .unwrap_or_else(|| PathBuf::from("/"));
-    crate::profile::config::chosen_profile(arg, &home, &state.config.join("config.toml"))
-}
-
 /// The profile's directory as its links name it, once it is known to fit the session.
 fn check_profile(dir: &Path, home_at: &Path, target: &Target) -> Result<PathBuf> {
     let dir = Profile::load(dir)?.root;

@@ -1,7 +1,7 @@
-//! `agentenv dispatch [--flake REF] [--remote-dir DIR] [--isolated | --no-namespaces] TARGET
-//! [-- COMMAND...]`: sends the toolbox (and agentenv itself) to a Linux host over ssh and runs a
-//! shell or a command there, on the host as it is (or sandboxed, or bare); `__remote` is what
-//! agentenv runs on the host.
+//! `agentenv dispatch [--flake REF] [--profile DIR] [--remote-dir DIR] [--isolated |
+//! --no-namespaces] TARGET [-- COMMAND...]`: sends the toolbox, the profile (and agentenv
+//! itself) to a Linux host over ssh and runs a shell or a command there, on the host as it is
+//! (or sandboxed, or bare); `__remote` is what agentenv runs on the host.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ pub const USAGE_FIRST: &str = "\
 $ agentenv dispatch box                  a shell on `box` with this project's tools
 $ agentenv dispatch ana@10.0.0.7:2222 -- make -C /srv/app check
 $ agentenv dispatch --flake ~/tools box -- htop
+$ agentenv dispatch --profile ~/config box   ...with your dotfiles, skills and tools there
 $ agentenv dispatch --agent ana --detach box -- make soak   prints an ID and returns
 $ agentenv dispatch --attach ID          follows it to its end, brings back what it learned
 $ agentenv dispatch --isolated box       the same, seeing nothing of the host
@@ -37,6 +38,17 @@ pub struct DispatchArgs {
     /// $XDG_RUNTIME_DIR/agentenv, ~/.agentenv, /var/tmp, /tmp, /dev/shm that allows it).
     #[arg(long, value_name = "DIR")]
     pub remote_dir: Option<String>,
+
+    /// A profile (dotfiles, skills, tools) for the session, activated into its private home on
+    /// the host and shown read-only there; default: $AGENTENV_PROFILE, or `profile = "..."` in
+    /// config.toml. Its files are sent once (by content), its tools built here and sent with
+    /// the toolbox. An agent brings its own.
+    #[arg(long, value_name = "DIR", env = "AGENTENV_PROFILE")]
+    pub profile: Option<PathBuf>,
+
+    /// No profile, whatever --profile, $AGENTENV_PROFILE or config.toml say.
+    #[arg(long, conflicts_with = "agent")]
+    pub no_profile: bool,
 
     /// Evaluate the toolbox again even if nothing it depends on changed.
     #[arg(long)]
@@ -109,12 +121,30 @@ pub fn run(args: &DispatchArgs) -> Result<i32> {
     let flake = FlakeTarget::resolve(args.flake.as_deref().unwrap_or("."), &cwd)?;
     let (devenv, _) = load_or_evaluate(&flake, &state, args.refresh)?;
     let agent = match &args.agent {
-        Some(name) => Some(crate::memory::Agent::open(&state, name)?),
+        Some(name) => Some(crate::memory::run::open_agent(
+            name,
+            args.profile.as_deref(),
+        )?),
+        None => None,
+    };
+    let profile = match &agent {
+        Some(a) => a.record.profile.clone(),
+        None => {
+            crate::profile::config::chosen_unless(args.profile.as_deref(), args.no_profile, &state)?
+        }
+    };
+    let profile = match profile {
+        Some(dir) => Some(crate::dispatch::profile_trip::ProfileTrip::prepare(
+            &dir,
+            &state,
+            args.refresh,
+        )?),
         None => None,
     };
     let req = DispatchRequest {
         target,
         devenv,
+        profile,
         command: args.command.clone(),
         remote_dir: args.remote_dir.clone(),
         agent,
@@ -135,6 +165,8 @@ pub enum RemoteVerb {
     Facts { dir: PathBuf },
     /// Unpack store paths from stdin.
     UnpackStore { dir: PathBuf },
+    /// Unpack a profile from stdin into the profile cache.
+    UnpackProfile { dir: PathBuf, name: String },
     /// Serve a session's agent on stdio.
     Session { spec: PathBuf },
     /// Remove a session's directory; print what remains.
@@ -158,6 +190,9 @@ pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
     match verb {
         RemoteVerb::Facts { dir } => remote::facts(dir),
         RemoteVerb::UnpackStore { dir } => remote::unpack_store(dir),
+        RemoteVerb::UnpackProfile { dir, name } => {
+            crate::dispatch::profile_trip::unpack_profile(dir, name)
+        }
         RemoteVerb::Session { spec } => remote::session(spec),
         RemoteVerb::Clean { dir, id } => remote::clean(dir, id),
         RemoteVerb::Unpack { dir } => crate::dispatch::memory_trip::read_into(dir),

@@ -53,3 +53,28 @@ pub fn binary_for(state: &StateDirs, arch: Arch) -> Result<PathBuf> {
     ))
     .into())
 }
+
+/// The static binaries this side can send, one per architecture it has one for, each with its
+/// content name on a host.
+pub fn offered(state: &StateDirs) -> Vec<(Arch, PathBuf, String)> {
+    let mut out: Vec<(Arch, PathBuf, String)> = Vec::new();
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        let Ok(path) = binary_for(state, arch) else {
+            continue;
+        };
+        // One file named for both (AGENTENV_DISPATCH_BINARY) is hashed once.
+        let known = out
+            .iter()
+            .find(|(_, p, _)| *p == path)
+            .map(|(_, _, n)| n.clone());
+        let name = match known {
+            Some(n) => n,
+            None => match super::push::content_name("agentenv", &path) {
+                Ok(n) => n,
+                Err(_) => continue,
+            },
+        };
+        out.push((arch, path, name));
+    }
+    out
+}

@@ -94,6 +94,7 @@ fn in_background(
         let status =
             std::fs::File::create(session.join(STATUS)).context("cannot create the status file")?;
         super::away::write_pid(session)?;
+        super::remote::activate_profile(spec, session)?;
         super::remote::enter_session(spec)?;
         Ok((null, output, status))
     })();

@@ -29,6 +29,9 @@ pub struct IsolatedSpec {
     /// The toolbox's bash (at `/bin/sh` inside) and `env` (at `/usr/bin/env`).
     pub shell: PathBuf,
     pub env_tool: Option<PathBuf>,
+    /// The profile's copy on the host, shown read-only at its path.
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
 }
 
 impl IsolatedSpec {
@@ -54,7 +57,7 @@ impl IsolatedSpec {
             hostname: "agentenv".into(),
             shell: self.shell.clone(),
             env_tool: self.env_tool.clone(),
-            profile: None,
+            profile: self.profile.clone(),
             profile_rw: false,
             memory: Vec::new(),
             create_dirs,
@@ -88,6 +91,7 @@ mod tests {
             home: PathBuf::from("/home/dev"),
             shell: PathBuf::from("/nix/store/x-bash/bin/bash"),
             env_tool: None,
+            profile: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! `sh`. `target` names the host, `ssh` keeps one multiplexed connection, `probe` learns what
 //! the host is and where agentenv may work there, `binary` and `push` put a static agentenv
 //! there by content hash, `store_sync` sends the toolbox's store paths the host lacks,
+//! `profile_trip` the profile,
 //! `session` runs one dispatch in the view `views` plans, and `record` keeps what this machine
 //! knows of it until it has ended (`resume`: `--attach`, `--collect`); `remote`, `host_view`,
 //! `isolated`, `away` and `detached` are agentenv's side on the host.
@@ -19,6 +20,8 @@ pub mod layout;
 #[cfg(target_os = "linux")]
 pub mod memory_trip;
 pub mod probe;
+#[cfg(target_os = "linux")]
+pub mod profile_trip;
 pub mod push;
 pub mod record;
 #[cfg(target_os = "linux")]

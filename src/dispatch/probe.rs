@@ -1,7 +1,9 @@
 //! What a target host is, learned by one POSIX `sh` script over ssh: its OS and architecture,
 //! the user, and a directory agentenv may write and execute in (noexec `/tmp` and read-only
 //! homes are common). Only the candidate directory is ever created, one level below a
-//! directory that exists, and removed again when it does not serve.
+//! directory that exists, and removed again when it does not serve. When agentenv's binary
+//! for that architecture is there already (by content name), the same script ends by running
+//! it for its own facts: a dispatch to a host it knows starts with one round trip.
 
 use anyhow::Result;
 
@@ -46,9 +48,16 @@ pub struct HostFacts {
     pub home: String,
     /// Where agentenv keeps its files on the host (writable and executable).
     pub dir: String,
+    /// What `__remote facts` printed (JSON), when the host had the binary already.
+    pub agent_facts: Option<String>,
 }
 
-/// The probe: prints `key=value` lines. `$1` is a directory the user asked for (may be empty).
+/// What the probe prints before agentenv's own facts, on the same line.
+const FACTS_KEY: &str = "facts";
+
+/// The probe: prints `key=value` lines, the last `facts=JSON` when agentenv's binary is there.
+/// `REQUESTED` is a directory the user asked for (may be empty); `BIN_X86_64` and
+/// `BIN_AARCH64` the content names of agentenv's binaries (empty for one this side lacks).
 const PROBE: &str = r#"
 set -u
 echo "os=$(uname -s)"
@@ -70,6 +79,7 @@ try_dir() {
   if printf '#!/bin/sh\necho ok\n' > "$p" 2>/dev/null && chmod 700 "$p" && [ "$("$p" 2>/dev/null)" = ok ]; then
     rm -f "$p"
     echo "dir=$d"
+    found=$d
     return 0
   fi
   rm -f "$p"
@@ -77,6 +87,7 @@ try_dir() {
   echo "refused=$d"
   return 1
 }
+found=
 if [ -n "$REQUESTED" ]; then
   try_dir "$REQUESTED" || true
 else
@@ -84,15 +95,37 @@ else
     try_dir "$d" && break
   done
 fi
+case "$(uname -m)" in
+  x86_64|amd64) name=$BIN_X86_64 ;;
+  aarch64|arm64) name=$BIN_AARCH64 ;;
+  *) name= ;;
+esac
+if [ "$(uname -s)" = Linux ] && [ -n "$found" ] && [ -n "$name" ] && [ -x "$found/bin/$name" ]; then
+  printf 'facts='
+  exec "$found/bin/$name" __remote facts "$found"
+fi
 true
 "#;
 
-/// Runs the probe on `ssh`'s host; `requested` is `--remote-dir`.
-pub fn probe_host(ssh: &SshConnection, requested: Option<&str>) -> Result<HostFacts> {
+/// Runs the probe on `ssh`'s host; `requested` is `--remote-dir`, `binaries` the content names
+/// of the agentenv binaries this side could send (`bin/NAME` in agentenv's directory there).
+pub fn probe_host(
+    ssh: &SshConnection,
+    requested: Option<&str>,
+    binaries: &[(Arch, String)],
+) -> Result<HostFacts> {
+    let name = |arch: Arch| {
+        binaries
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map_or("", |(_, n)| n.as_str())
+    };
     let script = format!(
-        "REQUESTED={}\n{PROBE}",
+        "REQUESTED={}\nBIN_X86_64={}\nBIN_AARCH64={}\n{PROBE}",
         shlex::try_quote(requested.unwrap_or(""))
-            .map_err(|_| Diagnostic::new("--remote-dir cannot contain a NUL byte"))?
+            .map_err(|_| Diagnostic::new("--remote-dir cannot contain a NUL byte"))?,
+        super::ssh::quote(name(Arch::X86_64))?,
+        super::ssh::quote(name(Arch::Aarch64))?,
     );
     let out = ssh.run_script(&script)?;
     parse_probe(
@@ -109,11 +142,13 @@ fn parse_probe(out: &str, host: &str, requested: Option<&str>) -> Result<HostFac
     let mut home = String::new();
     let mut dir = None;
     let mut refused = Vec::new();
+    let mut agent_facts = None;
     for line in out.lines() {
         let Some((k, v)) = line.split_once('=') else {
             continue;
         };
         match k {
+            FACTS_KEY => agent_facts = Some(v.to_string()),
             "os" => os = Some(v.to_string()),
             "arch" => arch = Some(v.to_string()),
             "uid" => uid = v.parse::<u32>().ok(),
@@ -164,6 +199,7 @@ fn parse_probe(out: &str, host: &str, requested: Option<&str>) -> Result<HostFac
         uid,
         home,
         dir,
+        agent_facts,
     })
 }
 
@@ -182,6 +218,14 @@ mod tests {
         assert_eq!(f.arch, Arch::Aarch64);
         assert_eq!(f.uid, 1000);
         assert_eq!(f.dir, "/dev/shm/agentenv-1000");
+        assert_eq!(f.agent_facts, None);
+        let f = parse_probe(
+            "os=Linux\narch=x86_64\nuid=1\nhome=/h\ndir=/h/.agentenv\nfacts={\"home\":\"/h\"}\n",
+            "h",
+            None,
+        )
+        .unwrap();
+        assert_eq!(f.agent_facts.as_deref(), Some("{\"home\":\"/h\"}"));
     }
 
     #[test]

@@ -178,6 +178,40 @@ fn processes_using(dir: &Path) -> Vec<i32> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionSpec {
     pub view: SessionView,
+    /// A profile to activate into the session's private home before the view is entered.
+    #[serde(default)]
+    pub profile: Option<SessionProfile>,
+}
+
+/// A profile for the session: its copy on the host, and the paths of the home (an agent's
+/// memory places) it makes no link in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionProfile {
+    pub dir: PathBuf,
+    pub except: Vec<PathBuf>,
+}
+
+/// Where the profile engine keeps its state for the session's home (not in the view).
+const PROFILE_STATE: &str = "profile-state";
+
+/// Activates the session's profile, if it has one, into its private home. Its links name the
+/// profile's path on the host, which the view shows at that same path; `activate.sh` is run
+/// by the session's start-up script, inside.
+pub fn activate_profile(spec: &SessionSpec, session: &Path) -> Result<()> {
+    let Some(p) = &spec.profile else {
+        return Ok(());
+    };
+    let done = crate::profile::activate_except(
+        &p.dir,
+        &session.join("home"),
+        &session.join(PROFILE_STATE),
+        crate::profile::HookRun::ByCaller,
+        &p.except,
+    )?;
+    for w in &done.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(())
 }
 
 /// What the session sees of the host.
@@ -214,6 +248,7 @@ pub fn session(spec_path: &Path) -> Result<i32> {
     let (spec, dir) = read_spec(spec_path)?;
     // Before the view: agentenv's directory may be below the home the view replaces.
     super::away::write_pid(&dir)?;
+    activate_profile(&spec, &dir)?;
     if let SessionView::Isolated(isolated) = &spec.view {
         return super::isolated::serve(isolated);
     }

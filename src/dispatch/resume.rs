@@ -17,14 +17,8 @@ use crate::diag::Diagnostic;
 use crate::paths::StateDirs;
 use crate::proto::message::ExecSpec;
 
-/// Starts `exec` on the host in a detached session (prepared by `session`); returns once it
-/// runs.
-pub(super) fn start_detached(
-    host: &Host,
-    id: &str,
-    exec: &ExecSpec,
-    command: &[OsString],
-) -> Result<()> {
+/// Refuses `--detach` without a command, before anything is sent.
+pub(super) fn check_detachable(command: &[OsString]) -> Result<()> {
     if command.is_empty() {
         return Err(Diagnostic::new(
             "--detach needs a command: a shell would have nobody to talk to",
@@ -32,20 +26,26 @@ pub(super) fn start_detached(
         .hint("agentenv dispatch --detach HOST -- CMD [ARGS...]")
         .into());
     }
+    Ok(())
+}
+
+/// Starts `exec` on the host in a detached session, after `setup` (the script that makes the
+/// session's directory, planned by `session`); returns once it runs.
+pub(super) fn start_detached(host: &Host, id: &str, setup: &str, exec: &ExecSpec) -> Result<()> {
     let mut exec = exec.clone();
     exec.tty = None;
     exec.stdin_script = false;
     exec.passed_stdio = false;
     let dir = q(&host.session_dir(id))?;
-    host.ssh.run_script_with_input(
-        &format!("cat > {dir}/{}\n", super::detached::EXEC),
-        &mut &serde_json::to_vec(&exec)?[..],
-    )?;
     host.ssh
-        .run_script(&format!(
-            "exec {} __remote serve {dir}/spec.json\n",
-            q(&host.bin)?
-        ))
+        .run_script_with_input(
+            &format!(
+                "{setup}cat > {dir}/{} || exit\nexec {} __remote serve {dir}/spec.json\n",
+                super::detached::EXEC,
+                q(&host.bin)?
+            ),
+            &mut &serde_json::to_vec(&exec)?[..],
+        )
         .map(|_| ())
 }
 

@@ -5,20 +5,22 @@
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::binary::binary_for;
+use super::binary::{binary_for, offered};
 use super::layout::{self, join};
 use super::memory_trip::{fetch_places, MemoryTrip};
-use super::probe::{probe_host, HostFacts};
-use super::push::{content_name, push_executable, Pushed};
+use super::probe::{probe_host, Arch, HostFacts};
+use super::profile_trip::ProfileTrip;
+use super::push::{content_name, push_executable};
 use super::record::DispatchRecord;
-use super::remote::{CleanReport, RemoteFacts, SessionSpec};
+use super::remote::{CleanReport, RemoteFacts, SessionProfile, SessionSpec};
 use super::ssh::{collect_stderr, host_said, quote as q, SshConnection};
 use super::store_sync::{closure_of, sync_closure};
 use super::target::Target;
-use super::views::{exec_spec, plan_view, Isolation, PlannedView};
+use super::views::{exec_spec, plan_view, HostProfile, Isolation, PlannedView};
 use crate::diag::Diagnostic;
 use crate::nix::devenv::DevEnv;
 use crate::paths::StateDirs;
@@ -35,6 +37,8 @@ pub struct DispatchRequest {
     /// Leave the command running on the host and return (`--detach`).
     pub detach: bool,
     pub isolation: Isolation,
+    /// The profile that goes along (its tools built already).
+    pub profile: Option<ProfileTrip>,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -95,13 +99,39 @@ impl Host {
 
 /// Runs the request; returns the command's exit code.
 pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
+    if req.detach {
+        super::resume::check_detachable(&req.command)?;
+    }
+    // nix lists the closure while ssh connects.
+    let mut paths = vec![req.devenv.store_path.clone(), req.devenv.shell.clone()];
+    paths.extend(req.profile.as_ref().and_then(|p| p.tools.clone()));
+    let closure = std::thread::spawn(move || closure_of(&paths));
     let ssh = SshConnection::open(&req.target)?;
-    let facts = probe_host(&ssh, req.remote_dir.as_deref())?;
+    let offered = offered(state);
+    let names: Vec<(Arch, String)> = offered.iter().map(|(a, _, n)| (*a, n.clone())).collect();
+    let facts = probe_host(&ssh, req.remote_dir.as_deref(), &names)?;
     tracing::debug!(?facts, "host probed");
-    let host = push_binary(ssh, &facts, state)?;
-    let remote: RemoteFacts = host.run_json(&format!("facts {}", q(&host.dir)?))?;
+    let (host, remote) = match &facts.agent_facts {
+        Some(json) => {
+            let name = names.iter().find(|(a, _)| *a == facts.arch).map(|(_, n)| n);
+            let host = Host {
+                bin: join(
+                    &join(&facts.dir, layout::BIN),
+                    name.map_or("", |n| n.as_str()),
+                ),
+                ssh,
+                dir: facts.dir.clone(),
+            };
+            tracing::info!("agentenv is on the host already");
+            let remote = parse_facts(&host, json.as_bytes())?;
+            (host, remote)
+        }
+        None => push_binary(ssh, &facts, &offered, state)?,
+    };
     check_namespaces(&host, &remote, req.isolation)?;
-    let closure = closure_of(&[req.devenv.store_path.clone(), req.devenv.shell.clone()])?;
+    let closure = closure
+        .join()
+        .map_err(|_| anyhow::anyhow!("listing the toolbox's store paths failed"))??;
     let present = remote.store.iter().cloned().collect();
     let stats = sync_closure(&host.ssh, &closure, &present, &host.bin, &host.dir)?;
     tracing::info!(
@@ -110,6 +140,20 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         stats.paths_total,
         human_bytes(stats.bytes_sent)
     );
+    let profile = match &req.profile {
+        Some(trip) => {
+            match trip.send(&host.ssh, &host.bin, &host.dir, &remote.profiles)? {
+                0 => tracing::info!("the profile is on the host already ({})", trip.name),
+                n => tracing::info!("sent the profile ({})", human_bytes(n)),
+            }
+            Some(HostProfile {
+                dir: trip.on_host(&host.dir),
+                env: trip.env_on_host(&host.dir),
+                hook: trip.hook_lines(&host.dir)?,
+            })
+        }
+        None => None,
+    };
 
     let id = layout::new_session_id();
     let trip = match &req.agent {
@@ -133,7 +177,20 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     };
     record.save(state)?;
     let _held = record.hold(state)?;
-    let view = prepare_session(&host, &remote, req, &id, trip.as_ref())?;
+    let (view, setup) = plan_session(&host, &remote, req, &id, profile.as_ref(), trip.as_ref())?;
+    // The session's directory is made in the round trip that next runs on the host.
+    let setup = match &trip {
+        Some(trip) => {
+            let tar = trip.pack()?;
+            let dq = q(&host.session_dir(&id))?;
+            host.ssh.run_script_with_input(
+                &format!("{setup}exec {} __remote unpack {dq}/home\n", q(&host.bin)?),
+                &mut &tar[..],
+            )?;
+            String::new()
+        }
+        None => setup,
+    };
     let exec = exec_spec(
         &view,
         &req.devenv,
@@ -141,9 +198,10 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         &remote,
         &host.dir,
         &host.ssh.target().to_string(),
+        profile.as_ref(),
     );
     if req.detach {
-        super::resume::start_detached(&host, &id, &exec, &req.command)?;
+        super::resume::start_detached(&host, &id, &setup, &exec)?;
         println!("{id}");
         eprintln!(
             "agentenv: the command runs on {} as {id}; `agentenv dispatch --attach {id}` follows it to its end and brings back what it learned",
@@ -151,10 +209,12 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         );
         return Ok(0);
     }
-    let code = run_session(&host, &id, exec);
-    if code.is_err() && !host.ssh.check() {
+    // Without memory to bring back first, the session's own round trip cleans up after it.
+    let clean_after = trip.is_none();
+    let ran = run_session(&host, &id, &setup, exec, clean_after);
+    if ran.is_err() && !host.ssh.check() {
         // Nothing comes back half: what the session learned waits on the host.
-        return code.map_err(|e| {
+        return ran.map(|r| r.code).map_err(|e| {
             let d = Diagnostic::new(format!(
                 "lost the connection to {} before the command ended",
                 req.target
@@ -167,7 +227,11 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
             d.into()
         });
     }
-    let finished = finish(&host, &record, trip, state);
+    let (code, cleaned) = match ran {
+        Ok(r) => (Ok(r.code), r.cleaned),
+        Err(e) => (Err(e), None),
+    };
+    let finished = finish_with(&host, &record, trip, state, cleaned);
     // The command's exit code stands; what the cleanup found is said loudly beside it.
     if let Err(c) = finished {
         eprint!(
@@ -178,23 +242,47 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     code
 }
 
-/// Puts agentenv's binary for the host's architecture in place (sent only if its content
-/// differs from the host's copy).
-fn push_binary(ssh: SshConnection, facts: &HostFacts, state: &StateDirs) -> Result<Host> {
-    let local_bin = binary_for(state, facts.arch)?;
-    let name = content_name("agentenv", &local_bin)?;
-    let bin_dir = join(&facts.dir, layout::BIN);
-    match push_executable(&ssh, &local_bin, &bin_dir, &name)? {
-        Pushed::Present => tracing::info!("agentenv is on the host already ({name})"),
-        Pushed::Sent { bytes } => {
-            tracing::info!("sent agentenv ({}) to {}", human_bytes(bytes), ssh.target())
+/// What agentenv on the host said of itself, read as its facts.
+fn parse_facts(host: &Host, json: &[u8]) -> Result<RemoteFacts> {
+    serde_json::from_slice(json).with_context(|| {
+        format!(
+            "agentenv on {} answered what it should not: {}",
+            host.ssh.target(),
+            String::from_utf8_lossy(json).trim()
+        )
+    })
+}
+
+/// Puts agentenv's binary for the host's architecture in place, and asks it for the host's
+/// facts in the same round trip.
+fn push_binary(
+    ssh: SshConnection,
+    facts: &HostFacts,
+    offered: &[(Arch, PathBuf, String)],
+    state: &StateDirs,
+) -> Result<(Host, RemoteFacts)> {
+    let (local_bin, name) = match offered.iter().find(|(a, _, _)| *a == facts.arch) {
+        Some((_, path, name)) => (path.clone(), name.clone()),
+        None => {
+            // Says why there is none, and how to make one.
+            let path = binary_for(state, facts.arch)?;
+            let name = content_name("agentenv", &path)?;
+            (path, name)
         }
-    }
-    Ok(Host {
-        bin: format!("{bin_dir}/{name}"),
+    };
+    let bin_dir = join(&facts.dir, layout::BIN);
+    let bin = join(&bin_dir, &name);
+    let then = format!("exec {} __remote facts {}\n", q(&bin)?, q(&facts.dir)?);
+    let out = push_executable(&ssh, &local_bin, &bin_dir, &name, &then)?;
+    let bytes = std::fs::metadata(&local_bin).map(|m| m.len()).unwrap_or(0);
+    tracing::info!("sent agentenv ({}) to {}", human_bytes(bytes), ssh.target());
+    let host = Host {
+        bin,
         ssh,
         dir: facts.dir.clone(),
-    })
+    };
+    let remote = parse_facts(&host, &out.stdout)?;
+    Ok((host, remote))
 }
 
 /// Brings what a session learned back (when it went as an agent), removes the session from
@@ -206,12 +294,27 @@ pub(super) fn finish(
     trip: Option<MemoryTrip>,
     state: &StateDirs,
 ) -> Result<()> {
+    finish_with(host, record, trip, state, None)
+}
+
+/// `finish`, where `cleaned` is what the host reported when the session's own round trip
+/// cleaned up after it already.
+fn finish_with(
+    host: &Host,
+    record: &DispatchRecord,
+    trip: Option<MemoryTrip>,
+    state: &StateDirs,
+    cleaned: Option<CleanReport>,
+) -> Result<()> {
     if let Some(trip) = trip {
         bring_memory_back(host, &record.id, trip)?;
     }
-    let cleaned = clean_session(host, &record.id);
+    let report = match cleaned {
+        Some(report) => report,
+        None => host.run_json(&format!("clean {} {}", q(&host.dir)?, record.id))?,
+    };
     record.remove(state)?;
-    cleaned
+    check_clean(host, &report)
 }
 
 /// Whether the host gives the session the namespaces it needs: refused user namespaces are an
@@ -244,47 +347,83 @@ fn check_namespaces(host: &Host, remote: &RemoteFacts, isolation: Isolation) -> 
     }
 }
 
-/// Makes the session's directory on the host: its spec, its private home (with the agent's
-/// memory, when it goes as one). Returns the view planned for it.
-fn prepare_session(
+/// Plans the session's view, and the script that makes its directory on the host (its spec,
+/// its private home): run first in the next round trip to the host.
+fn plan_session(
     host: &Host,
     remote: &RemoteFacts,
     req: &DispatchRequest,
     id: &str,
+    profile: Option<&HostProfile>,
     trip: Option<&MemoryTrip>,
-) -> Result<PlannedView> {
+) -> Result<(PlannedView, String)> {
     let dir = host.session_dir(id);
-    let view = plan_view(req.isolation, &host.dir, &dir, remote, &req.devenv);
+    let profile_dir = profile.map(|p| p.dir.as_path());
+    let view = plan_view(
+        req.isolation,
+        &host.dir,
+        &dir,
+        remote,
+        &req.devenv,
+        profile_dir,
+    );
     let spec = SessionSpec {
         view: view.view.clone(),
+        profile: profile.map(|p| SessionProfile {
+            dir: p.dir.clone(),
+            except: trip.map(MemoryTrip::places).unwrap_or_default(),
+        }),
     };
-    let spec_json = serde_json::to_vec(&spec)?;
+    let spec_json = serde_json::to_string(&spec)?;
     let dq = q(&dir)?;
-    let dirs: Vec<String> = view.dirs.iter().map(|d| format!("{dq}/{d}")).collect();
-    host.ssh.run_script_with_input(
-        &format!(
-            "set -e\numask 077\nmkdir -p {}\ncat > {dq}/spec.json\n",
-            dirs.join(" ")
-        ),
-        &mut &spec_json[..],
-    )?;
-    if let Some(trip) = trip {
-        let tar = trip.pack()?;
-        host.ssh.run_script_with_input(
-            &format!("exec {} __remote unpack {dq}/home\n", q(&host.bin)?),
-            &mut &tar[..],
-        )?;
-    }
-    Ok(view)
+    let dirs = view
+        .dirs
+        .iter()
+        .map(|d| Ok(format!("{dq}/{}", q(&d.to_string_lossy())?)))
+        .collect::<Result<Vec<String>>>()?;
+    let setup = format!(
+        "umask 077\nmkdir -p {} || exit\nprintf '%s' {} > {dq}/spec.json || exit\numask 022\n",
+        dirs.join(" "),
+        q(&spec_json)?
+    );
+    Ok((view, setup))
 }
 
-/// Runs the session's agent over ssh stdio and the command through it.
-fn run_session(host: &Host, id: &str, exec: ExecSpec) -> Result<i32> {
+/// How a session's round trip ended.
+struct SessionRun {
+    code: i32,
+    /// What the host reported after cleaning up after the session, when asked to.
+    cleaned: Option<CleanReport>,
+}
+
+/// What the session's round trip prints on stderr before the cleanup's report.
+const CLEAN_MARK: &str = "agentenv-clean-report=";
+
+/// How long the host may take to clean up once the command has ended (it may end the
+/// session's processes first).
+const CLEAN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs the session's agent over ssh stdio and the command through it, after `setup`; with
+/// `clean_after`, the same round trip then removes the session's directory and reports.
+fn run_session(
+    host: &Host,
+    id: &str,
+    setup: &str,
+    exec: ExecSpec,
+    clean_after: bool,
+) -> Result<SessionRun> {
     let dq = q(&host.session_dir(id))?;
+    let bin = q(&host.bin)?;
     let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
+    let clean = match clean_after {
+        true => format!(
+            "printf '{CLEAN_MARK}' >&2\nexec {bin} __remote clean {} {id} >&2\n",
+            q(&host.dir)?
+        ),
+        false => String::new(),
+    };
     let mut child = host.ssh.spawn_script(&format!(
-        "exec {} __remote session {dq}/spec.json\n",
-        q(&host.bin)?
+        "{setup}{bin} __remote session {dq}/spec.json\n{clean}"
     ))?;
     let stdin = child.stdin.take().context("ssh has no stdin")?;
     let stdout = child.stdout.take().context("ssh has no stdout")?;
@@ -303,15 +442,21 @@ fn run_session(host: &Host, id: &str, exec: ExecSpec) -> Result<i32> {
         client.exec(exec, forward_stdin).await
     });
     rt.shutdown_background();
-    let _ = child.kill();
+    if result.is_err() || !clean_after || !exited_within(&mut child, CLEAN_WAIT) {
+        let _ = child.kill();
+    }
     let _ = child.wait();
     let said = said.join().unwrap_or_default();
+    let (said, cleaned) = match said.split_once(CLEAN_MARK) {
+        Some((before, report)) => (before.to_string(), serde_json::from_str(report.trim()).ok()),
+        None => (said, None),
+    };
     match result {
         Ok(code) => {
             if !said.trim().is_empty() {
                 eprint!("{said}");
             }
-            Ok(code)
+            Ok(SessionRun { code, cleaned })
         }
         Err(e) => {
             let d = Diagnostic::new(format!(
@@ -323,6 +468,19 @@ fn run_session(host: &Host, id: &str, exec: ExecSpec) -> Result<i32> {
             ))
         }
     }
+}
+
+/// Whether `child` exits within `limit`.
+fn exited_within(child: &mut std::process::Child, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Brings the places of the session's home on the host back into the memory session and
@@ -342,10 +500,10 @@ pub(super) fn bring_memory_back(host: &Host, id: &str, trip: MemoryTrip) -> Resu
     Ok(())
 }
 
-/// Removes the session's directory on the host and checks what remains: only the caches.
-fn clean_session(host: &Host, id: &str) -> Result<()> {
-    let report: CleanReport = host.run_json(&format!("clean {} {id}", q(&host.dir)?))?;
-    if report == CleanReport::default() {
+/// Checks what the host reported after removing the session's directory: only the caches
+/// may remain.
+fn check_clean(host: &Host, report: &CleanReport) -> Result<()> {
+    if *report == CleanReport::default() {
         return Ok(());
     }
     let mut d = Diagnostic::new(format!(

@@ -108,7 +108,7 @@ impl SshConnection {
                 .hint(format!("check that `ssh {}` works", self.target))
                 .into());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -12,7 +12,16 @@ use super::isolated::{home_inside, IsolatedSpec, WORK_DIR};
 use super::layout::{self, join};
 use super::remote::{RemoteFacts, SessionView};
 use crate::nix::devenv::DevEnv;
+use crate::profile::ProfileEnv;
 use crate::proto::message::{ExecSpec, WinSize};
+
+/// A profile as a session on the host has it: at `dir` (its copy in the host's cache), with
+/// what it adds to the environment, and the lines that run its `activate.sh`.
+pub struct HostProfile {
+    pub dir: PathBuf,
+    pub env: ProfileEnv,
+    pub hook: String,
+}
 
 /// Which view a dispatch asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,23 +36,25 @@ pub struct PlannedView {
     pub isolation: Isolation,
     pub view: SessionView,
     /// Directories of the session's directory to make before it starts (`home` first: an
-    /// agent's memory is unpacked there).
-    pub dirs: &'static [&'static str],
+    /// agent's memory is unpacked there), relative to it.
+    pub dirs: Vec<PathBuf>,
     /// `$HOME` and the working directory of commands, as they see them.
     pub home: PathBuf,
     pub cwd: PathBuf,
 }
 
 /// The view `isolation` names, on a host whose agentenv directory is `dir`, for the session
-/// whose directory is `session`.
+/// whose directory is `session`, showing `profile` (its copy on the host) read-only at its path.
 pub fn plan_view(
     isolation: Isolation,
     dir: &str,
     session: &str,
     remote: &RemoteFacts,
     devenv: &DevEnv,
+    profile: Option<&std::path::Path>,
 ) -> PlannedView {
     let sub = |name: &str| PathBuf::from(join(session, name));
+    let names = |names: &[&str]| names.iter().map(PathBuf::from).collect::<Vec<_>>();
     match isolation {
         Isolation::HostView => {
             let home = PathBuf::from(if remote.home.is_empty() {
@@ -56,16 +67,33 @@ pub fn plan_view(
                 at,
                 read_only: false,
             };
+            let mut trees = vec![
+                tree(sub("home"), home.clone()),
+                tree(sub("run"), PathBuf::from("/run/agentenv")),
+            ];
+            let mut dirs = names(&["home", "run"]);
+            if let Some(p) = profile {
+                // After the home: agentenv's directory may be below it, and the private home
+                // then needs the profile's mount point.
+                match p.strip_prefix(&home) {
+                    Ok(rel) if home != std::path::Path::new("/") => {
+                        dirs.push(PathBuf::from("home").join(rel))
+                    }
+                    _ => {}
+                }
+                trees.push(ViewTree {
+                    source: p.to_path_buf(),
+                    at: p.to_path_buf(),
+                    read_only: true,
+                });
+            }
             PlannedView {
                 isolation,
                 view: SessionView::Host(HostViewSpec {
                     nix_dir: PathBuf::from(join(dir, layout::NIX)),
-                    trees: vec![
-                        tree(sub("home"), home.clone()),
-                        tree(sub("run"), PathBuf::from("/run/agentenv")),
-                    ],
+                    trees,
                 }),
-                dirs: &["home", "run"],
+                dirs,
                 cwd: home.clone(),
                 home,
             }
@@ -80,8 +108,9 @@ pub fn plan_view(
                     home: home.clone(),
                     shell: devenv.shell.clone(),
                     env_tool: devenv.env_tool.clone(),
+                    profile: profile.map(std::path::Path::to_path_buf),
                 }),
-                dirs: &["home", "work"],
+                dirs: names(&["home", "work"]),
                 home,
                 cwd: PathBuf::from(WORK_DIR),
             }
@@ -91,7 +120,7 @@ pub fn plan_view(
             view: SessionView::Bare {
                 scratch: sub("run"),
             },
-            dirs: &["home", "run"],
+            dirs: names(&["home", "run"]),
             home: sub("home"),
             cwd: sub("home"),
         },
@@ -99,8 +128,9 @@ pub fn plan_view(
 }
 
 /// The exec request for `command` (a shell if empty) in `view`: nix's script for the toolbox,
-/// the environment, the caller's terminal. In the host view and with no namespace, the host's
-/// PATH entries come first and its environment is kept; in the sandbox, nothing of the host's.
+/// the profile's additions, the environment, the caller's terminal. In the host view and with
+/// no namespace, the host's PATH entries come first and its environment is kept; in the
+/// sandbox, nothing of the host's.
 pub fn exec_spec(
     view: &PlannedView,
     devenv: &DevEnv,
@@ -108,6 +138,7 @@ pub fn exec_spec(
     remote: &RemoteFacts,
     dir: &str,
     host: &str,
+    profile: Option<&HostProfile>,
 ) -> ExecSpec {
     use crate::attach::script::{path_after_target, without_build_dir};
     let host_var = |key: &str| {
@@ -126,10 +157,15 @@ pub fn exec_spec(
             .map(|(k, v)| (k.into(), v.into()))
             .collect()
     };
-    let nix_rc = without_build_dir(&devenv.rc_script_for(&view.cwd));
+    let mut nix_rc = without_build_dir(&devenv.rc_script_for(&view.cwd));
+    nix_rc.push('\n');
+    if let Some(p) = profile {
+        // As in `agentenv PATH`: its bin/ before the toolbox's entries, its tools after them.
+        nix_rc.push_str(&p.env.path_lines());
+    }
     let (mut rc, shell, mut env) = match view.isolation {
         Isolation::HostView => (
-            format!("{nix_rc}\n{}", path_after_target(&host_path)),
+            format!("{nix_rc}{}", path_after_target(&host_path)),
             devenv.shell.clone(),
             host_env(),
         ),
@@ -152,13 +188,16 @@ pub fn exec_spec(
             env.retain(|(k, _)| k != "HOME");
             env.push(("HOME".into(), view.home.clone().into()));
             (
-                format!("{}\n{}", moved(&nix_rc), path_after_target(&host_path)),
+                format!("{}{}", moved(&nix_rc), path_after_target(&host_path)),
                 PathBuf::from(moved(&devenv.shell.to_string_lossy())),
                 env,
             )
         }
     };
-    rc.push_str("HISTFILE=~/.bash_history\n");
+    if !rc.ends_with('\n') {
+        rc.push('\n');
+    }
+    rc.push_str("export PATH\nHISTFILE=~/.bash_history\n");
     for key in ["TERM", "COLORTERM", "NO_COLOR", "LANG"] {
         if let Some(v) = std::env::var_os(key) {
             env.retain(|(k, _)| k != key);
@@ -170,6 +209,18 @@ pub fn exec_spec(
     // A terminal here gets one there, for a shell or a command (`-- htop`), as with
     // `agentenv . -- CMD`.
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if let Some(p) = profile {
+        // Before nix's script runs, so the toolbox's variables win; the host's too.
+        for (k, v) in &p.env.vars {
+            if !env.iter().any(|(e, _)| e == k.as_str()) {
+                env.push((k.into(), v.into()));
+            }
+        }
+        rc.push_str(&p.hook);
+        if interactive && command.is_empty() {
+            rc.push_str(&p.env.init_lines());
+        }
+    }
     let tty = interactive
         .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
     ExecSpec {

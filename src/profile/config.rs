@@ -24,6 +24,22 @@ pub fn chosen_profile(arg: Option<&Path>, home: &Path, config: &Path) -> Result<
     }))
 }
 
+/// `chosen_profile` for the user running agentenv, unless `no_profile`.
+pub fn chosen_unless(
+    arg: Option<&Path>,
+    no_profile: bool,
+    state: &crate::paths::StateDirs,
+) -> Result<Option<PathBuf>> {
+    if no_profile {
+        return Ok(None);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    chosen_profile(arg, &home, &state.config.join("config.toml"))
+}
+
 /// `dir` made absolute against the current directory, not resolved: links point at it as
 /// named.
 fn absolute(dir: &Path) -> Result<PathBuf> {

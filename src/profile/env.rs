@@ -31,6 +31,60 @@ impl ProfileEnv {
         self
     }
 
+    /// Shell lines that put the profile's `bin/` before PATH and its tools after it, for a
+    /// shell's start-up script (which runs once: no check for entries already there).
+    pub fn path_lines(&self) -> String {
+        let mut out = String::new();
+        for dir in &self.path_prepend {
+            let q = quote(&dir.to_string_lossy());
+            out.push_str(&format!("PATH={q}\"${{PATH:+:$PATH}}\"\n"));
+        }
+        for dir in &self.path_append {
+            let q = quote(&dir.to_string_lossy());
+            out.push_str(&format!("PATH=\"${{PATH:+$PATH:}}\"{q}\n"));
+        }
+        out
+    }
+
+    /// The init snippets, for an interactive shell's start-up script.
+    pub fn init_lines(&self) -> String {
+        let mut out = String::new();
+        for snippet in &self.shell_init {
+            out.push_str(snippet);
+            if !snippet.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The same environment with the profile's directory `from` named `to` (where it is seen
+    /// elsewhere: a copy of it on a dispatch host).
+    pub fn moved(mut self, from: &Path, to: &Path) -> Self {
+        let from_s = from.to_string_lossy().into_owned();
+        let to_s = to.to_string_lossy().into_owned();
+        for dir in self
+            .path_prepend
+            .iter_mut()
+            .chain(self.path_append.iter_mut())
+        {
+            if let Ok(rest) = dir.strip_prefix(from) {
+                *dir = to.join(rest);
+            }
+        }
+        for (_, value) in self.vars.iter_mut() {
+            if *value == from_s {
+                value.clone_from(&to_s);
+            }
+        }
+        if let Some(tools) = &mut self.tools {
+            if let Some(attr) = tools.strip_prefix(&from_s).filter(|r| r.starts_with('#')) {
+                *tools = format!("{to_s}{attr}");
+            }
+        }
+        self
+    }
+
     /// A POSIX shell script that applies this environment; sourcing it twice adds nothing twice.
     pub fn to_shell_script(&self, profile: &Path) -> String {
         let mut out = format!(
@@ -54,12 +108,7 @@ impl ProfileEnv {
         for (name, value) in &self.vars {
             out.push_str(&format!("export {name}={}\n", quote(value)));
         }
-        for snippet in &self.shell_init {
-            out.push_str(snippet);
-            if !snippet.ends_with('\n') {
-                out.push('\n');
-            }
-        }
+        out.push_str(&self.init_lines());
         out
     }
 }

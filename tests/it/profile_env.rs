@@ -149,7 +149,7 @@ fn without_a_profile_the_home_is_bare_again() {
 
 /// A profile whose agentenv.toml names `tools`, an output of its own flake with no inputs:
 /// `profile-tool`, and a `hello` that must lose against the project's.
-fn profile_with_tools(f: &Fixture) -> PathBuf {
+pub(crate) fn profile_with_tools(f: &Fixture) -> PathBuf {
     let dir = f.tmp.path().join("config-tools");
     std::fs::create_dir_all(dir.join("pkgs/bash/bin")).unwrap();
     std::fs::create_dir_all(dir.join("pkgs/busybox/bin")).unwrap();
