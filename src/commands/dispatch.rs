@@ -50,6 +50,12 @@ pub struct DispatchArgs {
     #[arg(long, conflicts_with = "agent")]
     pub no_profile: bool,
 
+    /// When the session ends, remove the content cache from the host too (agentenv's binary,
+    /// the store paths and profiles it keeps there for the next dispatch), and agentenv's
+    /// directory with it: nothing of agentenv is left. Kept while another session is there.
+    #[arg(long, conflicts_with = "detach")]
+    pub clean: bool,
+
     /// Evaluate the toolbox again even if nothing it depends on changed.
     #[arg(long)]
     pub refresh: bool,
@@ -149,6 +155,7 @@ pub fn run(args: &DispatchArgs) -> Result<i32> {
         remote_dir: args.remote_dir.clone(),
         agent,
         detach: args.detach,
+        clean_caches: args.clean,
         isolation: match (args.isolated, args.no_namespaces) {
             (true, _) => Isolation::Isolated,
             (_, true) => Isolation::NoNamespaces,
@@ -170,7 +177,12 @@ pub enum RemoteVerb {
     /// Serve a session's agent on stdio.
     Session { spec: PathBuf },
     /// Remove a session's directory; print what remains.
-    Clean { dir: PathBuf, id: String },
+    Clean {
+        dir: PathBuf,
+        id: String,
+        #[arg(long)]
+        all: bool,
+    },
     /// Unpack a tar stream from stdin into a directory.
     Unpack { dir: PathBuf },
     /// Print a tar of the given places of a home.
@@ -194,7 +206,7 @@ pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
             crate::dispatch::profile_trip::unpack_profile(dir, name)
         }
         RemoteVerb::Session { spec } => remote::session(spec),
-        RemoteVerb::Clean { dir, id } => remote::clean(dir, id),
+        RemoteVerb::Clean { dir, id, all } => remote::clean(dir, id, *all),
         RemoteVerb::Unpack { dir } => crate::dispatch::memory_trip::read_into(dir),
         RemoteVerb::PackMemory { home, places } => {
             crate::dispatch::memory_trip::write_places(home, places)

@@ -113,15 +113,21 @@ pub fn unpack_store(dir: &Path) -> Result<i32> {
 /// What remains of a session after `clean`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CleanReport {
-    /// Entries of the agentenv directory that are not content caches.
+    /// Entries of the agentenv directory that are not content caches (with `--all`: any).
     pub stray_entries: Vec<String>,
     /// Processes still running from the session's directory.
     pub processes: Vec<i32>,
+    /// With `--all`: the sessions whose directories kept the caches there (running, or holding
+    /// learnings not yet collected).
+    #[serde(default)]
+    pub other_sessions: Vec<String>,
 }
 
-/// `__remote clean DIR ID`: removes the session's directory (whatever the session left in its
-/// private home goes with it: the learnings came back before), then reports what is left.
-pub fn clean(dir: &Path, id: &str) -> Result<i32> {
+/// `__remote clean DIR ID [--all]`: removes the session's directory (whatever the session left
+/// in its private home goes with it: the learnings came back before), with `all` the content
+/// caches and agentenv's directory too unless another session is there, then reports what is
+/// left.
+pub fn clean(dir: &Path, id: &str, all: bool) -> Result<i32> {
     if !crate::util::is_plain_id(id) {
         anyhow::bail!("not a session id: {id:?}");
     }
@@ -138,13 +144,30 @@ pub fn clean(dir: &Path, id: &str) -> Result<i32> {
     // An empty sessions directory is not a cache: it goes too. Other sessions (running, or
     // holding learnings not yet collected) are theirs, not this one's leftovers.
     let _ = std::fs::remove_dir(&sessions);
+    let other_sessions = names_in(&sessions);
+    if all && other_sessions.is_empty() {
+        for cache in layout::CACHES {
+            let path = dir.join(cache);
+            if path.exists() {
+                super::store_sync::make_writable(&path);
+                crate::util::remove_tree(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        // The directory itself, if nothing else is in it (it may be the user's --remote-dir).
+        let _ = std::fs::remove_dir(dir);
+    }
     let stray_entries = names_in(dir)
         .into_iter()
-        .filter(|n| !layout::CACHES.contains(&n.as_str()) && n != layout::SESSIONS)
+        .filter(|n| {
+            n != layout::SESSIONS
+                && (!layout::CACHES.contains(&n.as_str()) || (all && other_sessions.is_empty()))
+        })
         .collect();
     let report = CleanReport {
         stray_entries,
         processes,
+        other_sessions: if all { other_sessions } else { Vec::new() },
     };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &report)?;

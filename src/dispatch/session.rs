@@ -36,6 +36,8 @@ pub struct DispatchRequest {
     pub agent: Option<crate::memory::Agent>,
     /// Leave the command running on the host and return (`--detach`).
     pub detach: bool,
+    /// Remove the content caches from the host too when the session ends (`--clean`).
+    pub clean_caches: bool,
     pub isolation: Isolation,
     /// The profile that goes along (its tools built already).
     pub profile: Option<ProfileTrip>,
@@ -209,9 +211,11 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         );
         return Ok(0);
     }
-    // Without memory to bring back first, the session's own round trip cleans up after it.
-    let clean_after = trip.is_none();
-    let ran = run_session(&host, &id, &setup, exec, clean_after);
+    let clean = Cleanup {
+        in_session: trip.is_none(),
+        caches: req.clean_caches,
+    };
+    let ran = run_session(&host, &id, &setup, exec, clean);
     if ran.is_err() && !host.ssh.check() {
         // Nothing comes back half: what the session learned waits on the host.
         return ran.map(|r| r.code).map_err(|e| {
@@ -231,7 +235,7 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         Ok(r) => (Ok(r.code), r.cleaned),
         Err(e) => (Err(e), None),
     };
-    let finished = finish_with(&host, &record, trip, state, cleaned);
+    let finished = finish_with(&host, &record, trip, state, cleaned, clean.caches);
     // The command's exit code stands; what the cleanup found is said loudly beside it.
     if let Err(c) = finished {
         eprint!(
@@ -294,7 +298,7 @@ pub(super) fn finish(
     trip: Option<MemoryTrip>,
     state: &StateDirs,
 ) -> Result<()> {
-    finish_with(host, record, trip, state, None)
+    finish_with(host, record, trip, state, None, false)
 }
 
 /// `finish`, where `cleaned` is what the host reported when the session's own round trip
@@ -305,13 +309,14 @@ fn finish_with(
     trip: Option<MemoryTrip>,
     state: &StateDirs,
     cleaned: Option<CleanReport>,
+    caches: bool,
 ) -> Result<()> {
     if let Some(trip) = trip {
         bring_memory_back(host, &record.id, trip)?;
     }
     let report = match cleaned {
         Some(report) => report,
-        None => host.run_json(&format!("clean {} {}", q(&host.dir)?, record.id))?,
+        None => host.run_json(&clean_args(host, &record.id, caches)?)?,
     };
     record.remove(state)?;
     check_clean(host, &report)
@@ -389,6 +394,21 @@ fn plan_session(
     Ok((view, setup))
 }
 
+/// How the host is cleaned after a session.
+#[derive(Debug, Clone, Copy)]
+struct Cleanup {
+    /// By the session's own round trip (there is no memory to bring back first).
+    in_session: bool,
+    /// The content caches too (`--clean`).
+    caches: bool,
+}
+
+/// The arguments of `__remote clean` for session `id`.
+fn clean_args(host: &Host, id: &str, caches: bool) -> Result<String> {
+    let all = if caches { " --all" } else { "" };
+    Ok(format!("clean {} {id}{all}", q(&host.dir)?))
+}
+
 /// How a session's round trip ended.
 struct SessionRun {
     code: i32,
@@ -403,22 +423,24 @@ const CLEAN_MARK: &str = "agentenv-clean-report=";
 /// session's processes first).
 const CLEAN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Runs the session's agent over ssh stdio and the command through it, after `setup`; with
-/// `clean_after`, the same round trip then removes the session's directory and reports.
+/// Runs the session's agent over ssh stdio and the command through it, after `setup`; when
+/// the cleanup is the session's, the same round trip then removes the session's directory
+/// and reports.
 fn run_session(
     host: &Host,
     id: &str,
     setup: &str,
     exec: ExecSpec,
-    clean_after: bool,
+    cleanup: Cleanup,
 ) -> Result<SessionRun> {
+    let clean_after = cleanup.in_session;
     let dq = q(&host.session_dir(id))?;
     let bin = q(&host.bin)?;
     let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
     let clean = match clean_after {
         true => format!(
-            "printf '{CLEAN_MARK}' >&2\nexec {bin} __remote clean {} {id} >&2\n",
-            q(&host.dir)?
+            "printf '{CLEAN_MARK}' >&2\nexec {bin} __remote {} >&2\n",
+            clean_args(host, id, cleanup.caches)?
         ),
         false => String::new(),
     };
@@ -503,7 +525,20 @@ pub(super) fn bring_memory_back(host: &Host, id: &str, trip: MemoryTrip) -> Resu
 /// Checks what the host reported after removing the session's directory: only the caches
 /// may remain.
 fn check_clean(host: &Host, report: &CleanReport) -> Result<()> {
-    if *report == CleanReport::default() {
+    if !report.other_sessions.is_empty() {
+        eprintln!(
+            "agentenv: the content cache stays on {}: {} other session(s) there ({}); `agentenv dispatch --collect {}` ends what they left",
+            host.ssh.target(),
+            report.other_sessions.len(),
+            report.other_sessions.join(", "),
+            host.ssh.target()
+        );
+    }
+    let left = CleanReport {
+        other_sessions: Vec::new(),
+        ..report.clone()
+    };
+    if left == CleanReport::default() {
         return Ok(());
     }
     let mut d = Diagnostic::new(format!(

@@ -1,7 +1,7 @@
 //! A profile on a dispatch: its dotfiles linked into the session's private home on the host,
 //! its `bin/`, variables and `activate.sh` in the session, its tools (built here) sent with the
-//! toolbox, the profile read-only there; a second dispatch sends none of it again, and the
-//! cleanup leaves only the caches. Real sshd hosts, as in `dispatch`.
+//! toolbox, the profile read-only there; a second dispatch sends none of it again, the cleanup
+//! leaves only the caches, and `--clean` not even those. Real sshd hosts, as in `dispatch`.
 
 use crate::dispatch::{host_fixture, Lab};
 use crate::support::{stderr, stdout};
@@ -33,6 +33,7 @@ fn dispatch_takes_the_profile_along_and_sends_it_once() {
     let p = profile.to_str().unwrap();
     let mut lab = Lab::new("profile");
     let host = lab.host(&[]);
+    let home_before = stdout(&lab.ssh(&host, "ls -A ~"));
 
     let look = "cat ~/.dispatchrc; readlink ~/.dispatchrc; profile-bin; profile-tool; \
                 echo \"mark=$PROFILE_MARK\"; cat ~/hook-ran; \
@@ -127,4 +128,13 @@ fn dispatch_takes_the_profile_along_and_sends_it_once() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(!stdout(&o).contains("ran"), "{}", stdout(&o));
     assert!(stderr(&o).contains("activate.sh failed"), "{}", stderr(&o));
+
+    // --clean: the caches go as well, and agentenv's directory with them.
+    let o = lab.dispatch(&f, &host, &["--clean", "--no-profile"], &["true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&lab.ssh(&host, "ls -A ~")),
+        home_before,
+        "the host's home is as it was"
+    );
 }
