@@ -8,6 +8,7 @@
 use anyhow::Result;
 
 use super::ssh::SshConnection;
+use super::target::Target;
 use crate::diag::Diagnostic;
 
 /// The CPU architectures agentenv ships a binary for.
@@ -102,18 +103,18 @@ case "$(uname -m)" in
 esac
 if [ "$(uname -s)" = Linux ] && [ -n "$found" ] && [ -n "$name" ] && [ -x "$found/bin/$name" ]; then
   printf 'facts='
-  exec "$found/bin/$name" __remote facts "$found"
+  "$found/bin/$name" __remote facts "$found"
 fi
-true
 "#;
 
-/// Runs the probe on `ssh`'s host; `requested` is `--remote-dir`, `binaries` the content names
-/// of the agentenv binaries this side could send (`bin/NAME` in agentenv's directory there).
-pub fn probe_host(
-    ssh: &SshConnection,
+/// Connects to `target` and probes it in the connection's own first round trip;
+/// `requested` is `--remote-dir`, `binaries` the content names of the agentenv binaries this
+/// side could send (`bin/NAME` in agentenv's directory there).
+pub fn connect_and_probe(
+    target: &Target,
     requested: Option<&str>,
     binaries: &[(Arch, String)],
-) -> Result<HostFacts> {
+) -> Result<(SshConnection, HostFacts)> {
     let name = |arch: Arch| {
         binaries
             .iter()
@@ -127,12 +128,13 @@ pub fn probe_host(
         super::ssh::quote(name(Arch::X86_64))?,
         super::ssh::quote(name(Arch::Aarch64))?,
     );
-    let out = ssh.run_script(&script)?;
-    parse_probe(
-        &String::from_utf8_lossy(&out.stdout),
-        &ssh.target().to_string(),
+    let (ssh, out) = SshConnection::open_running(target, &script)?;
+    let facts = parse_probe(
+        &String::from_utf8_lossy(&out),
+        &target.to_string(),
         requested,
-    )
+    )?;
+    Ok((ssh, facts))
 }
 
 fn parse_probe(out: &str, host: &str, requested: Option<&str>) -> Result<HostFacts> {

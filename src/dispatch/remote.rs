@@ -105,7 +105,8 @@ fn userns_refusal() -> Option<Diagnostic> {
 
 /// `__remote unpack-store DIR`: store paths from a tar stream on stdin into `DIR/nix/store`.
 pub fn unpack_store(dir: &Path) -> Result<i32> {
-    let n = super::store_sync::unpack_store(&dir.join(layout::STORE), std::io::stdin().lock())?;
+    let input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
+    let n = super::store_sync::unpack_store(&dir.join(layout::STORE), input)?;
     tracing::debug!(paths = n, "store paths unpacked");
     Ok(0)
 }

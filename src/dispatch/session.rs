@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use super::binary::{binary_for, offered};
 use super::layout::{self, join};
 use super::memory_trip::{fetch_places, MemoryTrip};
-use super::probe::{probe_host, Arch, HostFacts};
+use super::probe::{connect_and_probe, Arch, HostFacts};
 use super::profile_trip::ProfileTrip;
 use super::push::{content_name, push_executable};
 use super::record::DispatchRecord;
@@ -108,10 +108,9 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     let mut paths = vec![req.devenv.store_path.clone(), req.devenv.shell.clone()];
     paths.extend(req.profile.as_ref().and_then(|p| p.tools.clone()));
     let closure = std::thread::spawn(move || closure_of(&paths));
-    let ssh = SshConnection::open(&req.target)?;
     let offered = offered(state);
     let names: Vec<(Arch, String)> = offered.iter().map(|(a, _, n)| (*a, n.clone())).collect();
-    let facts = probe_host(&ssh, req.remote_dir.as_deref(), &names)?;
+    let (ssh, facts) = connect_and_probe(&req.target, req.remote_dir.as_deref(), &names)?;
     tracing::debug!(?facts, "host probed");
     let (host, remote) = match &facts.agent_facts {
         Some(json) => {

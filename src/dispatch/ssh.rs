@@ -27,6 +27,8 @@ pub struct SshConnection {
     target: Target,
     control: PathBuf,
     master: Child,
+    /// Keeps the first script's session (which waits for its end) open.
+    first_stdin: Option<std::process::ChildStdin>,
     /// Holds the control socket's directory.
     _dir: tempfile::TempDir,
 }
@@ -52,9 +54,67 @@ pub fn ssh_program() -> Result<Vec<String>> {
     }
 }
 
+/// The line `open_running`'s script is followed by, that ends what it printed.
+const FIRST_DONE: &str = "agentenv-first-script-done";
+
 impl SshConnection {
     /// Connects to `target` and keeps the connection as a master for later commands.
     pub fn open(target: &Target) -> Result<Self> {
+        let mut conn = Self::spawn_master(target, None)?;
+        conn.wait_until_up()?;
+        tracing::debug!(target = %conn.target, "ssh connection up");
+        Ok(conn)
+    }
+
+    /// Connects to `target`, running `script` (POSIX sh) in the connection's own session, and
+    /// keeps the connection as a master for later commands; returns what the script printed.
+    /// The first round trip is the connection's: nothing waits for a second one.
+    pub fn open_running(target: &Target, script: &str) -> Result<(Self, Vec<u8>)> {
+        use std::io::BufRead;
+        let script = format!("{script}\necho\necho {FIRST_DONE}\nexec cat >/dev/null\n");
+        let mut conn = Self::spawn_master(target, Some(&script))?;
+        let stdout = conn.master.stdout.take().context("ssh has no stdout")?;
+        let mut lines = std::io::BufReader::new(stdout);
+        let mut out = Vec::new();
+        let mut done = false;
+        loop {
+            let mut line = Vec::new();
+            match lines.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line.strip_suffix(b"\n") == Some(FIRST_DONE.as_bytes()) => {
+                    done = true;
+                    break;
+                }
+                Ok(_) => out.extend_from_slice(&line),
+            }
+        }
+        if !done {
+            let status = conn.master.wait().context("cannot wait for ssh")?;
+            let mut err = String::new();
+            if let Some(mut e) = conn.master.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(connect_failed(&conn.target, status.code(), &err).into());
+        }
+        // ssh listens on the control socket once the connection is up, before the session.
+        let start = Instant::now();
+        while !conn.control.exists() {
+            if start.elapsed() > CONNECT_TIMEOUT || conn.master.try_wait()?.is_some() {
+                return Err(Diagnostic::new(format!(
+                    "the connection to {} took no further commands",
+                    conn.target
+                ))
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tracing::debug!(target = %conn.target, "ssh connection up");
+        Ok((conn, out))
+    }
+
+    /// Starts the master: with `script`, run in its own session (its stdin held open until
+    /// the connection is dropped), else none (`-N`).
+    fn spawn_master(target: &Target, script: Option<&str>) -> Result<Self> {
         let program = ssh_program()?;
         // A control socket's path must fit in sun_path: a short private directory.
         let dir = tempfile::Builder::new()
@@ -63,25 +123,43 @@ impl SshConnection {
             .context("cannot create a directory for the ssh control socket")?;
         let control = dir.path().join("c");
         let mut cmd = base_command(&program, &control);
-        cmd.args(["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N"])
-            .args(target.ssh_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let master = cmd.spawn().map_err(|e| {
+        cmd.args(["-o", "ControlMaster=yes", "-o", "ControlPersist=no"]);
+        let script = script.map(with_log_level).transpose()?;
+        match &script {
+            Some(script) => cmd
+                .arg("-T")
+                .args(target.ssh_args())
+                .arg(read_script_command(script))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+            None => cmd
+                .arg("-N")
+                .args(target.ssh_args())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        };
+        cmd.stderr(Stdio::piped());
+        let mut master = cmd.spawn().map_err(|e| {
             Diagnostic::new(format!("cannot run `{}`: {e}", program[0]))
                 .hint("install OpenSSH's client, or point AGENTENV_SSH at your ssh command")
         })?;
-        let mut conn = Self {
+        let first_stdin = match &script {
+            Some(script) => {
+                let mut stdin = master.stdin.take().context("ssh has no stdin")?;
+                // Failing here means ssh has ended: its status says why, later.
+                let _ = stdin.write_all(script.as_bytes());
+                Some(stdin)
+            }
+            None => None,
+        };
+        Ok(Self {
             program,
             target: target.clone(),
             control,
             master,
+            first_stdin,
             _dir: dir,
-        };
-        conn.wait_until_up()?;
-        tracing::debug!(target = %conn.target, "ssh connection up");
-        Ok(conn)
+        })
     }
 
     /// Waits for the master's socket to answer, or for the master to give up.
@@ -123,28 +201,15 @@ impl SshConnection {
         cmd.status().is_ok_and(|s| s.success())
     }
 
-    /// Starts `script` on the target with sh, its stdin, stdout and stderr piped; the script
-    /// has been written to stdin, and what the caller writes next is the script's own stdin.
-    ///
-    /// The remote login shell runs one fixed line that any shell (fish too) parses the same:
-    /// sh reads exactly the script's bytes with `dd bs=1` (a shell reading a script from a pipe
-    /// would take some of what follows), then evaluates it.
+    /// Starts `script` on the target with sh (see `read_script_command`), its stdin, stdout
+    /// and stderr piped; the script has been written to stdin, and what the caller writes next
+    /// is the script's own stdin.
     pub fn spawn_script(&self, script: &str) -> Result<Child> {
-        // agentenv on the host logs as much as this one was asked to.
-        let script = match std::env::var("RUST_LOG") {
-            Ok(level) if !level.is_empty() => {
-                format!("export RUST_LOG={}\n{script}", quote(&level)?)
-            }
-            _ => script.to_string(),
-        };
-        let script = script.as_str();
+        let script = with_log_level(script)?;
         let mut cmd = base_command(&self.program, &self.control);
         cmd.args(["-o", "ControlMaster=no", "-T"]);
         cmd.args(self.target.ssh_args());
-        cmd.arg(format!(
-            "exec sh -c 'eval \"$(dd bs=1 count={} 2>/dev/null)\"'",
-            script.len()
-        ));
+        cmd.arg(read_script_command(&script));
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -195,8 +260,27 @@ impl SshConnection {
     }
 }
 
+/// `script`, telling agentenv on the host to log as much as this one was asked to.
+fn with_log_level(script: &str) -> Result<String> {
+    Ok(match std::env::var("RUST_LOG") {
+        Ok(level) if !level.is_empty() => format!("export RUST_LOG={}\n{script}", quote(&level)?),
+        _ => script.to_string(),
+    })
+}
+
+/// The one fixed line the remote login shell runs: sh reads exactly `script`'s bytes from
+/// stdin with `dd bs=1` (a shell reading a script from a pipe would take some of what
+/// follows), then evaluates it. Any login shell (fish too) parses it the same.
+fn read_script_command(script: &str) -> String {
+    format!(
+        "exec sh -c 'eval \"$(dd bs=1 count={} 2>/dev/null)\"'",
+        script.len()
+    )
+}
+
 impl Drop for SshConnection {
     fn drop(&mut self) {
+        drop(self.first_stdin.take());
         let mut cmd = base_command(&self.program, &self.control);
         cmd.args(["-O", "exit"])
             .args(self.target.ssh_args())

@@ -82,12 +82,19 @@ pub fn sync_closure(
     );
     let mut child = ssh.spawn_script(&script)?;
     let stdin = child.stdin.take().context("ssh has no stdin")?;
-    let mut counted = CountingWriter {
-        inner: stdin,
-        bytes: 0,
-    };
-    let sent = send_paths(&mut counted, &missing);
-    stats.bytes_sent = counted.bytes;
+    // Large writes: a tar stream is many small headers between file contents.
+    let mut counted = std::io::BufWriter::with_capacity(
+        1 << 20,
+        CountingWriter {
+            inner: stdin,
+            bytes: 0,
+        },
+    );
+    let sent = send_paths(&mut counted, &missing).and_then(|()| {
+        counted.flush().context("cannot send the store paths")?;
+        Ok(())
+    });
+    stats.bytes_sent = counted.get_ref().bytes;
     stats.paths_sent = missing.len();
     drop(counted);
     let out = child.wait_with_output().context("cannot wait for ssh")?;
