@@ -58,14 +58,39 @@ const FACTS_KEY: &str = "facts";
 
 /// The probe: prints `key=value` lines, the last `facts=JSON` when agentenv's binary is there.
 /// `REQUESTED` is a directory the user asked for (may be empty); `BIN_X86_64` and
-/// `BIN_AARCH64` the content names of agentenv's binaries (empty for one this side lacks).
+/// `BIN_AARCH64` the content names of agentenv's binaries (empty for one this side lacks). A
+/// candidate directory that holds the binary and runs it is taken as it is (that is the
+/// check that it allows running programs); otherwise the first that passes the check.
 const PROBE: &str = r#"
 set -u
-echo "os=$(uname -s)"
-echo "arch=$(uname -m)"
+set -- $(uname -sm)
+os=${1:-} machine=${2:-}
+echo "os=$os"
+echo "arch=$machine"
 uid=$(id -u)
 echo "uid=$uid"
 echo "home=${HOME:-}"
+case "$machine" in
+  x86_64|amd64) name=$BIN_X86_64 ;;
+  aarch64|arm64) name=$BIN_AARCH64 ;;
+  *) name= ;;
+esac
+if [ -n "$REQUESTED" ]; then
+  set -- "$REQUESTED"
+else
+  set -- "${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/agentenv}" "${HOME:+$HOME/.agentenv}" "/var/tmp/agentenv-$uid" "/tmp/agentenv-$uid" "/dev/shm/agentenv-$uid"
+fi
+found=
+if [ "$os" = Linux ] && [ -n "$name" ]; then
+  for d in "$@"; do
+    if [ -n "$d" ] && [ -w "$d" ] && [ -x "$d/bin/$name" ] && facts=$("$d/bin/$name" __remote facts "$d" 2>/dev/null); then
+      echo "dir=$d"
+      printf 'facts=%s\n' "$facts"
+      found=$d
+      break
+    fi
+  done
+fi
 try_dir() {
   d=$1
   [ -n "$d" ] || return 1
@@ -80,7 +105,6 @@ try_dir() {
   if printf '#!/bin/sh\necho ok\n' > "$p" 2>/dev/null && chmod 700 "$p" && [ "$("$p" 2>/dev/null)" = ok ]; then
     rm -f "$p"
     echo "dir=$d"
-    found=$d
     return 0
   fi
   rm -f "$p"
@@ -88,22 +112,10 @@ try_dir() {
   echo "refused=$d"
   return 1
 }
-found=
-if [ -n "$REQUESTED" ]; then
-  try_dir "$REQUESTED" || true
-else
-  for d in "${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/agentenv}" "${HOME:+$HOME/.agentenv}" "/var/tmp/agentenv-$uid" "/tmp/agentenv-$uid" "/dev/shm/agentenv-$uid"; do
+if [ -z "$found" ]; then
+  for d in "$@"; do
     try_dir "$d" && break
   done
-fi
-case "$(uname -m)" in
-  x86_64|amd64) name=$BIN_X86_64 ;;
-  aarch64|arm64) name=$BIN_AARCH64 ;;
-  *) name= ;;
-esac
-if [ "$(uname -s)" = Linux ] && [ -n "$found" ] && [ -n "$name" ] && [ -x "$found/bin/$name" ]; then
-  printf 'facts='
-  "$found/bin/$name" __remote facts "$found"
 fi
 "#;
 

@@ -17,8 +17,8 @@ use super::profile_trip::ProfileTrip;
 use super::push::{content_name, push_executable};
 use super::record::DispatchRecord;
 use super::remote::{CleanReport, RemoteFacts, SessionProfile, SessionSpec};
-use super::ssh::{collect_stderr, host_said, quote as q, SshConnection};
-use super::store_sync::{closure_of, sync_closure};
+use super::ssh::{collect_stderr, exits_within, host_said, quote as q, SshConnection};
+use super::store_sync::{closure_cached, sync_closure};
 use super::target::Target;
 use super::views::{exec_spec, plan_view, HostProfile, Isolation, PlannedView};
 use crate::diag::Diagnostic;
@@ -104,10 +104,11 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     if req.detach {
         super::resume::check_detachable(&req.command)?;
     }
-    // nix lists the closure while ssh connects.
+    // The closure is listed (by nix, the first time) while ssh connects.
     let mut paths = vec![req.devenv.store_path.clone(), req.devenv.shell.clone()];
     paths.extend(req.profile.as_ref().and_then(|p| p.tools.clone()));
-    let closure = std::thread::spawn(move || closure_of(&paths));
+    let closures = state.cache.join("dispatch-closures");
+    let closure = std::thread::spawn(move || closure_cached(&paths, &closures));
     let offered = offered(state);
     let names: Vec<(Arch, String)> = offered.iter().map(|(a, _, n)| (*a, n.clone())).collect();
     let (ssh, facts) = connect_and_probe(&req.target, req.remote_dir.as_deref(), &names)?;
@@ -463,7 +464,7 @@ fn run_session(
         client.exec(exec, forward_stdin).await
     });
     rt.shutdown_background();
-    if result.is_err() || !clean_after || !exited_within(&mut child, CLEAN_WAIT) {
+    if result.is_err() || !clean_after || !exits_within(&mut child, CLEAN_WAIT) {
         let _ = child.kill();
     }
     let _ = child.wait();
@@ -489,19 +490,6 @@ fn run_session(
             ))
         }
     }
-}
-
-/// Whether `child` exits within `limit`.
-fn exited_within(child: &mut std::process::Child, limit: std::time::Duration) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        match child.try_wait() {
-            Ok(Some(_)) => return true,
-            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(2)),
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 /// Brings the places of the session's home on the host back into the memory session and

@@ -280,7 +280,11 @@ fn read_script_command(script: &str) -> String {
 
 impl Drop for SshConnection {
     fn drop(&mut self) {
-        drop(self.first_stdin.take());
+        // The first script's session ends when its stdin closes, and with it the master, once
+        // no other session is open: asking it to exit as well would cost another ssh.
+        if self.first_stdin.take().is_some() && exits_within(&mut self.master, MASTER_EXIT) {
+            return;
+        }
         let mut cmd = base_command(&self.program, &self.control);
         cmd.args(["-O", "exit"])
             .args(self.target.ssh_args())
@@ -292,6 +296,22 @@ impl Drop for SshConnection {
         let _ = self.master.kill();
         let _ = self.master.wait();
     }
+}
+
+/// How long a master whose first session has ended may take to exit by itself.
+const MASTER_EXIT: Duration = Duration::from_millis(500);
+
+/// Whether `child` exits within `limit`.
+pub fn exits_within(child: &mut Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Reads `child`'s stderr to its end in a thread: what agentenv on the host says about

@@ -16,6 +16,34 @@ use crate::nix::cli::NixCli;
 /// Where store paths live on the build side.
 const STORE: &str = "/nix/store";
 
+/// `closure_of`, remembered in `cache` (a directory): a store path's closure never changes, so
+/// it is asked of nix once, and taken from the cache while every path of it is still there.
+pub fn closure_cached(paths: &[PathBuf], cache: &Path) -> Result<Vec<PathBuf>> {
+    let key = crate::util::hash_parts(paths.iter().map(|p| p.as_os_str().as_encoded_bytes()), 16);
+    let file = cache.join(key);
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let closure: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
+        let whole = !closure.is_empty()
+            && paths
+                .iter()
+                .all(|p| closure.iter().any(|c| p.starts_with(c)))
+            && closure.iter().all(|p| std::fs::symlink_metadata(p).is_ok());
+        if whole {
+            return Ok(closure);
+        }
+    }
+    let closure = closure_of(paths)?;
+    let text: String = closure
+        .iter()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    // A cache: not keeping it costs a nix call next time.
+    if std::fs::create_dir_all(cache).is_ok() {
+        let _ = crate::util::write_atomic(&file, text.as_bytes());
+    }
+    Ok(closure)
+}
+
 /// The closure of `paths` (every store path they reference, themselves included), sorted.
 pub fn closure_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let nix = NixCli::find()?;
