@@ -46,18 +46,26 @@ env_path=$(sed -n 's/.*"store_path": *"\([^"]*\)".*/\1/p' "$AGENTENV_HOME"/cache
 paths=$(nix path-info --recursive "$env_path")
 size=$(du -scb $paths 2>/dev/null | tail -1 | cut -f1)
 
-echo "== 1: first dispatch of $((size / 1048576)) MiB of store paths"
-t0=$(date +%s.%N)
-"$bin" -v dispatch "dev@$ip" -- true 2>"$work/first.log"
-t1=$(date +%s.%N)
-$ssh_cmd "dev@$ip" 'mkdir -p /tmp/tar-baseline'
-t2=$(date +%s.%N)
-tar -C / -cf - $(echo $paths | sed 's|/nix|nix|g') | $ssh_cmd "dev@$ip" 'tar -C /tmp/tar-baseline -xf -'
-t3=$(date +%s.%N)
+echo "== 1: first dispatch of $((size / 1048576)) MiB of store paths (3 rounds, each after sync: the host's disk is this machine's)"
+firsts=() tars=()
+for round in 1 2 3; do
+  $ssh_cmd "dev@$ip" 'chmod -R u+w ~/.agentenv /tmp/tar-baseline 2>/dev/null; rm -rf ~/.agentenv /tmp/tar-baseline; mkdir -p /tmp/tar-baseline'
+  sync; sleep 1
+  t0=$(date +%s.%N)
+  "$bin" -v dispatch "dev@$ip" -- true 2>"$work/first.log"
+  t1=$(date +%s.%N)
+  sync; sleep 1
+  t2=$(date +%s.%N)
+  tar -C / -cf - $(echo $paths | sed 's|/nix|nix|g') | $ssh_cmd "dev@$ip" 'tar -C /tmp/tar-baseline -xf -'
+  t3=$(date +%s.%N)
+  firsts+=("$(echo "$t1 - $t0" | bc -l)"); tars+=("$(echo "$t3 - $t2" | bc -l)")
+done
 $ssh_cmd "dev@$ip" 'chmod -R u+w /tmp/tar-baseline; rm -rf /tmp/tar-baseline'
-first=$(echo "$t1 - $t0" | bc -l); tarx=$(echo "$t3 - $t2" | bc -l)
+mid() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+first=$(mid "${firsts[@]}"); tarx=$(mid "${tars[@]}")
 grep -E "sent" "$work/first.log" | sed 's/^/  /'
-printf '  dispatch %.2f s, tar | ssh tar %.2f s: throughput ratio %.2f (goal >= 0.8)\n' "$first" "$tarx" "$(echo "$tarx / $first" | bc -l)"
+printf '  dispatch %s s, tar | ssh tar %s s (each round)\n' "$(printf '%.2f ' "${firsts[@]}")" "$(printf '%.2f ' "${tars[@]}")"
+printf '  medians: dispatch %.2f s, tar | ssh tar %.2f s: throughput ratio %.2f (goal >= 0.8)\n' "$first" "$tarx" "$(echo "$tarx / $first" | bc -l)"
 
 echo "== 2: second dispatch, unchanged"
 "$bin" -v dispatch "dev@$ip" -- true 2>"$work/second.log"

@@ -44,7 +44,8 @@ pub struct Cli {
     #[command(flatten)]
     pub enter: EnterArgs,
 
-    /// More detail on stderr (-v: debug, -vv: trace); RUST_LOG works too.
+    /// More detail on stderr (-v: debug, -vv: trace, with the time since the start); RUST_LOG
+    /// works too.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
@@ -282,13 +283,18 @@ fn init_logging(verbose: u8) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    // -vv is for finding where time goes: each line says when, since the start.
+    let _ = match verbose {
+        0 | 1 => fmt.without_time().try_init(),
+        _ => fmt
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .try_init(),
+    };
 }
 
 /// Parses the command line, runs the verb, and turns the outcome into an exit code.
