@@ -39,9 +39,25 @@ pub fn closure_cached(paths: &[PathBuf], cache: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     // A cache: not keeping it costs a nix call next time.
     if std::fs::create_dir_all(cache).is_ok() {
+        forget_collected(cache);
         let _ = crate::util::write_atomic(&file, text.as_bytes());
     }
     Ok(closure)
+}
+
+/// Removes the remembered closures whose paths nix has collected since: the cache holds only
+/// closures that could still be sent.
+fn forget_collected(cache: &Path) {
+    let Ok(listing) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for e in listing.flatten() {
+        let gone = std::fs::read_to_string(e.path())
+            .is_ok_and(|text| text.lines().any(|p| std::fs::symlink_metadata(p).is_err()));
+        if gone {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The closure of `paths` (every store path they reference, themselves included), sorted.
@@ -249,6 +265,28 @@ pub fn make_writable(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_closure_serves_while_its_paths_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("aaa-env");
+        let b = dir.path().join("bbb-bash");
+        std::fs::create_dir_all(a.join("bin")).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let cache = dir.path().join("closures");
+        std::fs::create_dir_all(&cache).unwrap();
+        let asked = [a.clone(), b.join("bin/bash")];
+        let key =
+            crate::util::hash_parts(asked.iter().map(|p| p.as_os_str().as_encoded_bytes()), 16);
+        let text = format!("{}\n{}\n", a.display(), b.display());
+        std::fs::write(cache.join(&key), &text).unwrap();
+        // A closure of a path that is gone is forgotten.
+        std::fs::write(cache.join("stale"), "/nonexistent/xxx-gone\n").unwrap();
+        forget_collected(&cache);
+        assert!(!cache.join("stale").exists());
+        // No nix is asked: every path of the remembered closure is there.
+        assert_eq!(closure_cached(&asked, &cache).unwrap(), vec![a, b]);
+    }
 
     #[test]
     fn only_absent_paths_are_missing() {
