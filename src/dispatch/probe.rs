@@ -80,10 +80,18 @@ if [ -n "$REQUESTED" ]; then
 else
   set -- "${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/agentenv}" "${HOME:+$HOME/.agentenv}" "/var/tmp/agentenv-$uid" "/tmp/agentenv-$uid" "/dev/shm/agentenv-$uid"
 fi
+# A directory of ours, that nobody else may write: in a shared /tmp another user could have
+# made it, and what it holds would run as us. A link to one counts only if the link is ours.
+ours() {
+  if [ -h "$1" ]; then
+    [ -n "$(find "$1" -prune -user "$uid" 2>/dev/null)" ] || return 1
+  fi
+  [ -n "$(find -H "$1" -prune -user "$uid" ! -perm -020 ! -perm -002 2>/dev/null)" ]
+}
 found=
 if [ "$os" = Linux ] && [ -n "$name" ]; then
   for d in "$@"; do
-    if [ -n "$d" ] && [ -w "$d" ] && [ -x "$d/bin/$name" ] && facts=$("$d/bin/$name" __remote facts "$d" 2>/dev/null); then
+    if [ -n "$d" ] && [ -w "$d" ] && [ -x "$d/bin/$name" ] && ours "$d" && facts=$("$d/bin/$name" __remote facts "$d" 2>/dev/null); then
       echo "dir=$d"
       printf 'facts=%s\n' "$facts"
       found=$d
@@ -96,11 +104,12 @@ try_dir() {
   [ -n "$d" ] || return 1
   [ -d "$(dirname "$d")" ] || return 1
   made=
-  if [ ! -d "$d" ]; then
+  if [ ! -d "$d" ] && [ ! -h "$d" ]; then
     mkdir "$d" 2>/dev/null || { echo "refused=$d"; return 1; }
     chmod 700 "$d"
     made=1
   fi
+  ours "$d" || { echo "foreign=$d"; return 1; }
   p="$d/.probe-$$"
   if printf '#!/bin/sh\necho ok\n' > "$p" 2>/dev/null && chmod 700 "$p" && [ "$("$p" 2>/dev/null)" = ok ]; then
     rm -f "$p"
@@ -156,6 +165,7 @@ fn parse_probe(out: &str, host: &str, requested: Option<&str>) -> Result<HostFac
     let mut home = String::new();
     let mut dir = None;
     let mut refused = Vec::new();
+    let mut foreign = Vec::new();
     let mut agent_facts = None;
     for line in out.lines() {
         let Some((k, v)) = line.split_once('=') else {
@@ -169,6 +179,7 @@ fn parse_probe(out: &str, host: &str, requested: Option<&str>) -> Result<HostFac
             "home" => home = v.to_string(),
             "dir" => dir = Some(v.to_string()),
             "refused" => refused.push(v.to_string()),
+            "foreign" => foreign.push(v.to_string()),
             _ => {}
         }
     }
@@ -197,6 +208,11 @@ fn parse_probe(out: &str, host: &str, requested: Option<&str>) -> Result<HostFac
         ));
         for r in &refused {
             d = d.detail(format!("tried {r}: not writable, or mounted noexec"));
+        }
+        for f in &foreign {
+            d = d.detail(format!(
+                "passed over {f}: it is not yours alone (another user could put programs there)"
+            ));
         }
         let hint = match requested {
             Some(_) => {

@@ -372,6 +372,19 @@ fn dispatch_finds_a_directory_when_tmp_is_noexec_and_home_read_only() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "ok");
+
+    // A directory another user made (and may write) is never used: what it holds would run
+    // as dev. Here root planted one with a program under agentenv's own name.
+    let planted = "/srv/work/planted";
+    let plant = format!(
+        "mkdir -p {planted}/bin && cp -a /srv/work/ae/bin/. {planted}/bin/ && chown -R root {planted} && chmod 777 {planted}"
+    );
+    let o = docker(&["exec", &host.name, "sh", "-c", &plant]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lab.dispatch(&f, &host, &["--remote-dir", planted], &["true"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("not yours alone"), "{err}");
 }
 
 #[test]
