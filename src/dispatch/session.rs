@@ -276,7 +276,15 @@ fn push_binary(
     };
     let bin_dir = join(&facts.dir, layout::BIN);
     let bin = join(&bin_dir, &name);
-    let then = format!("exec {} __remote facts {}\n", q(&bin)?, q(&facts.dir)?);
+    // The builds sent before go, unless a session (running, detached, or waiting to be
+    // collected) may still need its own.
+    let sessions = q(&join(&facts.dir, layout::SESSIONS))?;
+    let then = format!(
+        "if [ ! -d {sessions} ]; then\n  for f in {bd}/agentenv-*; do [ \"$f\" = {b} ] || rm -f \"$f\"; done\nfi\nexec {b} __remote facts {}\n",
+        q(&facts.dir)?,
+        bd = q(&bin_dir)?,
+        b = q(&bin)?,
+    );
     let out = push_executable(&ssh, &local_bin, &bin_dir, &name, &then)?;
     let bytes = std::fs::metadata(&local_bin).map(|m| m.len()).unwrap_or(0);
     tracing::info!("sent agentenv ({}) to {}", human_bytes(bytes), ssh.target());

@@ -294,6 +294,12 @@ fn dispatch_leaves_only_its_cache_and_sends_nothing_twice() {
     let mut lab = Lab::new("clean");
     let host = lab.host(&[]);
     let dir = "/home/dev/.agentenv";
+    // A build sent by an earlier agentenv: replaced, not kept beside the new one.
+    let o = lab.ssh(
+        &host,
+        &format!("mkdir -m 700 -p {dir}/bin && printf '#!/bin/sh\\n' > {dir}/bin/agentenv-0ld && chmod 700 {dir}/bin/agentenv-0ld"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
     let before = host_state(&lab, &host, dir);
 
     let o = lab.dispatch(
@@ -317,6 +323,9 @@ fn dispatch_leaves_only_its_cache_and_sends_nothing_twice() {
         ["bin", "nix"],
         "only the caches remain"
     );
+    let bins = stdout(&lab.ssh(&host, &format!("ls {dir}/bin")));
+    assert_eq!(bins.lines().count(), 1, "one build of agentenv: {bins}");
+    assert!(!bins.contains("0ld"), "{bins}");
     let procs = lab.ssh(&host, "ps -u dev -o comm=");
     let ours: Vec<String> = stdout(&procs)
         .lines()
