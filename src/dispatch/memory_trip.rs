@@ -21,14 +21,20 @@ pub struct MemoryTrip {
 }
 
 impl MemoryTrip {
-    /// Begins a session of `agent` for a dispatch to `host` running `command`.
-    pub fn begin(agent: Agent, host: &str, command: &[std::ffi::OsString]) -> Result<Self> {
+    /// Begins a session of `agent` for a dispatch to `host` running `command`; `links` are
+    /// its profile's links into the places, as the host's copy of the profile has them.
+    pub fn begin(
+        agent: Agent,
+        host: &str,
+        command: &[std::ffi::OsString],
+        links: crate::memory::tree::ProfileLinks,
+    ) -> Result<Self> {
         let origin = Origin {
             project: None,
             backend: "dispatch".into(),
             command: crate::memory::provenance::command_line(command),
         };
-        let mut session = Session::begin(&agent, origin, None, Default::default())?;
+        let mut session = Session::begin(&agent, origin, None, links)?;
         session.set_host(host)?;
         Ok(Self { agent, session })
     }
@@ -76,6 +82,35 @@ impl MemoryTrip {
         drop(incoming);
         self.session.end(&self.agent)
     }
+}
+
+/// The links `agent`'s profile (here at `local`) makes into its places (its skills), pointing
+/// at the profile's copy on the host (`on_host`): they go out in the session's tree and are
+/// taken out of it again before it lands, as in a local session.
+pub fn profile_links_on_host(
+    agent: &Agent,
+    local: &Path,
+    on_host: &Path,
+) -> Result<crate::memory::tree::ProfileLinks> {
+    use std::os::unix::ffi::OsStrExt;
+    let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
+    let links = crate::memory::run::profile_links(
+        agent,
+        &scratch.path().join("home"),
+        &scratch.path().join("state"),
+    )?;
+    let local = local.as_os_str().as_bytes();
+    Ok(links
+        .into_iter()
+        .map(|(rel, target)| match target.strip_prefix(local) {
+            Some(rest) => {
+                let mut moved = on_host.as_os_str().as_bytes().to_vec();
+                moved.extend_from_slice(rest);
+                (rel, moved)
+            }
+            None => (rel, target),
+        })
+        .collect())
 }
 
 /// A tar of `places` (relative to `root`) that exist, links stored as links.

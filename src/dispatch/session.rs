@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::binary::{binary_for, offered};
 use super::layout::{self, join};
-use super::memory_trip::{fetch_places, MemoryTrip};
+use super::memory_trip::{fetch_places, profile_links_on_host, MemoryTrip};
 use super::probe::{connect_and_probe, Arch, HostFacts};
 use super::profile_trip::ProfileTrip;
 use super::push::{content_name, push_executable};
@@ -159,11 +159,20 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
 
     let id = layout::new_session_id();
     let trip = match &req.agent {
-        Some(agent) => Some(MemoryTrip::begin(
-            agent.clone(),
-            &req.target.to_string(),
-            &req.command,
-        )?),
+        Some(agent) => {
+            let links = match (&req.profile, &profile) {
+                (Some(trip), Some(on_host)) => {
+                    profile_links_on_host(agent, &trip.local, &on_host.dir)?
+                }
+                _ => Default::default(),
+            };
+            Some(MemoryTrip::begin(
+                agent.clone(),
+                &req.target.to_string(),
+                &req.command,
+                links,
+            )?)
+        }
         None => None,
     };
     let record = DispatchRecord {

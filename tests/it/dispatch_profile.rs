@@ -138,3 +138,46 @@ fn dispatch_takes_the_profile_along_and_sends_it_once() {
         "the host's home is as it was"
     );
 }
+
+#[test]
+fn an_agent_dispatched_with_its_profile_has_its_skills_and_brings_back_only_what_it_learned() {
+    host_fixture!(
+        "an_agent_dispatched_with_its_profile_has_its_skills_and_brings_back_only_what_it_learned"
+    );
+    let f = crate::fixture!();
+    let profile = f.tmp.path().join("agent-profile");
+    crate::home::write_profile(&profile, "scouting");
+    let mut c = f.agentenv();
+    c.args(["agent", "new", "scout", "--profile"]).arg(&profile);
+    let o = crate::support::run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut lab = Lab::new("agentprof");
+    let host = lab.host(&[]);
+
+    let o = lab.dispatch(
+        &f,
+        &host,
+        &["--agent", "scout"],
+        &[
+            "sh",
+            "-c",
+            "cat ~/.claude/skills/review/SKILL.md; readlink ~/.claude/skills/review; \
+             echo learned > ~/.agent-memory/host.md",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("scouting review"),
+        "the profile's skill is in the agent's skills on the host: {out}{}",
+        stderr(&o)
+    );
+    assert!(out.contains("/.agentenv/profiles/profile-"), "{out}");
+    // What it learned landed; the profile's link did not become memory.
+    assert_eq!(
+        crate::dispatch::memory_git(&f, "scout", &["show", "main:.agent-memory/host.md"]),
+        "learned\n"
+    );
+    let files = crate::dispatch::memory_git(&f, "scout", &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(!files.contains("skills/review"), "{files}");
+}
