@@ -27,9 +27,14 @@ fn effective_capabilities() -> u64 {
     super::facts::read_privileges(0).map_or(0, |p| p.effective)
 }
 
+/// The needed capabilities this process lacks.
+pub fn missing_here() -> Vec<&'static str> {
+    missing_capabilities(effective_capabilities())
+}
+
 /// Fails, naming each missing capability, unless this process may attach.
 pub fn check_attach_privilege() -> Result<()> {
-    let missing = missing_capabilities(effective_capabilities());
+    let missing = missing_here();
     if missing.is_empty() {
         return Ok(());
     }

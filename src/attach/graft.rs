@@ -82,12 +82,9 @@ pub struct Mirror {
 }
 
 impl GraftPlan {
-    /// The host tree to copy as the toolbox, if any.
-    pub fn toolbox_source(&self) -> Option<PathBuf> {
-        match &self.toolbox {
-            Toolbox::Shared => None,
-            _ => Some(Path::new(HOST_NIX).join("store")),
-        }
+    /// Whether a copy of the toolbox's store is mounted (the target does not show it already).
+    pub fn shows_toolbox(&self) -> bool {
+        !matches!(self.toolbox, Toolbox::Shared)
     }
 }
 
@@ -165,7 +162,7 @@ fn mirror_of(at: &Path, listing: &RootListing, rests: &[PathBuf]) -> Mirror {
 
 /// Makes the mounts of `plan`. Runs in a fresh, private copy of the target's mount namespace,
 /// with the root and working directory of its root. `toolbox` is the detached, sealed copy of
-/// the host tree `plan.toolbox_source()` names; `trees` the detached copies of `plan.trees`.
+/// the toolbox's store when `plan.shows_toolbox()`; `trees` the detached copies of `plan.trees`.
 pub fn apply_graft<M: MountApi>(
     plan: &GraftPlan,
     toolbox: Option<&M::Tree>,

@@ -8,6 +8,10 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Result;
 
 use super::facts::{read_listing, RootListing};
+use super::target::Target;
+use crate::diag::Diagnostic;
+use crate::profile::Profile;
+use crate::store::HOST_NIX;
 
 /// A host directory shown at a path of the session, attached after the toolbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +70,79 @@ pub fn find_spot(root: &Path, at: &Path) -> Result<Spot> {
         rest,
         listing,
     })
+}
+
+/// The profile's directory as its links name it, once it is known to fit a session in
+/// `target` whose home is `home_at`.
+pub fn check_profile(dir: &Path, home_at: &Path, target: &Target) -> Result<PathBuf> {
+    let dir = Profile::load(dir)?.root;
+    let odd = home_at.components().any(|c| c == Component::ParentDir);
+    if !home_at.is_absolute() || home_at == Path::new("/") || odd {
+        return Err(Diagnostic::new(format!(
+            "the session in {} has no home directory for the profile (HOME is {})",
+            target.label,
+            home_at.display()
+        ))
+        .hint("pass a user with a home in the target's /etc/passwd (`--user NAME`), or attach without it: `--no-profile`")
+        .into());
+    }
+    let nix = Path::new(HOST_NIX);
+    let in_nix = |p: &Path| p.starts_with(nix) && !p.starts_with(nix.join("store"));
+    if home_at.starts_with(&dir) || in_nix(&dir) || home_at.starts_with(nix) {
+        return Err(Diagnostic::new(format!(
+            "the profile {} and the home {} cannot both be shown in {}",
+            dir.display(),
+            home_at.display(),
+            target.label
+        ))
+        .detail("the profile may not hold the home, and /nix is the toolbox's")
+        .hint("keep the profile in a directory of its own, e.g. ~/config, or pass `--user` with another home")
+        .into());
+    }
+    Ok(dir)
+}
+
+/// The private home `home` shown at `home_at`, then the profile `profile` read-only at its
+/// own path (in the store it is there already, with the toolbox's store). A profile below
+/// `home_at` is attached on a directory `make_mount_point` makes in the home (given the
+/// path relative to it).
+pub fn home_and_profile(
+    home: &Path,
+    home_at: &Path,
+    profile: Option<&Path>,
+    target_root: &Path,
+    make_mount_point: impl FnOnce(&Path) -> Result<()>,
+) -> Result<Vec<(TreeGraft, Spot)>> {
+    let mut trees = vec![(
+        TreeGraft {
+            source: home.to_path_buf(),
+            at: home_at.to_path_buf(),
+            read_only: false,
+        },
+        find_spot(target_root, home_at)?,
+    )];
+    let Some(dir) = profile else {
+        return Ok(trees);
+    };
+    if dir.starts_with(Path::new(HOST_NIX).join("store")) {
+        return Ok(trees);
+    }
+    let spot = match dir.strip_prefix(home_at) {
+        Ok(rel) => {
+            make_mount_point(rel)?;
+            Spot::Ready
+        }
+        Err(_) => find_spot(target_root, dir)?,
+    };
+    trees.push((
+        TreeGraft {
+            source: dir.to_path_buf(),
+            at: dir.to_path_buf(),
+            read_only: true,
+        },
+        spot,
+    ));
+    Ok(trees)
 }
 
 #[cfg(test)]

@@ -24,8 +24,24 @@ pub fn script_path() -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{SCRIPT_FD}"))
 }
 
-/// Plans the session's shell or command, with `profile`'s environment if one is activated
-/// into a private home shown at the session's `$HOME`.
+/// A profile activated into a private home shown at the session's `$HOME`, as the session's
+/// shell starts with it.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchProfile<'a> {
+    pub env: &'a ProfileEnv,
+    /// Lines that run its `activate.sh` before the command, where the session runs it (a
+    /// dispatched one); empty where it runs on its own first.
+    pub hook: &'a str,
+}
+
+impl<'a> LaunchProfile<'a> {
+    /// The profile's environment, its `activate.sh` run on its own.
+    pub fn env(env: &'a ProfileEnv) -> Self {
+        Self { env, hook: "" }
+    }
+}
+
+/// Plans the session's shell or command, with `profile`'s environment if there is one.
 pub fn plan_session_launch(
     devenv: &DevEnv,
     facts: &TargetFacts,
@@ -33,12 +49,12 @@ pub fn plan_session_launch(
     mode: &LaunchMode,
     name: &str,
     caller_env: &[(OsString, OsString)],
-    profile: Option<&ProfileEnv>,
+    profile: Option<LaunchProfile>,
 ) -> Launch {
     let mut env = session_env(facts, user, name, caller_env);
     if let Some(p) = profile {
         // Before nix's script runs, so the toolbox's variables win as well.
-        for (k, v) in &p.vars {
+        for (k, v) in &p.env.vars {
             if !env.iter().any(|(e, _)| e == k.as_str()) {
                 env.push((k.into(), v.into()));
             }
@@ -55,7 +71,7 @@ pub fn plan_session_launch(
     body.push('\n');
     if let Some(p) = profile {
         // As in `agentenv PATH`: its bin/ before the toolbox's entries, its tools after them.
-        body.push_str(&p.path_lines());
+        body.push_str(&p.env.path_lines());
     }
     body.push_str(&path_after_target(&target_path));
     match profile {
@@ -64,8 +80,11 @@ pub fn plan_session_launch(
         // An interactive bash would save its history into the target's home.
         None => body.push_str("unset HISTFILE\n"),
     }
+    if let Some(p) = profile {
+        body.push_str(p.hook);
+    }
     if let (Some(p), LaunchMode::Interactive) = (profile, mode) {
-        body.push_str(&p.init_lines());
+        body.push_str(&p.env.init_lines());
     }
     let mut launch = plan_launch(&body, &devenv.shell, mode, cwd, env, name);
     let path = script_path();
@@ -306,7 +325,15 @@ mod tests {
         let f = facts(&[("PATH", "/bin"), ("EDITOR", "vi")]);
         let p = profile_env();
         let mode = LaunchMode::Command(vec!["true".into()]);
-        let l = plan_session_launch(&devenv(""), &f, &root(), &mode, "web", &[], Some(&p));
+        let l = plan_session_launch(
+            &devenv(""),
+            &f,
+            &root(),
+            &mode,
+            "web",
+            &[],
+            Some(LaunchProfile::env(&p)),
+        );
         let get = |k: &str| l.env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone());
         assert_eq!(get("EDITOR"), Some("vi".into()));
         assert_eq!(get("AGENTENV_PROFILE"), Some("/p".into()));
@@ -324,11 +351,20 @@ mod tests {
             &LaunchMode::Interactive,
             "web",
             &[],
-            Some(&p),
+            Some(LaunchProfile {
+                env: &p,
+                hook: "source /p/activate.sh\n",
+            }),
         );
-        assert!(String::from_utf8(i.script)
-            .unwrap()
-            .contains("alias ll='ls -l'\n"));
+        let s = String::from_utf8(i.script).unwrap();
+        let (hook, init) = (
+            s.find("source /p/activate.sh\n"),
+            s.find("alias ll='ls -l'\n"),
+        );
+        assert!(
+            hook.is_some() && init.is_some() && hook < init,
+            "the hook runs before the profile's init: {s}"
+        );
     }
 
     #[test]
@@ -337,7 +373,15 @@ mod tests {
         let mode = LaunchMode::Command(vec!["sh".into(), "-c".into(), "echo \"$PATH\"".into()]);
         let rc = "PATH=/nix/store/x-toolbox/bin${PATH:+:$PATH}\n";
         let f = facts(&[("PATH", "/usr/bin:/bin")]);
-        let l = plan_session_launch(&devenv(rc), &f, &root(), &mode, "web", &[], Some(&p));
+        let l = plan_session_launch(
+            &devenv(rc),
+            &f,
+            &root(),
+            &mode,
+            "web",
+            &[],
+            Some(LaunchProfile::env(&p)),
+        );
         let script = String::from_utf8(l.script)
             .unwrap()
             .replacen("exec 200<&-\n", "", 1);

@@ -22,11 +22,11 @@ use nix::sys::signal::Signal;
 use nix::unistd::{fork, pipe2, ForkResult, Gid, Uid};
 
 use super::bounds::{enter_bounds, limit_capabilities, read_bounds, undumpable, Bounds};
-use super::cgroups::join_cgroups;
-use super::facts::Namespace;
-use super::graft::{apply_graft, GraftPlan};
+use super::cgroups::{join_cgroups, target_cgroups};
+use super::facts::{Namespace, TargetFacts};
+use super::graft::{apply_graft, plan_graft, GraftPlan};
 use super::mountapi::{LinuxMountApi, MountApi, TreeFd};
-use super::places::TreeGraft;
+use super::places::{Spot, TreeGraft};
 use super::script::SCRIPT_FD;
 use super::target::Target;
 use super::terminal::{self, MasterChannel, SessionTerminal};
@@ -45,12 +45,38 @@ pub struct SessionPlan {
     /// The target's namespaces that are not ours.
     pub foreign: Vec<Namespace>,
     pub graft: GraftPlan,
+    /// The toolbox's store on this machine: `/nix/store`, or a dispatch host's content cache.
+    pub store: PathBuf,
     pub user: SessionUser,
     /// The target's `cgroup.procs` files to join.
     pub cgroups: Vec<PathBuf>,
     pub launch: Launch,
     /// A terminal of the session's own, and how it is relayed (see `terminal`).
     pub terminal: Option<SessionTerminal>,
+}
+
+impl SessionPlan {
+    /// The plan for a session in `target`, whose facts are `facts`, with `trees` grafted and
+    /// the toolbox's store taken from `store`.
+    pub fn new(
+        target: Target,
+        facts: &TargetFacts,
+        trees: Vec<(TreeGraft, Spot)>,
+        store: PathBuf,
+        user: SessionUser,
+        launch: Launch,
+    ) -> Self {
+        SessionPlan {
+            graft: plan_graft(&facts.root, &facts.nix, trees),
+            store,
+            foreign: facts.foreign.clone(),
+            cgroups: target_cgroups(target.pid),
+            user,
+            launch,
+            target,
+            terminal: terminal::interactive_if_wanted(),
+        }
+    }
 }
 
 /// The order the session process joins namespaces in: those only the host's root may join
@@ -86,13 +112,13 @@ fn open_namespace(pid: i32, ns: Namespace) -> Result<(Namespace, File)> {
 /// Runs the session described by `plan`; returns the exit code of its shell or command.
 pub fn run_session(plan: &SessionPlan) -> Result<i32> {
     let api = LinuxMountApi;
-    let toolbox = match plan.graft.toolbox_source() {
-        Some(source) => {
-            let tree = api.clone_tree(&source)?;
+    let toolbox = match plan.graft.shows_toolbox() {
+        true => {
+            let tree = api.clone_tree(&plan.store)?;
             api.seal_tree(&tree)?;
             Some(tree)
         }
-        None => None,
+        false => None,
     };
     let trees = copy_trees(plan, &api)?;
     let pid = plan.target.pid;

@@ -143,6 +143,24 @@ pub fn choose_user(spec: Option<&str>, passwd: &str, group: &str) -> Result<Sess
     })
 }
 
+/// The session's user in the target whose main process is `pid`: `spec` (`--user`) resolved
+/// in its root, else the user of that process (root for most containers), checked against
+/// its user namespace's maps.
+pub fn session_user(pid: i32, spec: Option<&str>) -> Result<SessionUser> {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let own = match spec {
+        Some(_) => None,
+        None => default_user(&super::facts::read_privileges(pid)?, &proc_dir, &root)?,
+    };
+    let user = match own {
+        Some(user) => user,
+        None => resolve_user(spec, &root)?,
+    };
+    check_mapped(&user, &proc_dir)?;
+    Ok(user)
+}
+
 /// Resolves `spec` in the root of the target at `root` (`/proc/PID/root`).
 pub fn resolve_user(spec: Option<&str>, root: &Path) -> Result<SessionUser> {
     let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();

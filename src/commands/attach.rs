@@ -8,15 +8,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::attach::caps::check_attach_privilege;
-use crate::attach::cgroups::target_cgroups;
-use crate::attach::facts::{read_facts, read_privileges};
-use crate::attach::graft::plan_graft;
+use crate::attach::facts::read_facts;
 use crate::attach::home::{sweep_homes, AttachHome};
-use crate::attach::places::{find_spot, Spot, TreeGraft};
-use crate::attach::script::{plan_session_launch, session_home};
+use crate::attach::places::{check_profile, home_and_profile};
+use crate::attach::script::{plan_session_launch, session_home, LaunchProfile};
 use crate::attach::session::{run_session, SessionPlan};
 use crate::attach::target::{resolve_target, Target};
-use crate::attach::user::{check_mapped, default_user, resolve_user};
+use crate::attach::user::session_user;
 use crate::cli::current_dir;
 use crate::diag::Diagnostic;
 use crate::guest::launch::LaunchMode;
@@ -24,8 +22,6 @@ use crate::nix::devenv::load_or_evaluate;
 use crate::nix::flake::FlakeTarget;
 use crate::paths::StateDirs;
 use crate::profile::hook::{hook_command, hook_failed, OUTPUT_TO_STDERR};
-use crate::profile::Profile;
-use crate::store::HOST_NIX;
 
 pub const USAGE_FIRST: &str = "\
 $ agentenv attach web                     a shell in container `web`, with this project's tools
@@ -86,16 +82,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let toolbox = toolbox_flake(args.flake.as_deref(), &current_dir()?)?;
     let facts = read_facts(&target)?;
     let target_root = PathBuf::from(format!("/proc/{}/root", target.pid));
-    let proc_dir = PathBuf::from(format!("/proc/{}", target.pid));
-    let own_user = match &args.user {
-        Some(_) => None,
-        None => default_user(&read_privileges(target.pid)?, &proc_dir, &target_root)?,
-    };
-    let user = match own_user {
-        Some(user) => user,
-        None => resolve_user(args.user.as_deref(), &target_root)?,
-    };
-    check_mapped(&user, &proc_dir)?;
+    let user = session_user(target.pid, args.user.as_deref())?;
     let state = StateDirs::from_env()?;
     let home_at: PathBuf = session_home(&facts, &user).components().collect();
     let agent = match &args.agent {
@@ -135,7 +122,9 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
             };
             let (env, hook) =
                 home.activate(dir, &crate::profile::tools::cache_root(&state), &except)?;
-            trees = profile_trees(dir, &home, &home_at, &target_root)?;
+            trees = home_and_profile(&home.home(), &home_at, Some(dir), &target_root, |rel| {
+                home.make_mount_point(rel)
+            })?;
             if let Some(a) = &agent {
                 let attached = crate::memory::run::begin_attached(
                     a,
@@ -161,17 +150,10 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         &mode,
         &target.name,
         &caller_env,
-        profile_env.as_ref(),
+        profile_env.as_ref().map(LaunchProfile::env),
     );
-    let plan = SessionPlan {
-        graft: plan_graft(&facts.root, &facts.nix, trees),
-        foreign: facts.foreign.clone(),
-        cgroups: target_cgroups(target.pid),
-        user,
-        launch,
-        target,
-        terminal: crate::attach::terminal::interactive_if_wanted(),
-    };
+    let store = std::path::Path::new(crate::store::HOST_NIX).join("store");
+    let plan = SessionPlan::new(target, &facts, trees, store, user, launch);
     tracing::debug!(graft = ?plan.graft, foreign = ?plan.foreign, "attaching");
     // Forked here, in the host's namespaces: a session joins the target's PID namespace.
     let lander = match (memory, &agent) {
@@ -195,7 +177,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
             &LaunchMode::Command(hook_command(&hook)),
             &hook_plan.target.name,
             &caller_env,
-            profile_env.as_ref(),
+            profile_env.as_ref().map(LaunchProfile::env),
         );
         let mut script = OUTPUT_TO_STDERR.as_bytes().to_vec();
         script.append(&mut hook_plan.launch.script);
@@ -262,73 +244,4 @@ fn toolbox_flake(flake: Option<&str>, cwd: &Path) -> Result<FlakeTarget> {
             .into()
         }),
     }
-}
-
-/// The profile chosen by `--profile`, `$AGENTENV_PROFILE` or config.toml, unless `no_profile`.
-/// The profile's directory as its links name it, once it is known to fit the session.
-fn check_profile(dir: &Path, home_at: &Path, target: &Target) -> Result<PathBuf> {
-    let dir = Profile::load(dir)?.root;
-    let odd = home_at
-        .components()
-        .any(|c| c == std::path::Component::ParentDir);
-    if !home_at.is_absolute() || home_at == Path::new("/") || odd {
-        return Err(Diagnostic::new(format!(
-            "the session in {} has no home directory for the profile (HOME is {})",
-            target.label,
-            home_at.display()
-        ))
-        .hint("pass a user with a home in the target's /etc/passwd (`--user NAME`), or attach without it: `--no-profile`")
-        .into());
-    }
-    let nix = Path::new(HOST_NIX);
-    let in_nix = |p: &Path| p.starts_with(nix) && !p.starts_with(nix.join("store"));
-    if home_at.starts_with(&dir) || in_nix(&dir) || home_at.starts_with(nix) {
-        return Err(Diagnostic::new(format!(
-            "the profile {} and the home {} cannot both be shown in {}",
-            dir.display(),
-            home_at.display(),
-            target.label
-        ))
-        .detail("the profile may not hold the home, and /nix is the toolbox's")
-        .hint("keep the profile in a directory of its own, e.g. ~/config, or pass `--user` with another home")
-        .into());
-    }
-    Ok(dir)
-}
-
-/// The private home at `home_at`, then the profile at its own path (in the store it is there
-/// already, with the toolbox's store).
-fn profile_trees(
-    dir: &Path,
-    home: &AttachHome,
-    home_at: &Path,
-    target_root: &Path,
-) -> Result<Vec<(TreeGraft, Spot)>> {
-    let mut trees = vec![(
-        TreeGraft {
-            source: home.home(),
-            at: home_at.to_path_buf(),
-            read_only: false,
-        },
-        find_spot(target_root, home_at)?,
-    )];
-    if dir.starts_with(Path::new(HOST_NIX).join("store")) {
-        return Ok(trees);
-    }
-    let spot = match dir.strip_prefix(home_at) {
-        Ok(rel) => {
-            home.make_mount_point(rel)?;
-            Spot::Ready
-        }
-        Err(_) => find_spot(target_root, dir)?,
-    };
-    trees.push((
-        TreeGraft {
-            source: dir.to_path_buf(),
-            at: dir.to_path_buf(),
-            read_only: true,
-        },
-        spot,
-    ));
-    Ok(trees)
 }

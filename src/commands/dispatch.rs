@@ -1,5 +1,5 @@
 //! `agentenv dispatch [--flake REF] [--profile DIR] [--remote-dir DIR] [--isolated |
-//! --no-namespaces] TARGET [-- COMMAND...]`: sends the toolbox, the profile (and agentenv
+//! --container ID | --no-namespaces] TARGET [-- COMMAND...]`: sends the toolbox, the profile (and agentenv
 //! itself) to a Linux host over ssh and runs a shell or a command there, on the host as it is
 //! (or sandboxed, or bare); `__remote` is what agentenv runs on the host.
 
@@ -25,6 +25,7 @@ $ agentenv dispatch --profile ~/config box   ...with your dotfiles, skills and t
 $ agentenv dispatch --agent ana --detach box -- make soak   prints an ID and returns
 $ agentenv dispatch --attach ID          follows it to its end, brings back what it learned
 $ agentenv dispatch --isolated box       the same, seeing nothing of the host
+$ agentenv dispatch --container web root@box   in container `web` on `box`, as attach there
 $ agentenv dispatch --collect box        bring back what sessions left on `box`";
 
 /// Options of `agentenv dispatch`.
@@ -88,6 +89,19 @@ pub struct DispatchArgs {
     /// host's files or processes. The network is the host's.
     #[arg(long, conflicts_with = "no_namespaces")]
     pub isolated: bool,
+
+    /// Work in this container on the host instead, as `agentenv attach` does there: its
+    /// files, processes and network, with the toolbox at /nix and the profile and memory in a
+    /// private home at its $HOME, the container left as it was. ID is a container's id or
+    /// name (or a unique prefix) as the host's docker, podman or containerd know it, or
+    /// `pid:N`. Needs root on the host: dispatch as root@HOST.
+    #[arg(
+        long,
+        value_name = "ID",
+        conflicts_with_all = ["isolated", "no_namespaces"],
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub container: Option<String>,
 
     /// Where the host refuses user namespaces: run directly on the host, no namespace at all,
     /// with the toolbox on PATH from agentenv's directory there. There is no /nix, so only
@@ -156,9 +170,10 @@ pub fn run(args: &DispatchArgs) -> Result<i32> {
         agent,
         detach: args.detach,
         clean_caches: args.clean,
-        isolation: match (args.isolated, args.no_namespaces) {
-            (true, _) => Isolation::Isolated,
-            (_, true) => Isolation::NoNamespaces,
+        isolation: match (&args.container, args.isolated, args.no_namespaces) {
+            (Some(id), _, _) => Isolation::Container(id.clone()),
+            (_, true, _) => Isolation::Isolated,
+            (_, _, true) => Isolation::NoNamespaces,
             _ => Isolation::HostView,
         },
     };
@@ -176,6 +191,12 @@ pub enum RemoteVerb {
     UnpackProfile { dir: PathBuf, name: String },
     /// Serve a session's agent on stdio.
     Session { spec: PathBuf },
+    /// Run a command of a session in its container.
+    Attach {
+        spec: PathBuf,
+        #[arg(last = true)]
+        command: Vec<OsString>,
+    },
     /// Remove a session's directory; print what remains.
     Clean {
         dir: PathBuf,
@@ -206,6 +227,7 @@ pub fn run_remote(verb: &RemoteVerb) -> Result<i32> {
             crate::dispatch::profile_trip::unpack_profile(dir, name)
         }
         RemoteVerb::Session { spec } => remote::session(spec),
+        RemoteVerb::Attach { spec, command } => crate::dispatch::container::attach(spec, command),
         RemoteVerb::Clean { dir, id, all } => remote::clean(dir, id, *all),
         RemoteVerb::Unpack { dir } => crate::dispatch::memory_trip::read_into(dir),
         RemoteVerb::PackMemory { home, places } => {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use nix::sched::{unshare, CloneFlags};
 
 use crate::attach::facts::{read_listing, TargetNix};
-use crate::attach::graft::{apply_graft, plan_graft, GraftPlan, Toolbox};
+use crate::attach::graft::{apply_graft, plan_graft, GraftPlan};
 use crate::attach::mountapi::{LinuxMountApi, MountApi};
 use crate::attach::places::{find_spot, TreeGraft};
 use crate::compute::linux::userns::{unshare_refused, write_id_maps, IdMode};
@@ -70,10 +70,7 @@ pub fn plan_view(spec: &HostViewSpec) -> Result<GraftPlan> {
 /// The toolbox tree to attach for `plan`: the cache's `store`, the graft puts it at
 /// `/nix/store` (over the host's own store, if the host has one).
 fn toolbox_source(plan: &GraftPlan, spec: &HostViewSpec) -> Option<PathBuf> {
-    match &plan.toolbox {
-        Toolbox::Shared => None,
-        _ => Some(spec.nix_dir.join("store")),
-    }
+    plan.shows_toolbox().then(|| spec.nix_dir.join("store"))
 }
 
 /// Enters the view in the calling process: a user namespace mapping the caller to itself, a

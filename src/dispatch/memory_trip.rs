@@ -21,17 +21,22 @@ pub struct MemoryTrip {
 }
 
 impl MemoryTrip {
-    /// Begins a session of `agent` for a dispatch to `host` running `command`; `links` are
-    /// its profile's links into the places, as the host's copy of the profile has them.
+    /// Begins a session of `agent` for a dispatch to `host` (into `container` there) running
+    /// `command`; `links` are its profile's links into the places, as the host's copy of the
+    /// profile has them.
     pub fn begin(
         agent: Agent,
         host: &str,
+        container: Option<&str>,
         command: &[std::ffi::OsString],
         links: crate::memory::tree::ProfileLinks,
     ) -> Result<Self> {
         let origin = Origin {
             project: None,
-            backend: "dispatch".into(),
+            backend: match container {
+                Some(c) => format!("dispatch, container {c}"),
+                None => "dispatch".into(),
+            },
             command: crate::memory::provenance::command_line(command),
         };
         let mut session = Session::begin(&agent, origin, None, links)?;

@@ -2,14 +2,16 @@
 //! `sh`. `target` names the host, `ssh` keeps one multiplexed connection, `probe` learns what
 //! the host is and where agentenv may work there, `binary` and `push` put a static agentenv
 //! there by content hash, `store_sync` sends the toolbox's store paths the host lacks,
-//! `profile_trip` the profile,
-//! `session` runs one dispatch in the view `views` plans, and `record` keeps what this machine
-//! knows of it until it has ended (`resume`: `--attach`, `--collect`); `remote`, `host_view`,
-//! `isolated`, `away` and `detached` are agentenv's side on the host.
+//! `profile_trip` the profile, `session` runs one dispatch in the view `views` plans
+//! (`round_trip` is its trip to the host), and `record` keeps what this machine knows of it
+//! until it has ended (`resume`: `--attach`, `--collect`); `remote`, `host_view`, `isolated`,
+//! `container`, `away` and `detached` are agentenv's side on the host.
 
 #[cfg(target_os = "linux")]
 pub mod away;
 pub mod binary;
+#[cfg(target_os = "linux")]
+pub mod container;
 #[cfg(target_os = "linux")]
 pub mod detached;
 #[cfg(target_os = "linux")]
@@ -28,6 +30,8 @@ pub mod record;
 pub mod remote;
 #[cfg(target_os = "linux")]
 pub mod resume;
+#[cfg(target_os = "linux")]
+pub mod round_trip;
 #[cfg(target_os = "linux")]
 pub mod session;
 pub mod ssh;

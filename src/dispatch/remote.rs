@@ -24,6 +24,9 @@ pub struct RemoteFacts {
     pub store: Vec<String>,
     /// Profiles the content cache holds.
     pub profiles: Vec<String>,
+    /// The capabilities attaching to a container needs that the ssh session lacks.
+    #[serde(default)]
+    pub attach_missing: Vec<String>,
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -55,11 +58,25 @@ pub fn facts(dir: &Path) -> Result<i32> {
         userns_refused: userns_refusal(),
         store: names_in(&dir.join(layout::STORE)),
         profiles: names_in(&dir.join(layout::PROFILES)),
+        attach_missing: attach_missing(),
     };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &facts)?;
     out.write_all(b"\n")?;
     Ok(0)
+}
+
+#[cfg(target_os = "linux")]
+fn attach_missing() -> Vec<String> {
+    crate::attach::caps::missing_here()
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn attach_missing() -> Vec<String> {
+    Vec::new()
 }
 
 /// Tries a user and mount namespace in a child, as a session will make them.
@@ -249,6 +266,9 @@ pub enum SessionView {
     /// No namespace at all (`--no-namespaces`): the toolbox only on PATH. The agent keeps its
     /// start-up scripts in `scratch`, a directory of the session.
     Bare { scratch: PathBuf },
+    /// A container on the host (`--container`): the agent runs on the host, each command in
+    /// the container through `__remote attach`.
+    Container(Box<super::container::ContainerSpec>),
 }
 
 /// Reads and checks a session spec; returns it with the session's directory.
@@ -292,6 +312,10 @@ pub fn enter_session(spec: &SessionSpec) -> Result<()> {
         // Single-threaded here: nothing else reads the environment. The commands get theirs
         // from the exec request, not this one.
         SessionView::Bare { scratch } => std::env::set_var("TMPDIR", scratch),
+        SessionView::Container(c) => {
+            crate::attach::caps::check_attach_privilege()?;
+            std::env::set_var("TMPDIR", &c.scratch)
+        }
     }
     crate::process::block_supervised_signals()?;
     if let SessionView::Host(_) = spec.view {

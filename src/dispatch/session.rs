@@ -4,7 +4,6 @@
 //! host cleaned and the cleanup checked.
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -17,14 +16,14 @@ use super::profile_trip::ProfileTrip;
 use super::push::{content_name, push_executable};
 use super::record::DispatchRecord;
 use super::remote::{CleanReport, RemoteFacts, SessionProfile, SessionSpec};
-use super::ssh::{collect_stderr, exits_within, host_said, quote as q, SshConnection};
+use super::round_trip::{clean_args, run_session, Cleanup};
+use super::ssh::{quote as q, SshConnection};
 use super::store_sync::{closure_cached, sync_closure};
 use super::target::Target;
-use super::views::{exec_spec, plan_view, HostProfile, Isolation, PlannedView};
+use super::views::{exec_spec, plan_view, HostProfile, Isolation, PlannedView, SessionPaths};
 use crate::diag::Diagnostic;
 use crate::nix::devenv::DevEnv;
 use crate::paths::StateDirs;
-use crate::proto::message::ExecSpec;
 
 /// What to dispatch.
 pub struct DispatchRequest {
@@ -130,7 +129,7 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         }
         None => push_binary(ssh, &facts, &offered, state)?,
     };
-    check_namespaces(&host, &remote, req.isolation)?;
+    check_namespaces(&host, &remote, &req.isolation)?;
     let closure = closure
         .join()
         .map_err(|_| anyhow::anyhow!("listing the toolbox's store paths failed"))??;
@@ -166,9 +165,15 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
                 }
                 _ => Default::default(),
             };
+            // The provenance names where it worked: the host, and the container there.
+            let container = match &req.isolation {
+                Isolation::Container(c) => Some(c.as_str()),
+                _ => None,
+            };
             Some(MemoryTrip::begin(
                 agent.clone(),
                 &req.target.to_string(),
+                container,
                 &req.command,
                 links,
             )?)
@@ -342,8 +347,25 @@ fn finish_with(
 /// Whether the host gives the session the namespaces it needs: refused user namespaces are an
 /// error, unless the session is to run without any (said once, loudly: never a silent
 /// fallback).
-fn check_namespaces(host: &Host, remote: &RemoteFacts, isolation: Isolation) -> Result<()> {
+fn check_namespaces(host: &Host, remote: &RemoteFacts, isolation: &Isolation) -> Result<()> {
     match (&remote.userns_refused, isolation) {
+        (_, Isolation::Container(id)) => match remote.attach_missing.as_slice() {
+            [] => Ok(()),
+            missing => Err(Diagnostic::new(format!(
+                "attaching to {id} on {} needs {}, which your ssh session there does not have",
+                host.ssh.target(),
+                missing.join(", ")
+            ))
+            .detail("joining a container's namespaces and mounting the toolbox in a copy of its mount namespace are privileged")
+            .hint(format!(
+                "dispatch as root there: `agentenv dispatch --container {id} {}`",
+                super::target::Target {
+                    user: Some("root".into()),
+                    ..host.ssh.target().clone()
+                }
+            ))
+            .into()),
+        },
         (_, Isolation::NoNamespaces) => {
             let store = join(&host.dir, layout::STORE);
             eprint!(
@@ -380,14 +402,18 @@ fn plan_session(
     trip: Option<&MemoryTrip>,
 ) -> Result<(PlannedView, String)> {
     let dir = host.session_dir(id);
-    let profile_dir = profile.map(|p| p.dir.as_path());
+    let paths = SessionPaths {
+        dir: &host.dir,
+        bin: &host.bin,
+        session: &dir,
+    };
     let view = plan_view(
-        req.isolation,
-        &host.dir,
-        &dir,
+        &req.isolation,
+        paths,
         remote,
         &req.devenv,
-        profile_dir,
+        profile,
+        trip.is_some(),
     );
     let spec = SessionSpec {
         view: view.view.clone(),
@@ -409,104 +435,6 @@ fn plan_session(
         q(&spec_json)?
     );
     Ok((view, setup))
-}
-
-/// How the host is cleaned after a session.
-#[derive(Debug, Clone, Copy)]
-struct Cleanup {
-    /// By the session's own round trip (there is no memory to bring back first).
-    in_session: bool,
-    /// The content caches too (`--clean`).
-    caches: bool,
-}
-
-/// The arguments of `__remote clean` for session `id`.
-fn clean_args(host: &Host, id: &str, caches: bool) -> Result<String> {
-    let all = if caches { " --all" } else { "" };
-    Ok(format!("clean {} {id}{all}", q(&host.dir)?))
-}
-
-/// How a session's round trip ended.
-struct SessionRun {
-    code: i32,
-    /// What the host reported after cleaning up after the session, when asked to.
-    cleaned: Option<CleanReport>,
-}
-
-/// What the session's round trip prints on stderr before the cleanup's report.
-const CLEAN_MARK: &str = "agentenv-clean-report=";
-
-/// How long the host may take to clean up once the command has ended (it may end the
-/// session's processes first).
-const CLEAN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Runs the session's agent over ssh stdio and the command through it, after `setup`; when
-/// the cleanup is the session's, the same round trip then removes the session's directory
-/// and reports.
-fn run_session(
-    host: &Host,
-    id: &str,
-    setup: &str,
-    exec: ExecSpec,
-    cleanup: Cleanup,
-) -> Result<SessionRun> {
-    let clean_after = cleanup.in_session;
-    let dq = q(&host.session_dir(id))?;
-    let bin = q(&host.bin)?;
-    let forward_stdin = exec.tty.is_some() || !std::io::stdin().is_terminal();
-    let clean = match clean_after {
-        true => format!(
-            "printf '{CLEAN_MARK}' >&2\nexec {bin} __remote {} >&2\n",
-            clean_args(host, id, cleanup.caches)?
-        ),
-        false => String::new(),
-    };
-    let mut child = host.ssh.spawn_script(&format!(
-        "{setup}{bin} __remote session {dq}/spec.json\n{clean}"
-    ))?;
-    let stdin = child.stdin.take().context("ssh has no stdin")?;
-    let stdout = child.stdout.take().context("ssh has no stdout")?;
-    // What agentenv on the host says about itself (not the command's stderr: that comes in
-    // frames) is kept for the error, if there is one.
-    let said = collect_stderr(&mut child)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let result = rt.block_on(async {
-        let stdin = tokio::process::ChildStdin::from_std(stdin)?;
-        let stdout = tokio::process::ChildStdout::from_std(stdout)?;
-        let stream: Box<dyn crate::transport::Transport> = Box::new(tokio::io::join(stdout, stdin));
-        let mut client = crate::proto::client::AgentClient::over(stream).await?;
-        client.exec(exec, forward_stdin).await
-    });
-    rt.shutdown_background();
-    if result.is_err() || !clean_after || !exits_within(&mut child, CLEAN_WAIT) {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    let said = said.join().unwrap_or_default();
-    let (said, cleaned) = match said.split_once(CLEAN_MARK) {
-        Some((before, report)) => (before.to_string(), serde_json::from_str(report.trim()).ok()),
-        None => (said, None),
-    };
-    match result {
-        Ok(code) => {
-            if !said.trim().is_empty() {
-                eprint!("{said}");
-            }
-            Ok(SessionRun { code, cleaned })
-        }
-        Err(e) => {
-            let d = Diagnostic::new(format!(
-                "the session on {} ended without an exit status",
-                host.ssh.target()
-            ));
-            Err(anyhow::Error::new(
-                host_said(d, &said).detail(format!("{e:#}")),
-            ))
-        }
-    }
 }
 
 /// Brings the places of the session's home on the host back into the memory session and

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use super::container::{ContainerProfile, ContainerSpec};
 use super::host_view::{HostViewSpec, ViewTree};
 use super::isolated::{home_inside, IsolatedSpec, WORK_DIR};
 use super::layout::{self, join};
@@ -24,11 +25,21 @@ pub struct HostProfile {
 }
 
 /// Which view a dispatch asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Isolation {
     HostView,
     Isolated,
     NoNamespaces,
+    /// In this container (or `pid:N`) on the host, as `agentenv attach` there.
+    Container(String),
+}
+
+/// Where agentenv is on the host: its directory, its binary there, the session's directory.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPaths<'a> {
+    pub dir: &'a str,
+    pub bin: &'a str,
+    pub session: &'a str,
 }
 
 /// A session's view as planned for one host.
@@ -38,23 +49,30 @@ pub struct PlannedView {
     /// Directories of the session's directory to make before it starts (`home` first: an
     /// agent's memory is unpacked there), relative to it.
     pub dirs: Vec<PathBuf>,
-    /// `$HOME` and the working directory of commands, as they see them.
+    /// `$HOME` and the working directory of commands, as they see them (in a container: the
+    /// runner's, on the host).
     pub home: PathBuf,
     pub cwd: PathBuf,
+    /// In a container: what the agent runs for each command, followed by `--` and the
+    /// command; empty otherwise.
+    pub runner: Vec<OsString>,
 }
 
-/// The view `isolation` names, on a host whose agentenv directory is `dir`, for the session
-/// whose directory is `session`, showing `profile` (its copy on the host) read-only at its path.
+/// The view `isolation` names, for the session at `paths`, showing `profile` (its copy on the
+/// host) read-only at its path; `memory`: an agent's memory is unpacked into its home.
 pub fn plan_view(
-    isolation: Isolation,
-    dir: &str,
-    session: &str,
+    isolation: &Isolation,
+    paths: SessionPaths,
     remote: &RemoteFacts,
     devenv: &DevEnv,
-    profile: Option<&std::path::Path>,
+    profile: Option<&HostProfile>,
+    memory: bool,
 ) -> PlannedView {
+    let SessionPaths { dir, session, .. } = paths;
     let sub = |name: &str| PathBuf::from(join(session, name));
     let names = |names: &[&str]| names.iter().map(PathBuf::from).collect::<Vec<_>>();
+    let isolation = isolation.clone();
+    let profile_dir = profile.map(|p| p.dir.as_path());
     match isolation {
         Isolation::HostView => {
             let home = PathBuf::from(if remote.home.is_empty() {
@@ -72,7 +90,7 @@ pub fn plan_view(
                 tree(sub("run"), PathBuf::from("/run/agentenv")),
             ];
             let mut dirs = names(&["home", "run"]);
-            if let Some(p) = profile {
+            if let Some(p) = profile_dir {
                 // After the home: agentenv's directory may be below it, and the private home
                 // then needs the profile's mount point.
                 match p.strip_prefix(&home) {
@@ -96,6 +114,7 @@ pub fn plan_view(
                 dirs,
                 cwd: home.clone(),
                 home,
+                runner: Vec::new(),
             }
         }
         Isolation::Isolated => {
@@ -108,13 +127,39 @@ pub fn plan_view(
                     home: home.clone(),
                     shell: devenv.shell.clone(),
                     env_tool: devenv.env_tool.clone(),
-                    profile: profile.map(std::path::Path::to_path_buf),
+                    profile: profile_dir.map(std::path::Path::to_path_buf),
                 }),
                 dirs: names(&["home", "work"]),
                 home,
                 cwd: PathBuf::from(WORK_DIR),
+                runner: Vec::new(),
             }
         }
+        Isolation::Container(ref target) => PlannedView {
+            view: SessionView::Container(Box::new(ContainerSpec {
+                target: target.clone(),
+                nix_dir: PathBuf::from(join(dir, layout::NIX)),
+                home: sub("home"),
+                private_home: profile.is_some() || memory,
+                scratch: sub("run"),
+                devenv: devenv.clone(),
+                profile: profile.map(|p| ContainerProfile {
+                    dir: p.dir.clone(),
+                    env: p.env.clone(),
+                    hook: p.hook.clone(),
+                }),
+            })),
+            isolation,
+            dirs: names(&["home", "run"]),
+            home: sub("home"),
+            cwd: PathBuf::from(session),
+            runner: vec![
+                paths.bin.into(),
+                "__remote".into(),
+                "attach".into(),
+                join(session, "spec.json").into(),
+            ],
+        },
         Isolation::NoNamespaces => PlannedView {
             isolation,
             view: SessionView::Bare {
@@ -123,6 +168,7 @@ pub fn plan_view(
             dirs: names(&["home", "run"]),
             home: sub("home"),
             cwd: sub("home"),
+            runner: Vec::new(),
         },
     }
 }
@@ -141,6 +187,14 @@ pub fn exec_spec(
     profile: Option<&HostProfile>,
 ) -> ExecSpec {
     use crate::attach::script::{path_after_target, without_build_dir};
+    // A terminal here gets one there, for a shell or a command (`-- htop`), as with
+    // `agentenv . -- CMD`.
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = interactive
+        .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
+    if let Isolation::Container(_) = view.isolation {
+        return container_exec(view, command, host, tty);
+    }
     let host_var = |key: &str| {
         remote
             .env
@@ -180,6 +234,7 @@ pub fn exec_spec(
             ];
             (nix_rc, devenv.shell.clone(), env)
         }
+        Isolation::Container(_) => unreachable!("a container's command is its runner's"),
         Isolation::NoNamespaces => {
             // There is no /nix: the toolbox's paths name its copy in agentenv's directory.
             let store = join(dir, layout::STORE);
@@ -206,9 +261,6 @@ pub fn exec_spec(
     }
     env.push(("AGENTENV".into(), "1".into()));
     env.push(("AGENTENV_DISPATCH".into(), host.into()));
-    // A terminal here gets one there, for a shell or a command (`-- htop`), as with
-    // `agentenv . -- CMD`.
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if let Some(p) = profile {
         // Before nix's script runs, so the toolbox's variables win; the host's too.
         for (k, v) in &p.env.vars {
@@ -221,8 +273,6 @@ pub fn exec_spec(
             rc.push_str(&p.env.init_lines());
         }
     }
-    let tty = interactive
-        .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
     ExecSpec {
         rc_script: rc,
         shell,
@@ -232,6 +282,41 @@ pub fn exec_spec(
         prompt_name: host.to_string(),
         tty,
         stdin_script: command.is_empty() && !interactive,
+        passed_stdio: false,
+    }
+}
+
+/// The exec request for `command` in a container: the runner attaches and runs it there, with
+/// the container's environment and the toolbox's and profile's on top (`__remote attach`
+/// plans that on the host, where the container is read); only the caller's terminal is
+/// passed from here. The runner is started by the host's `sh`.
+fn container_exec(
+    view: &PlannedView,
+    command: &[OsString],
+    host: &str,
+    tty: Option<WinSize>,
+) -> ExecSpec {
+    let mut env: Vec<(OsString, OsString)> = vec![("PATH".into(), "/usr/bin:/bin".into())];
+    for key in ["TERM", "COLORTERM", "NO_COLOR"] {
+        if let Some(v) = std::env::var_os(key) {
+            env.push((key.into(), v));
+        }
+    }
+    env.push(("AGENTENV_DISPATCH".into(), host.into()));
+    let mut runner = view.runner.clone();
+    if !command.is_empty() {
+        runner.push("--".into());
+        runner.extend(command.iter().cloned());
+    }
+    ExecSpec {
+        rc_script: String::new(),
+        shell: PathBuf::from("/bin/sh"),
+        command: Some(runner),
+        cwd: view.cwd.clone(),
+        env,
+        prompt_name: host.to_string(),
+        tty,
+        stdin_script: false,
         passed_stdio: false,
     }
 }

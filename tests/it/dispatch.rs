@@ -17,7 +17,7 @@ fn pid_label() -> String {
     format!("{PID_LABEL}={}", std::process::id())
 }
 
-fn docker(args: &[&str]) -> Output {
+pub(crate) fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
         .stdin(Stdio::null())
@@ -157,9 +157,37 @@ impl Lab {
 
     /// Starts a host whose syscalls `seccomp` filters (`unconfined`, or a profile's path).
     pub(crate) fn host_with_seccomp(&mut self, seccomp: &str, extra: &[&str]) -> Host {
+        self.start_host(seccomp, extra, &[])
+    }
+
+    /// Starts a host that runs containers: it sees the processes of this machine's (its PID
+    /// namespace and cgroups are the machine's), root may attach (the capabilities attach
+    /// needs) and root logs in with the key, beside `dev`.
+    pub(crate) fn container_host(&mut self) -> Host {
+        let start = "ssh-keygen -A >/dev/null; for u in root dev; do printf '%s\n' \"$AUTHORIZED_KEY\" > /etc/ssh/authorized/$u; done; chmod 644 /etc/ssh/authorized/*; exec /usr/sbin/sshd -D -e -o PermitRootLogin=prohibit-password";
+        let extra = [
+            "--pid=host",
+            "--cgroupns=host",
+            "--cap-add=SYS_ADMIN",
+            "--cap-add=SYS_PTRACE",
+            "--security-opt",
+            "apparmor=unconfined",
+        ];
+        self.start_host("unconfined", &extra, &["sh", "-c", start])
+    }
+
+    /// Starts a container on the lab's network that is no host (no sshd): `command` in the
+    /// image, with more `docker run` options `extra`; returns its full id. Removed with the lab.
+    pub(crate) fn container(&mut self, extra: &[&str], command: &[&str]) -> String {
+        let (o, _) = self.run_container(extra, command);
+        stdout(&o).trim().to_string()
+    }
+
+    /// `docker run -d` of the image on the lab's network, labelled for the sweep, recorded
+    /// for removal; returns docker's output and the container's name.
+    fn run_container(&mut self, extra: &[&str], command: &[&str]) -> (Output, String) {
         let name = format!("{}-{}", self.network, self.hosts.len());
-        let pubkey = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
-        let seccomp = format!("seccomp={seccomp}");
+        let pid = pid_label();
         let mut args = vec![
             "run",
             "-d",
@@ -167,21 +195,34 @@ impl Lab {
             &name,
             "--label",
             LABEL,
+            "--label",
+            &pid,
             "--network",
             &self.network,
+        ];
+        args.extend_from_slice(extra);
+        args.push(IMAGE);
+        args.extend_from_slice(command);
+        let o = docker(&args);
+        assert!(o.status.success(), "docker run: {}", stderr(&o));
+        self.hosts.push(name.clone());
+        (o, name)
+    }
+
+    fn start_host(&mut self, seccomp: &str, extra: &[&str], command: &[&str]) -> Host {
+        let pubkey = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
+        let seccomp = format!("seccomp={seccomp}");
+        let env = format!("AUTHORIZED_KEY={}", pubkey.trim());
+        let mut args = vec![
             "--security-opt",
             &seccomp,
             "--security-opt",
             "systempaths=unconfined",
+            "-e",
+            &env,
         ];
-        let env = format!("AUTHORIZED_KEY={}", pubkey.trim());
-        let pid = pid_label();
-        args.extend_from_slice(&["--label", &pid]);
         args.extend_from_slice(extra);
-        args.extend_from_slice(&["-e", &env, IMAGE]);
-        let o = docker(&args);
-        assert!(o.status.success(), "docker run: {}", stderr(&o));
-        self.hosts.push(name.clone());
+        let (_, name) = self.run_container(&args, command);
         let ip = container_ip(&name);
         let host = Host { name, ip };
         // sshd is up when it answers.
@@ -202,9 +243,13 @@ impl Lab {
     }
 
     pub(crate) fn ssh(&self, host: &Host, cmd: &str) -> Output {
+        self.ssh_as("dev", host, cmd)
+    }
+
+    pub(crate) fn ssh_as(&self, user: &str, host: &Host, cmd: &str) -> Output {
         let mut c = Command::new("sh");
         c.arg("-c").arg(format!(
-            "{} dev@{} {}",
+            "{} {user}@{} {}",
             self.ssh_command(),
             host.ip,
             shell_quote(cmd)
@@ -214,11 +259,23 @@ impl Lab {
 
     /// `agentenv dispatch ARGS... dev@HOST -- CMD...` from the fixture's flake.
     pub(crate) fn dispatch(&self, f: &Fixture, host: &Host, args: &[&str], cmd: &[&str]) -> Output {
+        self.dispatch_as("dev", f, host, args, cmd)
+    }
+
+    /// `agentenv dispatch ARGS... USER@HOST -- CMD...` from the fixture's flake.
+    pub(crate) fn dispatch_as(
+        &self,
+        user: &str,
+        f: &Fixture,
+        host: &Host,
+        args: &[&str],
+        cmd: &[&str],
+    ) -> Output {
         let mut c = f.agentenv();
         c.env("AGENTENV_SSH", self.ssh_command())
             .arg("dispatch")
             .args(args)
-            .arg(format!("dev@{}", host.ip));
+            .arg(format!("{user}@{}", host.ip));
         if !cmd.is_empty() {
             c.arg("--").args(cmd);
         }

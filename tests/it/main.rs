@@ -12,6 +12,7 @@ mod containers;
 mod daily;
 mod dispatch;
 mod dispatch_away;
+mod dispatch_container;
 mod dispatch_profile;
 mod dispatch_views;
 mod doctor;
