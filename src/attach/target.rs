@@ -61,6 +61,37 @@ impl Target {
     pub fn still_running(&self) -> bool {
         is_live(self.pid, self.start_time)
     }
+
+    /// Says so when a session that ended with `code` was ended by the target's own end: a
+    /// target that ends takes the processes of its PID namespace with it, the session too.
+    pub fn say_if_it_ended(&self, code: i32) {
+        if code == 128 + 9 && self.ends_soon() {
+            eprintln!("agentenv: {} exited; the session ended with it", self.label);
+        }
+    }
+
+    /// True if the target is gone or goes within half a second: a dying PID 1 of a namespace
+    /// waits for every process in it to be reaped (the session included) before it exits.
+    fn ends_soon(&self) -> bool {
+        // PF_EXITING in /proc/PID/stat's flags: the target has begun to exit. Only then wait.
+        const PF_EXITING: u64 = 0x4;
+        let flags = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| {
+                let after = &stat[stat.rfind(')')? + 1..];
+                after.split_whitespace().nth(6)?.parse::<u64>().ok()
+            });
+        if flags.is_some_and(|f| f & PF_EXITING == 0) {
+            return !self.still_running();
+        }
+        for _ in 0..50 {
+            if !self.still_running() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
+    }
 }
 
 /// True if process `pid` runs and is the one that started at `start` (0: any); a zombie or a

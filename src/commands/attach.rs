@@ -13,7 +13,7 @@ use crate::attach::home::{sweep_homes, AttachHome};
 use crate::attach::places::{check_profile, home_and_profile};
 use crate::attach::script::{plan_session_launch, session_home, LaunchProfile};
 use crate::attach::session::{run_session, SessionPlan};
-use crate::attach::target::{resolve_target, Target};
+use crate::attach::target::resolve_target;
 use crate::attach::user::session_user;
 use crate::cli::current_dir;
 use crate::diag::Diagnostic;
@@ -197,37 +197,8 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         lander.finish()?;
     }
     let code = code?;
-    // A target that ends takes the processes of its PID namespace with it, the session too.
-    if code == 128 + 9 && target_ends_soon(&plan.target) {
-        eprintln!(
-            "agentenv: {} exited; the session ended with it",
-            plan.target.label
-        );
-    }
+    plan.target.say_if_it_ended(code);
     Ok(code)
-}
-
-/// True if `target` is gone or goes within half a second: a dying PID 1 of a namespace waits
-/// for every process in it to be reaped (the session included) before it exits itself.
-fn target_ends_soon(target: &Target) -> bool {
-    // PF_EXITING in /proc/PID/stat's flags: the target has begun to exit. Only then wait.
-    const PF_EXITING: u64 = 0x4;
-    let flags = std::fs::read_to_string(format!("/proc/{}/stat", target.pid))
-        .ok()
-        .and_then(|stat| {
-            let after = &stat[stat.rfind(')')? + 1..];
-            after.split_whitespace().nth(6)?.parse::<u64>().ok()
-        });
-    if flags.is_some_and(|f| f & PF_EXITING == 0) {
-        return !target.still_running();
-    }
-    for _ in 0..50 {
-        if !target.still_running() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    false
 }
 
 /// The toolbox: `--flake`, else the flake around `cwd`.

@@ -119,7 +119,9 @@ pub fn attach(spec_path: &Path, command: &[OsString]) -> Result<i32> {
     );
     let plan = SessionPlan::new(target, &facts, trees, c.nix_dir.join("store"), user, launch);
     tracing::debug!(graft = ?plan.graft, "attaching");
-    run_session(&plan)
+    let code = run_session(&plan)?;
+    plan.target.say_if_it_ended(code);
+    Ok(code)
 }
 
 /// Refuses a profile shown at `dir` that the session's user could not reach in the target
