@@ -45,7 +45,8 @@ impl Arch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFacts {
     pub arch: Arch,
-    pub uid: u32,
+    /// The ssh user's id (not printed when the binary was found at once).
+    pub uid: Option<u32>,
     pub home: String,
     /// Where agentenv keeps its files on the host (writable and executable).
     pub dir: String,
@@ -63,6 +64,37 @@ const FACTS_KEY: &str = "facts";
 /// check that it allows running programs); otherwise the first that passes the check.
 const PROBE: &str = r#"
 set -u
+# A directory of user $2's, that nobody else may write: in a shared /tmp another user could
+# have made it, and what it holds would run as us. A link to one counts only if it is theirs.
+ours() {
+  if [ -h "$1" ]; then
+    [ -n "$(find "$1" -prune -user "$2" 2>/dev/null)" ] || return 1
+  fi
+  [ -n "$(find -H "$1" -prune -user "$2" ! -perm -020 ! -perm -002 2>/dev/null)" ]
+}
+# The common case first, starting as few programs as it can (each costs milliseconds): the
+# binary in the requested directory, else in $XDG_RUNTIME_DIR or ~/.agentenv, checked as
+# ours by the login name sshd set. A binary for another machine fails to run and the next
+# is tried; if none runs, the full probe below decides.
+me=${LOGNAME:-${USER:-}}
+if [ -n "$REQUESTED" ]; then
+  set -- "$REQUESTED"
+else
+  set -- "${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/agentenv}" "${HOME:+$HOME/.agentenv}"
+fi
+quick=
+for d in "$@"; do
+  [ -n "$d" ] && [ -n "$me" ] && [ -w "$d" ] || continue
+  for arch_name in "x86_64 $BIN_X86_64" "aarch64 $BIN_AARCH64"; do
+    machine=${arch_name% *} name=${arch_name#* }
+    if [ -n "$name" ] && [ -x "$d/bin/$name" ] && ours "$d" "$me" && facts=$("$d/bin/$name" __remote facts "$d" 2>/dev/null); then
+      printf 'os=Linux\narch=%s\nhome=%s\ndir=%s\nfacts=%s\n' "$machine" "${HOME:-}" "$d" "$facts"
+      quick=1
+      break 2
+    fi
+  done
+done
+if [ -z "$quick" ]; then
 set -- $(uname -sm)
 os=${1:-} machine=${2:-}
 echo "os=$os"
@@ -80,18 +112,10 @@ if [ -n "$REQUESTED" ]; then
 else
   set -- "${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/agentenv}" "${HOME:+$HOME/.agentenv}" "/var/tmp/agentenv-$uid" "/tmp/agentenv-$uid" "/dev/shm/agentenv-$uid"
 fi
-# A directory of ours, that nobody else may write: in a shared /tmp another user could have
-# made it, and what it holds would run as us. A link to one counts only if the link is ours.
-ours() {
-  if [ -h "$1" ]; then
-    [ -n "$(find "$1" -prune -user "$uid" 2>/dev/null)" ] || return 1
-  fi
-  [ -n "$(find -H "$1" -prune -user "$uid" ! -perm -020 ! -perm -002 2>/dev/null)" ]
-}
 found=
 if [ "$os" = Linux ] && [ -n "$name" ]; then
   for d in "$@"; do
-    if [ -n "$d" ] && [ -w "$d" ] && [ -x "$d/bin/$name" ] && ours "$d" && facts=$("$d/bin/$name" __remote facts "$d" 2>/dev/null); then
+    if [ -n "$d" ] && [ -w "$d" ] && [ -x "$d/bin/$name" ] && ours "$d" "$uid" && facts=$("$d/bin/$name" __remote facts "$d" 2>/dev/null); then
       echo "dir=$d"
       printf 'facts=%s\n' "$facts"
       found=$d
@@ -109,7 +133,7 @@ try_dir() {
     chmod 700 "$d"
     made=1
   fi
-  ours "$d" || { echo "foreign=$d"; return 1; }
+  ours "$d" "$uid" || { echo "foreign=$d"; return 1; }
   p="$d/.probe-$$"
   if printf '#!/bin/sh\necho ok\n' > "$p" 2>/dev/null && chmod 700 "$p" && [ "$("$p" 2>/dev/null)" = ok ]; then
     rm -f "$p"
@@ -125,6 +149,7 @@ if [ -z "$found" ]; then
   for d in "$@"; do
     try_dir "$d" && break
   done
+fi
 fi
 "#;
 
@@ -201,7 +226,6 @@ fn parse_probe(out: &str, host: &str, requested: Option<&str>) -> Result<HostFac
             "{host} is a {machine} machine; agentenv runs on x86_64 and aarch64 hosts"
         ))
     })?;
-    let uid = uid.ok_or_else(|| Diagnostic::new(format!("cannot tell the user id on {host}")))?;
     let Some(dir) = dir else {
         let mut d = Diagnostic::new(format!(
             "found no directory on {host} that agentenv may write and run programs in"
@@ -246,7 +270,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.arch, Arch::Aarch64);
-        assert_eq!(f.uid, 1000);
+        assert_eq!(f.uid, Some(1000));
         assert_eq!(f.dir, "/dev/shm/agentenv-1000");
         assert_eq!(f.agent_facts, None);
         let f = parse_probe(
@@ -256,6 +280,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.agent_facts.as_deref(), Some("{\"home\":\"/h\"}"));
+        // The binary found at once: no uid line.
+        let f = parse_probe(
+            "os=Linux\narch=x86_64\nhome=/h\ndir=/h/.agentenv\nfacts={}\n",
+            "h",
+            None,
+        )
+        .unwrap();
+        assert_eq!((f.uid, f.dir.as_str()), (None, "/h/.agentenv"));
     }
 
     #[test]
