@@ -28,6 +28,12 @@ struct Row {
 #[derive(Serialize)]
 struct Dispatched {
     target: String,
+    /// The container on the host it works in (`--container`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<String>,
+    /// The target and the container, for people.
+    #[serde(skip)]
+    place: String,
     command: String,
     standing: crate::dispatch::record::Standing,
 }
@@ -48,7 +54,9 @@ fn dispatched(state: &StateDirs) -> Vec<Row> {
             processes: Vec::new(),
             dispatch: Some(Dispatched {
                 standing: r.standing(state),
+                place: r.place(),
                 target: r.target,
+                container: r.container,
                 command: r.command,
             }),
         })
@@ -116,7 +124,7 @@ pub fn run(json: bool) -> Result<i32> {
                 r.name.unwrap_or_else(|| "-".into()),
                 uptime(r.uptime_secs),
                 d.standing.describe(),
-                d.target,
+                d.place,
                 d.command
             );
         }

@@ -28,6 +28,19 @@ pub struct DispatchRecord {
     /// Started with `--detach`: its command runs on without a connection.
     #[serde(default)]
     pub detached: bool,
+    /// The container on the host it works in (`--container`).
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+impl DispatchRecord {
+    /// Where it works, for people: the target, and the container there.
+    pub fn place(&self) -> String {
+        match &self.container {
+            Some(c) => format!("{} in {c}", self.target),
+            None => self.target.clone(),
+        }
+    }
 }
 
 /// How a recorded session stands, as seen from here.
@@ -176,6 +189,7 @@ mod tests {
             command: "make".into(),
             started,
             detached: false,
+            container: None,
         }
     }
 
@@ -210,6 +224,12 @@ mod tests {
             ..r
         };
         assert_eq!(detached.standing(&state), Standing::Detached);
+        assert_eq!(detached.place(), "dev@box");
+        let inside = DispatchRecord {
+            container: Some("web".into()),
+            ..detached
+        };
+        assert_eq!(inside.place(), "dev@box in web");
     }
 
     #[test]

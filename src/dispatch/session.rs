@@ -157,6 +157,8 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
     };
 
     let id = layout::new_session_id();
+    // The container it works in, named in the record and the memory's provenance.
+    let container = req.isolation.container();
     let trip = match &req.agent {
         Some(agent) => {
             let links = match (&req.profile, &profile) {
@@ -164,11 +166,6 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
                     profile_links_on_host(agent, &trip.local, &on_host.dir)?
                 }
                 _ => Default::default(),
-            };
-            // The provenance names where it worked: the host, and the container there.
-            let container = match &req.isolation {
-                Isolation::Container(c) => Some(c.as_str()),
-                _ => None,
             };
             Some(MemoryTrip::begin(
                 agent.clone(),
@@ -190,6 +187,7 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         command: crate::memory::provenance::command_line(&req.command),
         started: crate::memory::provenance::now(),
         detached: req.detach,
+        container: container.map(str::to_string),
     };
     record.save(state)?;
     let _held = record.hold(state)?;

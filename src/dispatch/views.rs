@@ -34,6 +34,16 @@ pub enum Isolation {
     Container(String),
 }
 
+impl Isolation {
+    /// The container on the host, for `Container`.
+    pub fn container(&self) -> Option<&str> {
+        match self {
+            Isolation::Container(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// Where agentenv is on the host: its directory, its binary there, the session's directory.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionPaths<'a> {

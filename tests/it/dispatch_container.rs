@@ -79,6 +79,30 @@ fn dispatch_runs_in_a_container_on_the_host_and_leaves_it_as_it_was() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert_eq!(stdout(&o), format!("{short}\n"));
 
+    // Detached: listed with its container, followed to its end.
+    let o = lab.dispatch_as(
+        "root",
+        &f,
+        &host,
+        &["--detach", "--container", short],
+        &["sh", "-c", "sleep 1; cat /etc/hostname; exit 5"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let session = stdout(&o).trim().to_string();
+    let mut c = f.agentenv();
+    c.arg("ps");
+    let listed = stdout(&run(c));
+    assert!(
+        listed.contains(&format!("root@{} in {short}", host.ip)),
+        "{listed}"
+    );
+    let mut c = f.agentenv();
+    c.env("AGENTENV_SSH", lab.ssh_command())
+        .args(["dispatch", "--attach", &session]);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{short}\n"));
+
     assert_eq!(target_state(&id), before, "the container is as it was");
     let left = lab.ssh_as("root", &host, "ls -A /root/.agentenv");
     assert_eq!(
