@@ -1,7 +1,8 @@
 //! `agentenv dispatch [--flake REF] [--profile DIR] [--remote-dir DIR] [--isolated |
-//! --container ID | --no-namespaces] TARGET [-- COMMAND...]`: sends the toolbox, the profile (and agentenv
-//! itself) to a Linux host over ssh and runs a shell or a command there, on the host as it is
-//! (or sandboxed, or bare); `__remote` is what agentenv runs on the host.
+//! --container ID | --no-namespaces] TARGET [-- COMMAND...]`: sends the toolbox, the profile
+//! (and agentenv itself) to a Linux host over ssh and runs a shell or a command there, on the
+//! host as it is (or sandboxed, in a container there, or bare); `__remote` is what agentenv
+//! runs on the host.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

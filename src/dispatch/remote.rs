@@ -1,7 +1,8 @@
 //! The host's side of dispatch: what agentenv does when it runs there, as `agentenv __remote
 //! VERB`, started over ssh by the dispatching agentenv. `facts` tells what the session will
 //! see, `unpack-store` takes store paths, `session` serves one session's agent on stdio in the
-//! view it is told (the host view, the isolated sandbox, or none), `clean` removes a session's directory and says what, if anything, remains.
+//! view it is told (the host view, the isolated sandbox, a container's runner, or none),
+//! `clean` removes a session's directory and says what, if anything, remains.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,17 +67,11 @@ pub fn facts(dir: &Path) -> Result<i32> {
     Ok(0)
 }
 
-#[cfg(target_os = "linux")]
 fn attach_missing() -> Vec<String> {
     crate::attach::caps::missing_here()
         .into_iter()
         .map(String::from)
         .collect()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn attach_missing() -> Vec<String> {
-    Vec::new()
 }
 
 /// Tries a user and mount namespace in a child, as a session will make them.

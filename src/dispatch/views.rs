@@ -1,6 +1,6 @@
 //! What a dispatched session sees of the host, from the dispatching side: the host view (the
-//! default), the namespace sandbox of `agentenv .` (`--isolated`), or no namespace at all
-//! (`--no-namespaces`). For each: the spec `__remote session` is given, and the exec request
+//! default), the namespace sandbox of `agentenv .` (`--isolated`), a container there
+//! (`--container`), or no namespace at all (`--no-namespaces`). For each: the spec `__remote session` is given, and the exec request
 //! that starts the command in it. Building the view on the host is `remote`'s.
 
 use std::ffi::OsString;
@@ -186,7 +186,7 @@ pub fn plan_view(
 /// The exec request for `command` (a shell if empty) in `view`: nix's script for the toolbox,
 /// the profile's additions, the environment, the caller's terminal. In the host view and with
 /// no namespace, the host's PATH entries come first and its environment is kept; in the
-/// sandbox, nothing of the host's.
+/// sandbox, nothing of the host's; in a container, the runner that attaches to it.
 pub fn exec_spec(
     view: &PlannedView,
     devenv: &DevEnv,
@@ -202,9 +202,6 @@ pub fn exec_spec(
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let tty = interactive
         .then(|| crate::terminal::local_winsize().unwrap_or(WinSize { rows: 24, cols: 80 }));
-    if let Isolation::Container(_) = view.isolation {
-        return container_exec(view, command, host, tty);
-    }
     let host_var = |key: &str| {
         remote
             .env
@@ -244,7 +241,8 @@ pub fn exec_spec(
             ];
             (nix_rc, devenv.shell.clone(), env)
         }
-        Isolation::Container(_) => unreachable!("a container's command is its runner's"),
+        // The runner plans the rest on the host, where the container is read.
+        Isolation::Container(_) => return container_exec(view, command, host, tty),
         Isolation::NoNamespaces => {
             // There is no /nix: the toolbox's paths name its copy in agentenv's directory.
             let store = join(dir, layout::STORE);
