@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::remote::{read_spec, SessionView};
@@ -93,9 +93,8 @@ pub fn attach(spec_path: &Path, command: &[OsString]) -> Result<i32> {
                 &target_root,
                 |rel| {
                     let at = c.home.join(rel);
-                    std::fs::create_dir_all(&at).map_err(|e| {
-                        anyhow::Error::from(e).context(format!("cannot create {}", at.display()))
-                    })
+                    std::fs::create_dir_all(&at)
+                        .with_context(|| format!("cannot create {}", at.display()))
                 },
             )?;
             // What the activation and the memory made is the session user's in the container.
