@@ -339,6 +339,8 @@ pub struct Pty {
     pub child: Child,
     master: std::fs::File,
     pub output: Arc<Mutex<Vec<u8>>>,
+    /// Reads the terminal's output until the last slave is closed (EIO).
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Pty {
@@ -365,7 +367,7 @@ impl Pty {
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut reader = master.try_clone().unwrap();
         let sink = output.clone();
-        std::thread::spawn(move || {
+        let reader_thread = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
@@ -379,6 +381,7 @@ impl Pty {
             child,
             master,
             output,
+            reader: reader_thread,
         }
     }
 
@@ -414,6 +417,12 @@ impl Pty {
         let start = Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                // What it wrote last may still be in the terminal's buffer: read on until no
+                // slave is left (a process it left running may hold one: not for long).
+                let drained = Instant::now();
+                while !self.reader.is_finished() && drained.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return s;
             }
             assert!(
