@@ -13,7 +13,6 @@ use nix::sched::CloneFlags;
 
 use super::target::Target;
 use crate::diag::Diagnostic;
-use crate::store::HOST_NIX;
 
 /// One entry of a directory of the target (its root, or where a tree needs a mount point).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +47,7 @@ pub enum TargetNix {
     Store,
     /// `/nix` is a directory without a `store` directory.
     NoStore,
-    /// Its `/nix/store` is the host's own (a process on the host).
+    /// Its `/nix/store` is the toolbox's store itself (a process on the host).
     Shared,
 }
 
@@ -114,8 +113,9 @@ pub struct TargetFacts {
     pub foreign: Vec<Namespace>,
 }
 
-/// Reads the facts of `target`. Fails with the path when `/proc` refuses.
-pub fn read_facts(target: &Target) -> Result<TargetFacts> {
+/// Reads the facts of `target`, whose `/nix/store` is compared with `toolbox_store` (the
+/// toolbox's store on this machine). Fails with the path when `/proc` refuses.
+pub fn read_facts(target: &Target, toolbox_store: &Path) -> Result<TargetFacts> {
     let proc_dir = PathBuf::from(format!("/proc/{}", target.pid));
     let environ_path = proc_dir.join("environ");
     let environ = std::fs::read(&environ_path)
@@ -129,7 +129,7 @@ pub fn read_facts(target: &Target) -> Result<TargetFacts> {
             .filter(|p| p.is_absolute() && !p.as_os_str().as_bytes().ends_with(b" (deleted)"))
             .unwrap_or_else(|| PathBuf::from("/")),
         root: read_listing(&root_dir)?,
-        nix: read_target_nix(&root_dir),
+        nix: read_target_nix(&root_dir, toolbox_store),
         foreign: Namespace::ALL
             .into_iter()
             .filter(|ns| !same_namespace(&proc_dir, *ns))
@@ -201,7 +201,7 @@ pub fn read_listing(root_dir: &Path) -> Result<RootListing> {
     })
 }
 
-fn read_target_nix(root_dir: &Path) -> TargetNix {
+fn read_target_nix(root_dir: &Path, toolbox_store: &Path) -> TargetNix {
     let nix = root_dir.join("nix");
     // lstat: an absolute link would be followed on the host's root, not the target's.
     if !std::fs::symlink_metadata(&nix).is_ok_and(|m| m.is_dir()) {
@@ -209,8 +209,8 @@ fn read_target_nix(root_dir: &Path) -> TargetNix {
     }
     match std::fs::symlink_metadata(nix.join("store")) {
         Ok(store) if store.is_dir() => {
-            let host = std::fs::metadata(Path::new(HOST_NIX).join("store"));
-            if host.is_ok_and(|h| h.dev() == store.dev() && h.ino() == store.ino()) {
+            let toolbox = std::fs::metadata(toolbox_store);
+            if toolbox.is_ok_and(|t| t.dev() == store.dev() && t.ino() == store.ino()) {
                 TargetNix::Shared
             } else {
                 TargetNix::Store
@@ -301,7 +301,8 @@ mod tests {
     #[test]
     fn own_process_shares_every_namespace_and_the_store() {
         let me = Target::of_pid(std::process::id() as i32).unwrap();
-        let facts = read_facts(&me).unwrap();
+        let store = Path::new(crate::store::HOST_NIX).join("store");
+        let facts = read_facts(&me, &store).unwrap();
         assert!(facts.foreign.is_empty(), "{:?}", facts.foreign);
         assert_eq!(facts.cwd, std::env::current_dir().unwrap());
         assert!(facts.root.entries.iter().any(|e| e.name == "proc"));

@@ -86,6 +86,17 @@ impl GraftPlan {
     pub fn shows_toolbox(&self) -> bool {
         !matches!(self.toolbox, Toolbox::Shared)
     }
+
+    /// The detached, sealed copy of the toolbox's store at `store` that `apply_graft` mounts,
+    /// when the plan mounts one.
+    pub fn copy_toolbox<M: MountApi>(&self, store: &Path, api: &M) -> Result<Option<M::Tree>> {
+        if !self.shows_toolbox() {
+            return Ok(None);
+        }
+        let tree = api.clone_tree(store)?;
+        api.seal_tree(&tree)?;
+        Ok(Some(tree))
+    }
 }
 
 /// Decides how the toolbox's store and `trees` (each with the spot found for it, in the order
@@ -162,7 +173,7 @@ fn mirror_of(at: &Path, listing: &RootListing, rests: &[PathBuf]) -> Mirror {
 
 /// Makes the mounts of `plan`. Runs in a fresh, private copy of the target's mount namespace,
 /// with the root and working directory of its root. `toolbox` is the detached, sealed copy of
-/// the toolbox's store when `plan.shows_toolbox()`; `trees` the detached copies of `plan.trees`.
+/// `plan.copy_toolbox()`; `trees` the detached copies of `plan.trees`.
 pub fn apply_graft<M: MountApi>(
     plan: &GraftPlan,
     toolbox: Option<&M::Tree>,

@@ -41,11 +41,7 @@ fn missing(below: &str, rest: &str, listing: Option<RootListing>) -> Spot {
 fn record(plan: &GraftPlan) -> Vec<String> {
     let log = RecordingSyscall::default();
     let api = RecordingMountApi::new(&log);
-    let toolbox = plan.shows_toolbox().then(|| {
-        let t = api.clone_tree(Path::new("/nix/store")).unwrap();
-        api.seal_tree(&t).unwrap();
-        t
-    });
+    let toolbox = plan.copy_toolbox(Path::new("/nix/store"), &api).unwrap();
     let trees: Vec<String> = plan
         .trees
         .iter()

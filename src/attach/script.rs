@@ -285,15 +285,22 @@ mod tests {
         }
     }
 
+    /// The launch for root in `facts`, with no caller variables, as container `web`.
+    fn launch(
+        rc: &str,
+        facts: &TargetFacts,
+        mode: &LaunchMode,
+        p: Option<LaunchProfile>,
+    ) -> Launch {
+        plan_session_launch(&devenv(rc), facts, &root(), mode, "web", &[], p)
+    }
+
     #[test]
     fn command_reads_the_script_from_the_fd_and_closes_it() {
-        let l = plan_session_launch(
-            &devenv("export A=1\n"),
+        let l = launch(
+            "export A=1\n",
             &facts(&[("PATH", "/bin")]),
-            &root(),
             &LaunchMode::Command(vec!["true".into()]),
-            "web",
-            &[],
             None,
         );
         assert_eq!(
@@ -325,15 +332,7 @@ mod tests {
         let f = facts(&[("PATH", "/bin"), ("EDITOR", "vi")]);
         let p = profile_env();
         let mode = LaunchMode::Command(vec!["true".into()]);
-        let l = plan_session_launch(
-            &devenv(""),
-            &f,
-            &root(),
-            &mode,
-            "web",
-            &[],
-            Some(LaunchProfile::env(&p)),
-        );
+        let l = launch("", &f, &mode, Some(LaunchProfile::env(&p)));
         let get = |k: &str| l.env.iter().find(|(e, _)| e == k).map(|(_, v)| v.clone());
         assert_eq!(get("EDITOR"), Some("vi".into()));
         assert_eq!(get("AGENTENV_PROFILE"), Some("/p".into()));
@@ -344,13 +343,10 @@ mod tests {
             "init is for interactive shells: {s}"
         );
         assert!(s.contains("HISTFILE=~/.bash_history\n"), "{s}");
-        let i = plan_session_launch(
-            &devenv(""),
+        let i = launch(
+            "",
             &f,
-            &root(),
             &LaunchMode::Interactive,
-            "web",
-            &[],
             Some(LaunchProfile {
                 env: &p,
                 hook: "source /p/activate.sh\n",
@@ -373,15 +369,7 @@ mod tests {
         let mode = LaunchMode::Command(vec!["sh".into(), "-c".into(), "echo \"$PATH\"".into()]);
         let rc = "PATH=/nix/store/x-toolbox/bin${PATH:+:$PATH}\n";
         let f = facts(&[("PATH", "/usr/bin:/bin")]);
-        let l = plan_session_launch(
-            &devenv(rc),
-            &f,
-            &root(),
-            &mode,
-            "web",
-            &[],
-            Some(LaunchProfile::env(&p)),
-        );
+        let l = launch(rc, &f, &mode, Some(LaunchProfile::env(&p)));
         let script = String::from_utf8(l.script)
             .unwrap()
             .replacen("exec 200<&-\n", "", 1);

@@ -112,14 +112,7 @@ fn open_namespace(pid: i32, ns: Namespace) -> Result<(Namespace, File)> {
 /// Runs the session described by `plan`; returns the exit code of its shell or command.
 pub fn run_session(plan: &SessionPlan) -> Result<i32> {
     let api = LinuxMountApi;
-    let toolbox = match plan.graft.shows_toolbox() {
-        true => {
-            let tree = api.clone_tree(&plan.store)?;
-            api.seal_tree(&tree)?;
-            Some(tree)
-        }
-        false => None,
-    };
+    let toolbox = plan.graft.copy_toolbox(&plan.store, &api)?;
     let trees = copy_trees(plan, &api)?;
     let pid = plan.target.pid;
     let joins = join_order(&plan.foreign)

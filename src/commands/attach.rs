@@ -80,7 +80,8 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     check_attach_privilege()?;
     let target = resolve_target(&args.target)?;
     let toolbox = toolbox_flake(args.flake.as_deref(), &current_dir()?)?;
-    let facts = read_facts(&target)?;
+    let store = std::path::Path::new(crate::store::HOST_NIX).join("store");
+    let facts = read_facts(&target, &store)?;
     let target_root = PathBuf::from(format!("/proc/{}/root", target.pid));
     let user = session_user(target.pid, args.user.as_deref())?;
     let state = StateDirs::from_env()?;
@@ -152,7 +153,6 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         &caller_env,
         profile_env.as_ref().map(LaunchProfile::env),
     );
-    let store = std::path::Path::new(crate::store::HOST_NIX).join("store");
     let plan = SessionPlan::new(target, &facts, trees, store, user, launch);
     tracing::debug!(graft = ?plan.graft, foreign = ?plan.foreign, "attaching");
     // Forked here, in the host's namespaces: a session joins the target's PID namespace.

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::dispatch::record::place;
 use crate::paths::StateDirs;
 use crate::proto::client;
 use crate::proto::message::{ProcInfo, Response};
@@ -31,9 +32,6 @@ struct Dispatched {
     /// The container on the host it works in (`--container`).
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<String>,
-    /// The target and the container, for people.
-    #[serde(skip)]
-    place: String,
     command: String,
     standing: crate::dispatch::record::Standing,
 }
@@ -54,7 +52,6 @@ fn dispatched(state: &StateDirs) -> Vec<Row> {
             processes: Vec::new(),
             dispatch: Some(Dispatched {
                 standing: r.standing(state),
-                place: r.place(),
                 target: r.target,
                 container: r.container,
                 command: r.command,
@@ -124,7 +121,7 @@ pub fn run(json: bool) -> Result<i32> {
                 r.name.unwrap_or_else(|| "-".into()),
                 uptime(r.uptime_secs),
                 d.standing.describe(),
-                d.place,
+                place(&d.target, d.container.as_deref()),
                 d.command
             );
         }

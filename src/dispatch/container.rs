@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::remote::{read_spec, SessionView};
 use crate::attach::caps::check_attach_privilege;
-use crate::attach::facts::{read_facts, Namespace, TargetNix};
+use crate::attach::facts::{read_facts, Namespace};
 use crate::attach::home::give_tree;
 use crate::attach::places::{check_profile, home_and_profile};
 use crate::attach::script::{plan_session_launch, session_home, LaunchProfile};
@@ -65,12 +65,8 @@ pub fn attach(spec_path: &Path, command: &[OsString]) -> Result<i32> {
     };
     check_attach_privilege()?;
     let target = resolve_target(&c.target)?;
-    let mut facts = read_facts(&target)?;
-    // A container that shares the host's own store still lacks the toolbox: that is in
-    // agentenv's cache.
-    if facts.nix == TargetNix::Shared {
-        facts.nix = TargetNix::Store;
-    }
+    let store = c.nix_dir.join("store");
+    let facts = read_facts(&target, &store)?;
     let user = session_user(target.pid, None)?;
     let home_at: PathBuf = session_home(&facts, &user).components().collect();
     let target_root = PathBuf::from(format!("/proc/{}/root", target.pid));
@@ -116,7 +112,7 @@ pub fn attach(spec_path: &Path, command: &[OsString]) -> Result<i32> {
             hook: &p.hook,
         }),
     );
-    let plan = SessionPlan::new(target, &facts, trees, c.nix_dir.join("store"), user, launch);
+    let plan = SessionPlan::new(target, &facts, trees, store, user, launch);
     tracing::debug!(graft = ?plan.graft, "attaching");
     let code = run_session(&plan)?;
     plan.target.say_if_it_ended(code);

@@ -67,12 +67,6 @@ pub fn plan_view(spec: &HostViewSpec) -> Result<GraftPlan> {
     Ok(plan_graft(&listing, &host_nix(), trees))
 }
 
-/// The toolbox tree to attach for `plan`: the cache's `store`, the graft puts it at
-/// `/nix/store` (over the host's own store, if the host has one).
-fn toolbox_source(plan: &GraftPlan, spec: &HostViewSpec) -> Option<PathBuf> {
-    plan.shows_toolbox().then(|| spec.nix_dir.join("store"))
-}
-
 /// Enters the view in the calling process: a user namespace mapping the caller to itself, a
 /// private mount namespace, the graft. The caller's working directory is kept where it exists.
 pub fn enter_host_view(spec: &HostViewSpec) -> Result<()> {
@@ -86,14 +80,8 @@ pub fn enter_host_view(spec: &HostViewSpec) -> Result<()> {
     make_mounts_private(&sys)?;
     let plan = plan_view(spec)?;
     let api = LinuxMountApi;
-    let toolbox = match toolbox_source(&plan, spec) {
-        Some(src) => {
-            let tree = api.clone_tree(&src)?;
-            api.seal_tree(&tree)?;
-            Some(tree)
-        }
-        None => None,
-    };
+    // The cache's store; the graft puts it at `/nix/store` (over the host's own, if any).
+    let toolbox = plan.copy_toolbox(&spec.nix_dir.join("store"), &api)?;
     let trees = plan
         .trees
         .iter()

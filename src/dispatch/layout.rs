@@ -8,6 +8,8 @@ pub const NIX: &str = "nix";
 pub const STORE: &str = "nix/store";
 pub const PROFILES: &str = "profiles";
 pub const SESSIONS: &str = "sessions";
+/// A session's spec, in its directory (`__remote session` and `attach` read it).
+pub const SPEC: &str = "spec.json";
 
 /// What may remain on the host after every session has ended and been cleaned.
 pub const CACHES: &[&str] = &[BIN, NIX, PROFILES];

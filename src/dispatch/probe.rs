@@ -57,7 +57,7 @@ pub struct HostFacts {
 /// What the probe prints before agentenv's own facts, on the same line.
 const FACTS_KEY: &str = "facts";
 
-/// The probe: prints `key=value` lines, the last `facts=JSON` when agentenv's binary is there.
+/// The probe: prints `key=value` lines, `facts=JSON` among them when agentenv's binary is there.
 /// `REQUESTED` is a directory the user asked for (may be empty); `BIN_X86_64` and
 /// `BIN_AARCH64` the content names of agentenv's binaries (empty for one this side lacks). A
 /// candidate directory that holds the binary and runs it is taken as it is (that is the
@@ -72,6 +72,13 @@ ours() {
   fi
   [ -n "$(find -H "$1" -prune -user "$2" ! -perm -020 ! -perm -002 2>/dev/null)" ]
 }
+# Runs agentenv's binary $2 in directory $1 if it is there and the directory is user $3's
+# alone; prints the directory and the binary's facts.
+facts_in() {
+  [ -n "$1" ] && [ -n "$2" ] && [ -w "$1" ] && [ -x "$1/bin/$2" ] && ours "$1" "$3" &&
+    facts=$("$1/bin/$2" __remote facts "$1" 2>/dev/null) &&
+    printf 'dir=%s\nfacts=%s\n' "$1" "$facts"
+}
 # The common case first, starting as few programs as it can (each costs milliseconds): the
 # binary in the requested directory, else in $XDG_RUNTIME_DIR or ~/.agentenv, checked as
 # ours by the login name sshd set. A binary for another machine fails to run and the next
@@ -84,11 +91,11 @@ else
 fi
 quick=
 for d in "$@"; do
-  [ -n "$d" ] && [ -n "$me" ] && [ -w "$d" ] || continue
+  [ -n "$me" ] || break
   for arch_name in "x86_64 $BIN_X86_64" "aarch64 $BIN_AARCH64"; do
-    machine=${arch_name% *} name=${arch_name#* }
-    if [ -n "$name" ] && [ -x "$d/bin/$name" ] && ours "$d" "$me" && facts=$("$d/bin/$name" __remote facts "$d" 2>/dev/null); then
-      printf 'os=Linux\narch=%s\nhome=%s\ndir=%s\nfacts=%s\n' "$machine" "${HOME:-}" "$d" "$facts"
+    machine=${arch_name% *}
+    if facts_in "$d" "${arch_name#* }" "$me"; then
+      printf 'os=Linux\narch=%s\nhome=%s\n' "$machine" "${HOME:-}"
       quick=1
       break 2
     fi
@@ -115,9 +122,7 @@ fi
 found=
 if [ "$os" = Linux ] && [ -n "$name" ]; then
   for d in "$@"; do
-    if [ -n "$d" ] && [ -w "$d" ] && [ -x "$d/bin/$name" ] && ours "$d" "$uid" && facts=$("$d/bin/$name" __remote facts "$d" 2>/dev/null); then
-      echo "dir=$d"
-      printf 'facts=%s\n' "$facts"
+    if facts_in "$d" "$name" "$uid"; then
       found=$d
       break
     fi

@@ -33,13 +33,11 @@ pub struct DispatchRecord {
     pub container: Option<String>,
 }
 
-impl DispatchRecord {
-    /// Where it works, for people: the target, and the container there.
-    pub fn place(&self) -> String {
-        match &self.container {
-            Some(c) => format!("{} in {c}", self.target),
-            None => self.target.clone(),
-        }
+/// Where a session works, for people: its target, and the container there.
+pub fn place(target: &str, container: Option<&str>) -> String {
+    match container {
+        Some(c) => format!("{target} in {c}"),
+        None => target.to_string(),
     }
 }
 
@@ -224,12 +222,13 @@ mod tests {
             ..r
         };
         assert_eq!(detached.standing(&state), Standing::Detached);
-        assert_eq!(detached.place(), "dev@box");
+        let place_of = |r: &DispatchRecord| place(&r.target, r.container.as_deref());
+        assert_eq!(place_of(&detached), "dev@box");
         let inside = DispatchRecord {
             container: Some("web".into()),
             ..detached
         };
-        assert_eq!(inside.place(), "dev@box in web");
+        assert_eq!(place_of(&inside), "dev@box in web");
     }
 
     #[test]

@@ -307,10 +307,8 @@ pub fn enter_session(spec: &SessionSpec) -> Result<()> {
         // Single-threaded here: nothing else reads the environment. The commands get theirs
         // from the exec request, not this one.
         SessionView::Bare { scratch } => std::env::set_var("TMPDIR", scratch),
-        SessionView::Container(c) => {
-            crate::attach::caps::check_attach_privilege()?;
-            std::env::set_var("TMPDIR", &c.scratch)
-        }
+        // Attaching is privileged: `__remote attach` checks, for each command.
+        SessionView::Container(c) => std::env::set_var("TMPDIR", &c.scratch),
     }
     crate::process::block_supervised_signals()?;
     if let SessionView::Host(_) = spec.view {

@@ -40,9 +40,10 @@ pub(super) fn start_detached(host: &Host, id: &str, setup: &str, exec: &ExecSpec
     host.ssh
         .run_script_with_input(
             &format!(
-                "{setup}cat > {dir}/{} || exit\nexec {} __remote serve {dir}/spec.json\n",
+                "{setup}cat > {dir}/{} || exit\nexec {} __remote serve {dir}/{}\n",
                 super::detached::EXEC,
-                q(&host.bin)?
+                q(&host.bin)?,
+                super::layout::SPEC
             ),
             &mut &serde_json::to_vec(&exec)?[..],
         )

@@ -63,7 +63,8 @@ pub(super) fn run_session(
         false => String::new(),
     };
     let mut child = host.ssh.spawn_script(&format!(
-        "{setup}{bin} __remote session {dq}/spec.json\n{clean}"
+        "{setup}{bin} __remote session {dq}/{}\n{clean}",
+        super::layout::SPEC
     ))?;
     let stdin = child.stdin.take().context("ssh has no stdin")?;
     let stdout = child.stdout.take().context("ssh has no stdout")?;

@@ -84,6 +84,15 @@ impl Host {
         join(&self.dir, &format!("{}/{id}", layout::SESSIONS))
     }
 
+    /// Where agentenv is on the host, for the session whose directory is `session`.
+    pub fn paths<'a>(&'a self, session: &'a str) -> SessionPaths<'a> {
+        SessionPaths {
+            dir: &self.dir,
+            bin: &self.bin,
+            session,
+        }
+    }
+
     pub fn run_json<T: serde::de::DeserializeOwned>(&self, args: &str) -> Result<T> {
         let out = self
             .ssh
@@ -129,7 +138,7 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         }
         None => push_binary(ssh, &facts, &offered, state)?,
     };
-    check_namespaces(&host, &remote, &req.isolation)?;
+    check_view(&host, &remote, &req.isolation)?;
     let closure = closure
         .join()
         .map_err(|_| anyhow::anyhow!("listing the toolbox's store paths failed"))??;
@@ -210,7 +219,7 @@ pub fn dispatch(req: &DispatchRequest, state: &StateDirs) -> Result<i32> {
         &req.devenv,
         &req.command,
         &remote,
-        &host.dir,
+        host.paths(&host.session_dir(&id)),
         &host.ssh.target().to_string(),
         profile.as_ref(),
     );
@@ -342,10 +351,10 @@ fn finish_with(
     check_clean(host, &report)
 }
 
-/// Whether the host gives the session the namespaces it needs: refused user namespaces are an
+/// Whether the host gives the session's view what it needs: refused user namespaces are an
 /// error, unless the session is to run without any (said once, loudly: never a silent
-/// fallback).
-fn check_namespaces(host: &Host, remote: &RemoteFacts, isolation: &Isolation) -> Result<()> {
+/// fallback); a container needs the ssh user's privilege to attach.
+fn check_view(host: &Host, remote: &RemoteFacts, isolation: &Isolation) -> Result<()> {
     match (&remote.userns_refused, isolation) {
         (_, Isolation::Container(id)) => match remote.attach_missing.as_slice() {
             [] => Ok(()),
@@ -400,14 +409,9 @@ fn plan_session(
     trip: Option<&MemoryTrip>,
 ) -> Result<(PlannedView, String)> {
     let dir = host.session_dir(id);
-    let paths = SessionPaths {
-        dir: &host.dir,
-        bin: &host.bin,
-        session: &dir,
-    };
     let view = plan_view(
         &req.isolation,
-        paths,
+        host.paths(&dir),
         remote,
         &req.devenv,
         profile,
@@ -428,9 +432,10 @@ fn plan_session(
         .map(|d| Ok(format!("{dq}/{}", q(&d.to_string_lossy())?)))
         .collect::<Result<Vec<String>>>()?;
     let setup = format!(
-        "umask 077\nmkdir -p {} || exit\nprintf '%s' {} > {dq}/spec.json || exit\numask 022\n",
+        "umask 077\nmkdir -p {} || exit\nprintf '%s' {} > {dq}/{} || exit\numask 022\n",
         dirs.join(" "),
-        q(&spec_json)?
+        q(&spec_json)?,
+        layout::SPEC
     );
     Ok((view, setup))
 }

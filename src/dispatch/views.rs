@@ -63,9 +63,6 @@ pub struct PlannedView {
     /// runner's, on the host).
     pub home: PathBuf,
     pub cwd: PathBuf,
-    /// In a container: what the agent runs for each command, followed by `--` and the
-    /// command; empty otherwise.
-    pub runner: Vec<OsString>,
 }
 
 /// The view `isolation` names, for the session at `paths`, showing `profile` (its copy on the
@@ -124,7 +121,6 @@ pub fn plan_view(
                 dirs,
                 cwd: home.clone(),
                 home,
-                runner: Vec::new(),
             }
         }
         Isolation::Isolated => {
@@ -142,7 +138,6 @@ pub fn plan_view(
                 dirs: names(&["home", "work"]),
                 home,
                 cwd: PathBuf::from(WORK_DIR),
-                runner: Vec::new(),
             }
         }
         Isolation::Container(ref target) => PlannedView {
@@ -163,12 +158,6 @@ pub fn plan_view(
             dirs: names(&["home", "run"]),
             home: sub("home"),
             cwd: PathBuf::from(session),
-            runner: vec![
-                paths.bin.into(),
-                "__remote".into(),
-                "attach".into(),
-                join(session, "spec.json").into(),
-            ],
         },
         Isolation::NoNamespaces => PlannedView {
             isolation,
@@ -178,7 +167,6 @@ pub fn plan_view(
             dirs: names(&["home", "run"]),
             home: sub("home"),
             cwd: sub("home"),
-            runner: Vec::new(),
         },
     }
 }
@@ -192,7 +180,7 @@ pub fn exec_spec(
     devenv: &DevEnv,
     command: &[OsString],
     remote: &RemoteFacts,
-    dir: &str,
+    paths: SessionPaths,
     host: &str,
     profile: Option<&HostProfile>,
 ) -> ExecSpec {
@@ -242,10 +230,10 @@ pub fn exec_spec(
             (nix_rc, devenv.shell.clone(), env)
         }
         // The runner plans the rest on the host, where the container is read.
-        Isolation::Container(_) => return container_exec(view, command, host, tty),
+        Isolation::Container(_) => return container_exec(view, paths, command, host, tty),
         Isolation::NoNamespaces => {
             // There is no /nix: the toolbox's paths name its copy in agentenv's directory.
-            let store = join(dir, layout::STORE);
+            let store = join(paths.dir, layout::STORE);
             let moved = |s: &str| s.replace("/nix/store/", &format!("{store}/"));
             let mut env = host_env();
             env.retain(|(k, _)| k != "HOME");
@@ -300,6 +288,7 @@ pub fn exec_spec(
 /// passed from here. The runner is started by the host's `sh`.
 fn container_exec(
     view: &PlannedView,
+    paths: SessionPaths,
     command: &[OsString],
     host: &str,
     tty: Option<WinSize>,
@@ -311,7 +300,13 @@ fn container_exec(
         }
     }
     env.push(("AGENTENV_DISPATCH".into(), host.into()));
-    let mut runner = view.runner.clone();
+    let spec = join(paths.session, layout::SPEC);
+    let mut runner: Vec<OsString> = vec![
+        paths.bin.into(),
+        "__remote".into(),
+        "attach".into(),
+        spec.into(),
+    ];
     if !command.is_empty() {
         runner.push("--".into());
         runner.extend(command.iter().cloned());
