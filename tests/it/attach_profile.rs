@@ -13,16 +13,12 @@ use crate::{fixture, runtime};
 /// A copy of examples/profile (without its `tools`: their flake needs nixpkgs) with a dotfile
 /// only its owner may read, and an activate.sh that records the home it ran with.
 fn profile_copy(f: &Fixture) -> PathBuf {
-    let dir = f.profile_copy();
+    let dir = f.profile_copy_without_tools();
     std::fs::write(
         dir.join("activate.sh"),
         "#!/bin/sh\necho hook-output\necho \"$HOME\" > \"$HOME/.hook-seen\"\n",
     )
     .unwrap();
-    let manifest = dir.join("agentenv.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("tools =")).collect();
-    std::fs::write(&manifest, kept.join("\n")).unwrap();
     let secret = dir.join("home/.secret");
     std::fs::write(&secret, "owner-only\n").unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();

@@ -257,6 +257,13 @@ impl Lab {
         run(c)
     }
 
+    /// `agentenv ARGS...` from the fixture's flake, with ssh set up for the lab.
+    pub(crate) fn agentenv(&self, f: &Fixture, args: &[&str]) -> Command {
+        let mut c = f.agentenv();
+        c.env("AGENTENV_SSH", self.ssh_command()).args(args);
+        c
+    }
+
     /// `agentenv dispatch ARGS... dev@HOST -- CMD...` from the fixture's flake.
     pub(crate) fn dispatch(&self, f: &Fixture, host: &Host, args: &[&str], cmd: &[&str]) -> Output {
         self.dispatch_as("dev", f, host, args, cmd)
@@ -271,11 +278,8 @@ impl Lab {
         args: &[&str],
         cmd: &[&str],
     ) -> Output {
-        let mut c = f.agentenv();
-        c.env("AGENTENV_SSH", self.ssh_command())
-            .arg("dispatch")
-            .args(args)
-            .arg(format!("{user}@{}", host.ip));
+        let mut c = self.agentenv(f, &["dispatch"]);
+        c.args(args).arg(format!("{user}@{}", host.ip));
         if !cmd.is_empty() {
             c.arg("--").args(cmd);
         }
@@ -459,16 +463,24 @@ fn dispatch_to_an_unreachable_host_says_so() {
     let f = crate::fixture!();
     let lab = Lab::new("unreachable");
     // A closed port on loopback: refused at once, and no traffic leaves the machine.
-    let mut c = f.agentenv();
-    c.env("AGENTENV_SSH", lab.ssh_command())
-        .args(["dispatch", "dev@127.0.0.1:1", "--", "true"]);
-    let o = run(c);
+    let o = run(lab.agentenv(&f, &["dispatch", "dev@127.0.0.1:1", "--", "true"]));
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("cannot connect to dev@127.0.0.1:1"), "{err}");
 }
 
 /// Plain git on an agent's memory.
+/// `agentenv agent new NAME [--profile DIR]`, which must succeed.
+pub(crate) fn new_agent(f: &Fixture, name: &str, profile: Option<&Path>) {
+    let mut c = f.agentenv();
+    c.args(["agent", "new", name]);
+    if let Some(p) = profile {
+        c.arg("--profile").arg(p);
+    }
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 pub(crate) fn memory_git(f: &Fixture, agent: &str, args: &[&str]) -> String {
     let o = Command::new("git")
         .arg("--git-dir")
@@ -486,10 +498,7 @@ fn dispatch_brings_the_agents_learnings_back_and_merges_them_with_local_ones() {
     let f = crate::fixture!();
     let mut lab = Lab::new("memory");
     let host = lab.host(&[]);
-    let mut c = f.agentenv();
-    c.args(["agent", "new", "scout"]);
-    let o = run(c);
-    assert!(o.status.success(), "{}", stderr(&o));
+    new_agent(&f, "scout", None);
     // A first local session writes two lines the next sessions start from.
     let o = f.run_in_with(
         &["--agent", "scout"],
@@ -563,10 +572,8 @@ fn dispatch_beside_local(f: &Fixture, lab: &Lab, host: &Host, remote: &str, loca
     let sessions = f.state.join("data/agents/scout/sessions");
     let count = || std::fs::read_dir(&sessions).map(|d| d.count()).unwrap_or(0);
     let before = count();
-    let mut c = f.agentenv();
-    c.env("AGENTENV_SSH", lab.ssh_command())
-        .args(["dispatch", "--agent", "scout"])
-        .arg(format!("dev@{}", host.ip))
+    let mut c = lab.agentenv(f, &["dispatch", "--agent", "scout"]);
+    c.arg(format!("dev@{}", host.ip))
         .args(["--", "sh", "-c"])
         .arg(format!("sleep 8; {remote}"))
         .stdin(Stdio::null())

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::dispatch::{container_ip, host_fixture, memory_git, Host, Lab};
+use crate::dispatch::{container_ip, host_fixture, memory_git, new_agent, Host, Lab};
 use crate::support::{self, run, stderr, stdout, Fixture};
 
 const DIR: &str = "/home/dev/.agentenv";
@@ -14,20 +14,14 @@ const DIR: &str = "/home/dev/.agentenv";
 /// `agentenv ARGS...` with `ssh` set up for the lab, through `config` when given (a Host
 /// alias for the host).
 fn agentenv(f: &Fixture, lab: &Lab, config: Option<&Path>, args: &[&str]) -> Command {
-    let mut c = f.agentenv();
-    let ssh = match config {
-        Some(cfg) => format!("{} -F {}", lab.ssh_command(), cfg.display()),
-        None => lab.ssh_command(),
-    };
-    c.env("AGENTENV_SSH", ssh).args(args);
+    let mut c = lab.agentenv(f, args);
+    if let Some(cfg) = config {
+        c.env(
+            "AGENTENV_SSH",
+            format!("{} -F {}", lab.ssh_command(), cfg.display()),
+        );
+    }
     c
-}
-
-fn new_agent(f: &Fixture, name: &str) {
-    let mut c = f.agentenv();
-    c.args(["agent", "new", name]);
-    let o = run(c);
-    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// What of the session is left on the host: agentenv's directory, and our processes.
@@ -66,7 +60,7 @@ fn a_detached_command_runs_on_and_attach_follows_it_and_brings_its_learnings_bac
     let f = crate::fixture!();
     let mut lab = Lab::new("detach");
     let host = lab.host(&[]);
-    new_agent(&f, "runner");
+    new_agent(&f, "runner", None);
     let target = format!("dev@{}", host.ip);
     let mut c = agentenv(
         &f,
@@ -146,7 +140,7 @@ fn a_cut_link_is_noticed_and_collect_brings_the_learnings_back() {
     let f = crate::fixture!();
     let mut lab = Lab::new("cut");
     let host = lab.host(&[]);
-    new_agent(&f, "wanderer");
+    new_agent(&f, "wanderer", None);
     let config = f.tmp.path().join("ssh_config");
     write_config(&config, &host.ip);
     let mut c = agentenv(

@@ -3,7 +3,7 @@
 //! containers sees its own); the target is a container on the same network, not changed by the
 //! session: its files (`docker diff`) and mount table stay as they were.
 
-use crate::dispatch::{docker, host_fixture, memory_git, Lab};
+use crate::dispatch::{docker, host_fixture, memory_git, new_agent, Lab};
 use crate::support::{run, stderr, stdout};
 
 /// The target's mount table and changed files, as docker sees them from outside.
@@ -60,10 +60,9 @@ fn dispatch_runs_in_a_container_on_the_host_and_leaves_it_as_it_was() {
 
     // By PID too; a shell script on stdin when no command is given.
     let pid = stdout(&docker(&["inspect", "-f", "{{.State.Pid}}", &id]));
-    let mut c = f.agentenv();
-    c.env("AGENTENV_SSH", lab.ssh_command())
-        .args(["dispatch", "--container", &format!("pid:{}", pid.trim())])
-        .arg(format!("root@{}", host.ip))
+    let pid_target = format!("pid:{}", pid.trim());
+    let mut c = lab.agentenv(&f, &["dispatch", "--container", &pid_target]);
+    c.arg(format!("root@{}", host.ip))
         .stdin(std::process::Stdio::piped());
     let mut child = c
         .stdout(std::process::Stdio::piped())
@@ -96,10 +95,7 @@ fn dispatch_runs_in_a_container_on_the_host_and_leaves_it_as_it_was() {
         listed.contains(&format!("root@{} in {short}", host.ip)),
         "{listed}"
     );
-    let mut c = f.agentenv();
-    c.env("AGENTENV_SSH", lab.ssh_command())
-        .args(["dispatch", "--attach", &session]);
-    let o = run(c);
+    let o = run(lab.agentenv(&f, &["dispatch", "--attach", &session]));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(stdout(&o), format!("{short}\n"));
 
@@ -136,21 +132,8 @@ fn dispatch_into_a_container_takes_the_agent_and_its_profile_to_its_user() {
     let id = lab.container(&["--user", "1000:1000"], &["sleep", "infinity"]);
     let short = &id[..12];
     let before = target_state(&id);
-    let profile = f.profile_copy();
-    // Only the profile's files: its tools' flake would need nixpkgs.
-    std::fs::remove_file(profile.join("flake.nix")).unwrap();
-    let toml = std::fs::read_to_string(profile.join("agentenv.toml")).unwrap();
-    let toml: String = toml
-        .lines()
-        .filter(|l| !l.starts_with("tools"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(profile.join("agentenv.toml"), toml).unwrap();
-    let p = profile.to_str().unwrap();
-    let mut c = f.agentenv();
-    c.args(["agent", "new", "scout", "--profile", p]);
-    let o = run(c);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let profile = f.profile_copy_without_tools();
+    new_agent(&f, "scout", Some(&profile));
 
     // root's agentenv directory is in /root, which the container's user may not pass.
     let o = lab.dispatch_as(

@@ -147,10 +147,7 @@ fn an_agent_dispatched_with_its_profile_has_its_skills_and_brings_back_only_what
     let f = crate::fixture!();
     let profile = f.tmp.path().join("agent-profile");
     crate::home::write_profile(&profile, "scouting");
-    let mut c = f.agentenv();
-    c.args(["agent", "new", "scout", "--profile"]).arg(&profile);
-    let o = crate::support::run(c);
-    assert!(o.status.success(), "{}", stderr(&o));
+    crate::dispatch::new_agent(&f, "scout", Some(&profile));
     let mut lab = Lab::new("agentprof");
     let host = lab.host(&[]);
 

@@ -12,11 +12,7 @@ use crate::{fixture, runtime};
 /// A copy of examples/profile without `tools` (their flake needs nixpkgs), with a CLAUDE.md
 /// the agent's memory starts from.
 fn profile_copy(f: &Fixture) -> PathBuf {
-    let dir = f.profile_copy();
-    let manifest = dir.join("agentenv.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("tools =")).collect();
-    std::fs::write(&manifest, kept.join("\n")).unwrap();
+    let dir = f.profile_copy_without_tools();
     std::fs::create_dir_all(dir.join("home/.claude")).unwrap();
     std::fs::write(dir.join("home/.claude/CLAUDE.md"), "# from the profile\n").unwrap();
     let _ = std::fs::remove_file(dir.join("activate.sh"));

@@ -228,6 +228,16 @@ impl Fixture {
         std::fs::canonicalize(dir).unwrap()
     }
 
+    /// `profile_copy` without `tools` in its agentenv.toml: their flake needs nixpkgs.
+    pub fn profile_copy_without_tools(&self) -> PathBuf {
+        let dir = self.profile_copy();
+        let manifest = dir.join("agentenv.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("tools =")).collect();
+        std::fs::write(&manifest, kept.join("\n")).unwrap();
+        dir
+    }
+
     /// nix with the same offline configuration.
     pub fn nix(&self) -> Command {
         let mut c = Command::new("nix");
